@@ -1,0 +1,220 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Errors of metadata commands, for callers to branch on.
+var (
+	ErrStreamExists   = errors.New("cluster: stream already exists")
+	ErrStreamNotFound = errors.New("cluster: stream not found")
+	// ErrStreamInUse: the stream's status does not allow the operation.
+	ErrStreamInUse = errors.New("cluster: stream is not ACTIVE")
+	// ErrInvalidCommand: the request contradicts the current metadata.
+	ErrInvalidCommand = errors.New("cluster: invalid request")
+	ErrNotLeader      = errors.New("cluster: not the metadata leader")
+)
+
+// Command is one change to the metadata, replicated through the metadata
+// raft group. Exactly one field is set. Everything time- or placement-
+// dependent is decided by the proposer and carried in the command, so every
+// replica applies it identically.
+type Command struct {
+	Bootstrap      *BootstrapCmd      `json:"bootstrap,omitempty"`
+	CreateStream   *CreateStreamCmd   `json:"create_stream,omitempty"`
+	DeleteStream   *DeleteStreamCmd   `json:"delete_stream,omitempty"`
+	SetRetention   *SetRetentionCmd   `json:"set_retention,omitempty"`
+	ShardReady     *ShardReadyCmd     `json:"shard_ready,omitempty"`
+	ReplicaStopped *ReplicaStoppedCmd `json:"replica_stopped,omitempty"`
+}
+
+// BootstrapCmd sets the cluster identity once; later ones are ignored.
+type BootstrapCmd struct {
+	ClusterID   string `json:"cluster_id"`
+	IteratorKey []byte `json:"iterator_key"`
+}
+
+// CreateStreamCmd creates a stream in CREATING with evenly split shards.
+type CreateStreamCmd struct {
+	Name           string            `json:"name"`
+	ShardCount     int               `json:"shard_count"`
+	Mode           StreamMode        `json:"mode"`
+	RetentionHours int               `json:"retention_hours"`
+	CreatedAt      time.Time         `json:"created_at"`
+	Tags           map[string]string `json:"tags,omitempty"`
+	// Placement[i] lists the nodes holding shard i.
+	Placement [][]string `json:"placement"`
+}
+
+// DeleteStreamCmd moves a stream to DELETING; it disappears once every
+// replica has stopped.
+type DeleteStreamCmd struct {
+	Name string `json:"name"`
+}
+
+// SetRetentionCmd changes the retention period. Increase says which Kinesis
+// operation asked, so that one in the wrong direction is refused.
+type SetRetentionCmd struct {
+	Name     string `json:"name"`
+	Hours    int    `json:"hours"`
+	Increase bool   `json:"increase"`
+}
+
+// ShardReadyCmd records that a shard's group has elected a leader; a
+// CREATING stream turns ACTIVE once all its shards are ready.
+type ShardReadyCmd struct {
+	StreamID   uint64 `json:"stream_id"`
+	ShardIndex uint64 `json:"shard_index"`
+}
+
+// ReplicaStoppedCmd records that a node stopped and removed a replica of a
+// deleted stream.
+type ReplicaStoppedCmd struct {
+	StreamID   uint64 `json:"stream_id"`
+	ShardIndex uint64 `json:"shard_index"`
+	Node       string `json:"node"`
+}
+
+// Retention bounds in hours (DESIGN.md).
+const (
+	MinRetentionHours = 24
+	MaxRetentionHours = 8760
+)
+
+// apply returns the state after cmd, or an error and st unchanged.
+func (st *State) apply(cmd *Command) (*State, error) {
+	switch {
+	case cmd.Bootstrap != nil:
+		if st.ClusterID != "" {
+			return st, nil
+		}
+		c := *st
+		c.ClusterID, c.IteratorKey = cmd.Bootstrap.ClusterID, cmd.Bootstrap.IteratorKey
+		return &c, nil
+	case cmd.CreateStream != nil:
+		return st.createStream(cmd.CreateStream)
+	case cmd.DeleteStream != nil:
+		return st.deleteStream(cmd.DeleteStream)
+	case cmd.SetRetention != nil:
+		return st.setRetention(cmd.SetRetention)
+	case cmd.ShardReady != nil:
+		return st.shardReady(cmd.ShardReady)
+	case cmd.ReplicaStopped != nil:
+		return st.replicaStopped(cmd.ReplicaStopped)
+	}
+	return st, fmt.Errorf("%w: empty command", ErrInvalidCommand)
+}
+
+func (st *State) createStream(c *CreateStreamCmd) (*State, error) {
+	if _, ok := st.Streams[c.Name]; ok {
+		return st, fmt.Errorf("%w: %s", ErrStreamExists, c.Name)
+	}
+	if len(c.Placement) != c.ShardCount {
+		return st, fmt.Errorf("%w: placement for %d shards, want %d", ErrInvalidCommand, len(c.Placement), c.ShardCount)
+	}
+	ranges, err := EvenRanges(c.ShardCount)
+	if err != nil {
+		return st, fmt.Errorf("%w: %v", ErrInvalidCommand, err)
+	}
+	s := &Stream{
+		Name: c.Name, ID: st.NextStreamID + 1, Status: StreamCreating, Mode: c.Mode,
+		RetentionHours: c.RetentionHours, CreatedAt: c.CreatedAt, Tags: c.Tags,
+		NextShardIndex: uint64(c.ShardCount),
+	}
+	for i, r := range ranges {
+		sh := &Shard{Index: uint64(i), HashStart: r.Start.String(), HashEnd: r.End.String(),
+			Replicas: append([]string(nil), c.Placement[i]...), hashRange: r}
+		s.Shards = append(s.Shards, sh)
+	}
+	next := st.withStream(c.Name, s)
+	next.NextStreamID = s.ID
+	return next, nil
+}
+
+func (st *State) deleteStream(c *DeleteStreamCmd) (*State, error) {
+	s, ok := st.Streams[c.Name]
+	if !ok {
+		return st, fmt.Errorf("%w: %s", ErrStreamNotFound, c.Name)
+	}
+	if s.Status == StreamDeleting {
+		return st, nil
+	}
+	s = s.clone()
+	s.Status = StreamDeleting
+	return st.withStream(c.Name, s), nil
+}
+
+func (st *State) setRetention(c *SetRetentionCmd) (*State, error) {
+	s, ok := st.Streams[c.Name]
+	if !ok {
+		return st, fmt.Errorf("%w: %s", ErrStreamNotFound, c.Name)
+	}
+	if s.Status != StreamActive {
+		return st, fmt.Errorf("%w: %s is %s", ErrStreamInUse, c.Name, s.Status)
+	}
+	if c.Hours < MinRetentionHours || c.Hours > MaxRetentionHours {
+		return st, fmt.Errorf("%w: retention %d hours is outside [%d, %d]", ErrInvalidCommand, c.Hours, MinRetentionHours, MaxRetentionHours)
+	}
+	if c.Increase && c.Hours < s.RetentionHours {
+		return st, fmt.Errorf("%w: retention %d hours is below the current %d; use DecreaseStreamRetentionPeriod", ErrInvalidCommand, c.Hours, s.RetentionHours)
+	}
+	if !c.Increase && c.Hours > s.RetentionHours {
+		return st, fmt.Errorf("%w: retention %d hours is above the current %d; use IncreaseStreamRetentionPeriod", ErrInvalidCommand, c.Hours, s.RetentionHours)
+	}
+	s = s.clone()
+	s.RetentionHours = c.Hours
+	return st.withStream(c.Name, s), nil
+}
+
+// streamByID finds a stream by id; ids are never reused.
+func (st *State) streamByID(id uint64) (*Stream, bool) {
+	for _, s := range st.Streams {
+		if s.ID == id {
+			return s, true
+		}
+	}
+	return nil, false
+}
+
+func (st *State) shardReady(c *ShardReadyCmd) (*State, error) {
+	s, ok := st.streamByID(c.StreamID)
+	if !ok || c.ShardIndex >= uint64(len(s.Shards)) || s.Shards[c.ShardIndex].Ready {
+		return st, nil // stale report: nothing to do
+	}
+	s = s.clone()
+	s.Shards[c.ShardIndex].Ready = true
+	if s.Status == StreamCreating {
+		all := true
+		for _, sh := range s.Shards {
+			all = all && sh.Ready
+		}
+		if all {
+			s.Status = StreamActive
+		}
+	}
+	return st.withStream(s.Name, s), nil
+}
+
+func (st *State) replicaStopped(c *ReplicaStoppedCmd) (*State, error) {
+	s, ok := st.streamByID(c.StreamID)
+	if !ok || s.Status != StreamDeleting || c.ShardIndex >= uint64(len(s.Shards)) {
+		return st, nil
+	}
+	s = s.clone()
+	sh := s.Shards[c.ShardIndex]
+	kept := sh.Replicas[:0]
+	for _, n := range sh.Replicas {
+		if n != c.Node {
+			kept = append(kept, n)
+		}
+	}
+	sh.Replicas = kept
+	for _, sh := range s.Shards {
+		if len(sh.Replicas) > 0 {
+			return st.withStream(s.Name, s), nil
+		}
+	}
+	return st.withStream(s.Name, nil), nil
+}

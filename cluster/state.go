@@ -1,0 +1,182 @@
+package cluster
+
+import (
+	"fmt"
+	"math/big"
+	"sort"
+	"time"
+
+	"github.com/riffle-streams/riffle/shardlog"
+)
+
+// StreamStatus follows Kinesis's stream states.
+type StreamStatus string
+
+// Stream states.
+const (
+	StreamCreating StreamStatus = "CREATING"
+	StreamActive   StreamStatus = "ACTIVE"
+	StreamUpdating StreamStatus = "UPDATING"
+	StreamDeleting StreamStatus = "DELETING"
+)
+
+// StreamMode is PROVISIONED (explicit shard count) or ON_DEMAND.
+type StreamMode string
+
+// Stream modes.
+const (
+	ModeProvisioned StreamMode = "PROVISIONED"
+	ModeOnDemand    StreamMode = "ON_DEMAND"
+)
+
+// State is the replicated cluster metadata. A published State is never
+// modified: the state machine copies what a command changes and swaps the
+// pointer, so readers use it without locks.
+type State struct {
+	// ClusterID is chosen once, when the metadata group is bootstrapped.
+	ClusterID string `json:"cluster_id"`
+	// IteratorKey signs shard iterators so that any node can verify them.
+	IteratorKey []byte `json:"iterator_key"`
+	// NextStreamID numbers streams; a recreated name gets a new id, so its
+	// shard groups never reuse an old stream's data.
+	NextStreamID uint64             `json:"next_stream_id"`
+	Streams      map[string]*Stream `json:"streams"`
+}
+
+// Stream is one stream's metadata.
+type Stream struct {
+	Name           string            `json:"name"`
+	ID             uint64            `json:"id"`
+	Status         StreamStatus      `json:"status"`
+	Mode           StreamMode        `json:"mode"`
+	RetentionHours int               `json:"retention_hours"`
+	CreatedAt      time.Time         `json:"created_at"`
+	Tags           map[string]string `json:"tags,omitempty"`
+	// Shards in index order; an index is never reused.
+	Shards         []*Shard `json:"shards"`
+	NextShardIndex uint64   `json:"next_shard_index"`
+}
+
+// Shard is one shard's metadata.
+type Shard struct {
+	Index          uint64 `json:"index"`
+	HashStart      string `json:"hash_start"`
+	HashEnd        string `json:"hash_end"`
+	Parent         string `json:"parent,omitempty"`
+	AdjacentParent string `json:"adjacent_parent,omitempty"`
+	// EndingSequence is set once the shard is closed.
+	EndingSequence string `json:"ending_sequence,omitempty"`
+	// Replicas are the node ids holding the shard's raft group.
+	Replicas []string `json:"replicas"`
+	// Ready is set once the group has elected its first leader.
+	Ready bool `json:"ready"`
+
+	hashRange HashRange // parsed from HashStart/HashEnd
+}
+
+// ShardID formats a shard index as Kinesis does.
+func ShardID(index uint64) string { return fmt.Sprintf("shardId-%012d", index) }
+
+// ID is the shard's Kinesis id.
+func (s *Shard) ID() string { return ShardID(s.Index) }
+
+// Open reports whether the shard still takes writes.
+func (s *Shard) Open() bool { return s.EndingSequence == "" }
+
+// StartingSequence is the lowest sequence number the shard can hold.
+func (s *Shard) StartingSequence() string { return shardlog.SequenceNumber(s.Index, 0) }
+
+// HashRange is the parsed hash-key range.
+func (s *Shard) HashRange() HashRange { return s.hashRange }
+
+// GroupID names the shard's raft group: unique across streams and over time.
+func (s *Stream) GroupID(sh *Shard) string { return fmt.Sprintf("s%d-%d", s.ID, sh.Index) }
+
+// ARN names the stream in Kinesis's format.
+func (s *Stream) ARN() string { return StreamARN(s.Name) }
+
+// StreamARN is the ARN of a stream by name.
+func StreamARN(name string) string { return "arn:aws:kinesis:local:000000000000:stream/" + name }
+
+// ShardByID finds a shard by its Kinesis id.
+func (s *Stream) ShardByID(id string) (*Shard, bool) {
+	for _, sh := range s.Shards {
+		if sh.ID() == id {
+			return sh, true
+		}
+	}
+	return nil, false
+}
+
+// ShardForHash finds the open shard whose range holds key.
+func (s *Stream) ShardForHash(key *big.Int) (*Shard, bool) {
+	for _, sh := range s.Shards {
+		if sh.Open() && sh.hashRange.Contains(key) {
+			return sh, true
+		}
+	}
+	return nil, false
+}
+
+// OpenShardCount counts shards that take writes.
+func (s *Stream) OpenShardCount() int {
+	n := 0
+	for _, sh := range s.Shards {
+		if sh.Open() {
+			n++
+		}
+	}
+	return n
+}
+
+// SortedStreamNames lists stream names in order, for paging.
+func (st *State) SortedStreamNames() []string {
+	names := make([]string, 0, len(st.Streams))
+	for n := range st.Streams {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// parse fills the derived fields after decoding.
+func (sh *Shard) parse() error {
+	start, err := ParseHashKey(sh.HashStart)
+	if err != nil {
+		return fmt.Errorf("shard %s start: %w", sh.ID(), err)
+	}
+	end, err := ParseHashKey(sh.HashEnd)
+	if err != nil {
+		return fmt.Errorf("shard %s end: %w", sh.ID(), err)
+	}
+	sh.hashRange = HashRange{Start: start, End: end}
+	return nil
+}
+
+// clone copies a stream deeply enough for a command to change it.
+func (s *Stream) clone() *Stream {
+	c := *s
+	c.Shards = make([]*Shard, len(s.Shards))
+	for i, sh := range s.Shards {
+		shc := *sh
+		shc.Replicas = append([]string(nil), sh.Replicas...)
+		c.Shards[i] = &shc
+	}
+	return &c
+}
+
+// withStream returns a copy of st in which name maps to s (or is removed
+// when s is nil). Other streams are shared, being immutable.
+func (st *State) withStream(name string, s *Stream) *State {
+	c := *st
+	c.Streams = make(map[string]*Stream, len(st.Streams)+1)
+	for k, v := range st.Streams {
+		c.Streams[k] = v
+	}
+	if s == nil {
+		delete(c.Streams, name)
+	} else {
+		c.Streams[name] = s
+	}
+	return &c
+}

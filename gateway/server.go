@@ -1,0 +1,100 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/riffle-streams/riffle/cluster"
+	rifflev1 "github.com/riffle-streams/riffle/proto/riffle/v1"
+)
+
+// Options configures the gateway.
+type Options struct {
+	// Host is this node's view of the cluster and its replicas.
+	Host *cluster.Host
+	// Registerer receives the gateway's metrics.
+	Registerer prometheus.Registerer
+	// Logger receives structured logs.
+	Logger *slog.Logger
+	// Now is the clock; time.Now when nil. Tests move it to expire iterators.
+	Now func() time.Time
+}
+
+// Server implements riffle.v1.Streams.
+type Server struct {
+	rifflev1.UnimplementedStreamsServer
+	host    *cluster.Host
+	metrics *metrics
+	logger  *slog.Logger
+	now     func() time.Time
+}
+
+// New returns a gateway over host.
+func New(opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	return &Server{host: opts.Host, metrics: newMetrics(opts.Registerer), logger: opts.Logger, now: opts.Now}
+}
+
+// Register adds the Streams service to g.
+func (s *Server) Register(g *grpc.Server) { rifflev1.RegisterStreamsServer(g, s) }
+
+// UnaryInterceptor times every call, counts failures by exception and turns
+// errors into gRPC statuses (the only place that happens).
+func (s *Server) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	op := info.FullMethod[strings.LastIndexByte(info.FullMethod, '/')+1:]
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	s.metrics.requests.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	if err != nil {
+		e := asError(err)
+		s.metrics.errors.WithLabelValues(op, e.Exception).Inc()
+		if e.Exception == InternalFailure {
+			s.logger.Warn("request failed", "operation", op, "err", err)
+		}
+		return nil, toStatus(err)
+	}
+	return resp, nil
+}
+
+// stream finds a stream by the request's name or ARN.
+func (s *Server) stream(name, arn string) (*cluster.Stream, error) {
+	n, verr := streamNameOf(name, arn)
+	if verr != nil {
+		return nil, verr
+	}
+	st, ok := s.host.Meta().State().Streams[n]
+	if !ok {
+		return nil, notFound("stream %s not found", n)
+	}
+	return st, nil
+}
+
+// writableStream finds a stream that accepts records.
+func (s *Server) writableStream(name, arn string) (*cluster.Stream, error) {
+	st, err := s.stream(name, arn)
+	if err != nil {
+		return nil, err
+	}
+	switch st.Status {
+	case cluster.StreamDeleting:
+		return nil, notFound("stream %s is being deleted", st.Name)
+	case cluster.StreamCreating:
+		e := inUse("stream %s is still CREATING", st.Name)
+		e.Transient, e.RetryAfter = true, 200*time.Millisecond
+		return nil, e
+	}
+	return st, nil
+}

@@ -1,0 +1,329 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/riffle-streams/riffle/cluster"
+	rifflev1 "github.com/riffle-streams/riffle/proto/riffle/v1"
+	"github.com/riffle-streams/riffle/shardlog"
+)
+
+// PutRecord implements riffle.v1.Streams.
+func (s *Server) PutRecord(ctx context.Context, req *rifflev1.PutRecordRequest) (*rifflev1.PutRecordResponse, error) {
+	st, err := s.writableStream(req.StreamName, req.StreamArn)
+	if err != nil {
+		return nil, err
+	}
+	rec, verr := checkRecord(req.PartitionKey, req.Data, req.ExplicitHashKey)
+	if verr != nil {
+		return nil, verr
+	}
+	if req.SequenceNumberForOrdering != "" {
+		if _, _, verr := parseSequenceNumber("sequence_number_for_ordering", req.SequenceNumberForOrdering); verr != nil {
+			return nil, verr
+		}
+		// Sequence numbers of a shard increase in commit order, so the new
+		// record is always above any number the producer already holds.
+	}
+	sh, ok := st.ShardForHash(rec.hash)
+	if !ok {
+		return nil, unavailable("no open shard of %s covers hash key %s", st.Name, rec.hash)
+	}
+	res, err := s.append(ctx, st, sh, []record{rec})
+	if err != nil {
+		return nil, err
+	}
+	return &rifflev1.PutRecordResponse{ShardId: sh.ID(), SequenceNumber: shardlog.SequenceNumber(sh.Index, res.FirstOffset)}, nil
+}
+
+// PutRecords implements riffle.v1.Streams. The request is validated whole
+// before anything is written; then it is split by shard, the parts are
+// written in parallel, and each record gets its own result in request order.
+func (s *Server) PutRecords(ctx context.Context, req *rifflev1.PutRecordsRequest) (*rifflev1.PutRecordsResponse, error) {
+	st, err := s.writableStream(req.StreamName, req.StreamArn)
+	if err != nil {
+		return nil, err
+	}
+	n := len(req.Records)
+	if n == 0 || n > MaxPutRecordsEntries {
+		return nil, validation("records has %d entries; 1 to %d are allowed", n, MaxPutRecordsEntries)
+	}
+	recs := make([]record, n)
+	total := 0
+	for i, e := range req.Records {
+		r, verr := checkRecord(e.PartitionKey, e.Data, e.ExplicitHashKey)
+		if verr != nil {
+			verr.Message = fmt.Sprintf("records[%d]: %s", i, verr.Message)
+			return nil, verr
+		}
+		recs[i] = r
+		total += len(e.PartitionKey) + len(e.Data)
+	}
+	if total > MaxPutRecordsBytes {
+		return nil, invalidArgument("records total %d bytes, more than the limit of %d per call", total, MaxPutRecordsBytes)
+	}
+
+	type part struct {
+		shard   *cluster.Shard
+		indexes []int
+		recs    []record
+	}
+	var parts []*part
+	byShard := map[uint64]*part{}
+	results := make([]*rifflev1.PutRecordsResultEntry, n)
+	for i, r := range recs {
+		sh, ok := st.ShardForHash(r.hash)
+		if !ok {
+			results[i] = &rifflev1.PutRecordsResultEntry{ErrorCode: InternalFailure, ErrorMessage: "no open shard covers the hash key"}
+			continue
+		}
+		p := byShard[sh.Index]
+		if p == nil {
+			p = &part{shard: sh}
+			byShard[sh.Index] = p
+			parts = append(parts, p)
+		}
+		p.indexes = append(p.indexes, i)
+		p.recs = append(p.recs, r)
+	}
+	var wg sync.WaitGroup
+	for _, p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := s.append(ctx, st, p.shard, p.recs)
+			for j, i := range p.indexes {
+				if err != nil {
+					e := asError(err)
+					s.metrics.errors.WithLabelValues("PutRecords", e.Exception).Inc()
+					results[i] = &rifflev1.PutRecordsResultEntry{ErrorCode: e.Exception, ErrorMessage: e.Message}
+					continue
+				}
+				results[i] = &rifflev1.PutRecordsResultEntry{
+					ShardId:        p.shard.ID(),
+					SequenceNumber: shardlog.SequenceNumber(p.shard.Index, res.FirstOffset+uint64(j)),
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	resp := &rifflev1.PutRecordsResponse{Records: results}
+	for _, r := range results {
+		if r.ErrorCode != "" {
+			resp.FailedRecordCount++
+		}
+	}
+	return resp, nil
+}
+
+// append writes records to one shard and accounts for them.
+func (s *Server) append(ctx context.Context, st *cluster.Stream, sh *cluster.Shard, recs []record) (shardlog.AppendResult, error) {
+	entries := make([]shardlog.Entry, len(recs))
+	bytes := 0
+	for i, r := range recs {
+		entries[i] = shardlog.Entry{PartitionKey: r.key, Data: r.data}
+		bytes += len(r.key) + len(r.data)
+	}
+	start := time.Now()
+	res, err := s.host.Append(ctx, st, sh, entries)
+	if err != nil {
+		return res, err
+	}
+	s.metrics.commit.Observe(time.Since(start).Seconds())
+	s.metrics.recordsIn.WithLabelValues(st.Name, sh.ID()).Add(float64(len(recs)))
+	s.metrics.bytesIn.WithLabelValues(st.Name, sh.ID()).Add(float64(bytes))
+	return res, nil
+}
+
+// GetShardIterator implements riffle.v1.Streams.
+func (s *Server) GetShardIterator(ctx context.Context, req *rifflev1.GetShardIteratorRequest) (*rifflev1.GetShardIteratorResponse, error) {
+	st, err := s.stream(req.StreamName, req.StreamArn)
+	if err != nil {
+		return nil, err
+	}
+	if verr := checkShardID(req.ShardId); verr != nil {
+		return nil, verr
+	}
+	sh, ok := st.ShardByID(req.ShardId)
+	if !ok {
+		return nil, notFound("shard %s of stream %s not found", req.ShardId, st.Name)
+	}
+	offset, err := s.startingOffset(st, sh, req)
+	if err != nil {
+		return nil, err
+	}
+	return &rifflev1.GetShardIteratorResponse{ShardIterator: s.issueIterator(st, sh, offset)}, nil
+}
+
+// startingOffset resolves an iterator type to a position in the shard.
+func (s *Server) startingOffset(st *cluster.Stream, sh *cluster.Shard, req *rifflev1.GetShardIteratorRequest) (uint64, error) {
+	t := req.ShardIteratorType
+	switch t {
+	case rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AT_SEQUENCE_NUMBER,
+		rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AFTER_SEQUENCE_NUMBER:
+		if req.StartingSequenceNumber == "" {
+			return 0, invalidArgument("%v needs starting_sequence_number", t)
+		}
+		idx, _, verr := parseSequenceNumber("starting_sequence_number", req.StartingSequenceNumber)
+		if verr != nil {
+			return 0, verr
+		}
+		if idx != sh.Index {
+			return 0, invalidArgument("starting_sequence_number %s does not belong to %s", req.StartingSequenceNumber, sh.ID())
+		}
+	case rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_TRIM_HORIZON, rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_LATEST:
+	case rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AT_TIMESTAMP:
+		if req.Timestamp == nil {
+			return 0, invalidArgument("AT_TIMESTAMP needs timestamp")
+		}
+		if err := req.Timestamp.CheckValid(); err != nil {
+			return 0, invalidArgument("timestamp: %v", err)
+		}
+	default:
+		return 0, validation("shard_iterator_type is required (AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, TRIM_HORIZON, LATEST or AT_TIMESTAMP)")
+	}
+	log, err := s.reader(st, sh)
+	if err != nil {
+		return 0, err
+	}
+	switch t {
+	case rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_TRIM_HORIZON:
+		return log.TrimOffset(), nil
+	case rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_LATEST:
+		return log.NextOffset(), nil
+	case rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AT_TIMESTAMP:
+		return log.OffsetAtTime(req.Timestamp.AsTime().UnixMilli()), nil
+	}
+	_, off, _ := shardlog.ParseSequenceNumber(req.StartingSequenceNumber)
+	if off >= log.NextOffset() {
+		return 0, invalidArgument("starting_sequence_number %s has not been assigned in %s", req.StartingSequenceNumber, sh.ID())
+	}
+	if t == rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AFTER_SEQUENCE_NUMBER {
+		off++
+	}
+	return off, nil
+}
+
+func (s *Server) issueIterator(st *cluster.Stream, sh *cluster.Shard, offset uint64) string {
+	key := s.host.Meta().State().IteratorKey
+	return encodeIterator(key, iterator{streamID: st.ID, shardIndex: sh.Index, offset: offset, issuedAt: s.now().UnixMilli()})
+}
+
+// reader is the local replica's log of a shard.
+func (s *Server) reader(st *cluster.Stream, sh *cluster.Shard) (*shardlog.Log, error) {
+	r, err := s.host.Shard(st, sh)
+	if err != nil {
+		return nil, err
+	}
+	return r.Log(), nil
+}
+
+// GetRecords implements riffle.v1.Streams.
+func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest) (*rifflev1.GetRecordsResponse, error) {
+	limit := MaxGetRecordsLimit
+	if req.Limit != 0 {
+		if req.Limit < 1 || req.Limit > MaxGetRecordsLimit {
+			return nil, validation("limit %d is outside [1, %d]", req.Limit, MaxGetRecordsLimit)
+		}
+		limit = int(req.Limit)
+	}
+	state := s.host.Meta().State()
+	it, verr := decodeIterator(state.IteratorKey, req.ShardIterator, s.now())
+	if verr != nil {
+		return nil, verr
+	}
+	st, ok := state.StreamByID(it.streamID)
+	if !ok || st.Status == cluster.StreamDeleting {
+		return nil, notFound("the iterator's stream no longer exists")
+	}
+	if req.StreamArn != "" && req.StreamArn != st.ARN() {
+		return nil, invalidArgument("stream_arn %q does not match the iterator's stream %s", truncate(req.StreamArn), st.Name)
+	}
+	if it.shardIndex >= uint64(len(st.Shards)) {
+		return nil, notFound("the iterator's shard no longer exists")
+	}
+	sh := st.Shards[it.shardIndex]
+	log, err := s.reader(st, sh)
+	if err != nil {
+		return nil, err
+	}
+	from := max(it.offset, log.TrimOffset()) // below the trim horizon starts at it
+	recs, err := log.Read(from, limit, MaxGetRecordsBytes)
+	if errors.Is(err, shardlog.ErrOutOfRange) && from < log.TrimOffset() {
+		// Retention removed the position between the two calls above.
+		from = log.TrimOffset()
+		recs, err = log.Read(from, limit, MaxGetRecordsBytes)
+	}
+	if err != nil {
+		return nil, err
+	}
+	resp := &rifflev1.GetRecordsResponse{Records: make([]*rifflev1.Record, len(recs))}
+	bytes := 0
+	for i, r := range recs {
+		resp.Records[i] = &rifflev1.Record{
+			SequenceNumber:              shardlog.SequenceNumber(sh.Index, r.Offset),
+			ApproximateArrivalTimestamp: timestamppb.New(time.UnixMilli(r.Timestamp)),
+			Data:                        r.Data,
+			PartitionKey:                r.PartitionKey,
+		}
+		bytes += len(r.Data) + len(r.PartitionKey)
+	}
+	next := from + uint64(len(recs))
+	s.metrics.recordsOut.WithLabelValues(st.Name, sh.ID()).Add(float64(len(recs)))
+	s.metrics.bytesOut.WithLabelValues(st.Name, sh.ID()).Add(float64(bytes))
+
+	if end, closed := closedEnd(sh); closed && next > end {
+		resp.ChildShards = childShards(st, sh)
+		return resp, nil // the reader has finished a closed shard
+	}
+	resp.NextShardIterator = s.issueIterator(st, sh, next)
+	resp.MillisBehindLatest = millisBehind(log, next, s.now())
+	return resp, nil
+}
+
+// millisBehind is the age of the oldest record the reader has not yet read,
+// zero when it is at the tip.
+func millisBehind(log *shardlog.Log, next uint64, now time.Time) int64 {
+	if next >= log.NextOffset() {
+		return 0
+	}
+	ts, err := log.TimestampAt(next)
+	if err != nil {
+		return 0
+	}
+	return max(0, now.UnixMilli()-ts)
+}
+
+// closedEnd returns the last offset of a closed shard.
+func closedEnd(sh *cluster.Shard) (uint64, bool) {
+	if sh.Open() {
+		return 0, false
+	}
+	_, off, err := shardlog.ParseSequenceNumber(sh.EndingSequence)
+	return off, err == nil
+}
+
+func childShards(st *cluster.Stream, parent *cluster.Shard) []*rifflev1.ChildShard {
+	var out []*rifflev1.ChildShard
+	for _, sh := range st.Shards {
+		if sh.Parent != parent.ID() && sh.AdjacentParent != parent.ID() {
+			continue
+		}
+		parents := []string{sh.Parent}
+		if sh.AdjacentParent != "" {
+			parents = append(parents, sh.AdjacentParent)
+		}
+		out = append(out, &rifflev1.ChildShard{
+			ShardId:      sh.ID(),
+			ParentShards: parents,
+			HashKeyRange: &rifflev1.HashKeyRange{StartingHashKey: sh.HashStart, EndingHashKey: sh.HashEnd},
+		})
+	}
+	return out
+}

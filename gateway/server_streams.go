@@ -1,0 +1,282 @@
+package gateway
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"sort"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/riffle-streams/riffle/cluster"
+	rifflev1 "github.com/riffle-streams/riffle/proto/riffle/v1"
+)
+
+// CreateStream implements riffle.v1.Streams.
+func (s *Server) CreateStream(ctx context.Context, req *rifflev1.CreateStreamRequest) (*rifflev1.CreateStreamResponse, error) {
+	if err := checkStreamName(req.StreamName); err != nil {
+		return nil, err
+	}
+	switch req.GetStreamModeDetails().GetStreamMode() {
+	case rifflev1.StreamMode_STREAM_MODE_UNSPECIFIED, rifflev1.StreamMode_STREAM_MODE_PROVISIONED:
+	case rifflev1.StreamMode_STREAM_MODE_ON_DEMAND:
+		return nil, invalidArgument("ON_DEMAND streams are not supported yet; create a PROVISIONED stream with shard_count")
+	default:
+		return nil, validation("unknown stream mode %v", req.StreamModeDetails.StreamMode)
+	}
+	if req.ShardCount < 1 {
+		return nil, validation("shard_count %d must be at least 1", req.ShardCount)
+	}
+	if req.ShardCount > MaxShardsPerStream {
+		return nil, newError(LimitExceeded, "shard_count %d exceeds the limit of %d shards per stream", req.ShardCount, MaxShardsPerStream)
+	}
+	if len(req.Tags) > MaxTags {
+		return nil, validation("%d tags exceed the limit of %d", len(req.Tags), MaxTags)
+	}
+	err := s.host.CreateStream(ctx, cluster.CreateStreamCmd{
+		Name:           req.StreamName,
+		ShardCount:     int(req.ShardCount),
+		Mode:           cluster.ModeProvisioned,
+		RetentionHours: DefaultRetentionHours,
+		CreatedAt:      s.now().UTC().Truncate(1e6),
+		Tags:           req.Tags,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.logger.Info("stream created", "stream", req.StreamName, "shards", req.ShardCount)
+	return &rifflev1.CreateStreamResponse{}, nil
+}
+
+// DeleteStream implements riffle.v1.Streams.
+func (s *Server) DeleteStream(ctx context.Context, req *rifflev1.DeleteStreamRequest) (*rifflev1.DeleteStreamResponse, error) {
+	st, err := s.stream(req.StreamName, req.StreamArn)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.host.ProposeMeta(ctx, cluster.Command{DeleteStream: &cluster.DeleteStreamCmd{Name: st.Name}}); err != nil {
+		return nil, err
+	}
+	s.logger.Info("stream deleted", "stream", st.Name)
+	return &rifflev1.DeleteStreamResponse{}, nil
+}
+
+// DescribeStream implements riffle.v1.Streams.
+func (s *Server) DescribeStream(ctx context.Context, req *rifflev1.DescribeStreamRequest) (*rifflev1.DescribeStreamResponse, error) {
+	st, err := s.stream(req.StreamName, req.StreamArn)
+	if err != nil {
+		return nil, err
+	}
+	limit, verr := limitOrDefault("limit", req.Limit, DefaultDescribeLimit)
+	if verr != nil {
+		return nil, verr
+	}
+	shards, more, verr := pageShards(st.Shards, req.ExclusiveStartShardId, limit)
+	if verr != nil {
+		return nil, verr
+	}
+	return &rifflev1.DescribeStreamResponse{StreamDescription: &rifflev1.StreamDescription{
+		StreamName:              st.Name,
+		StreamArn:               st.ARN(),
+		StreamStatus:            streamStatus(st.Status),
+		StreamModeDetails:       streamMode(st.Mode),
+		Shards:                  shardsToProto(shards),
+		HasMoreShards:           more,
+		RetentionPeriodHours:    int32(st.RetentionHours),
+		StreamCreationTimestamp: timestamppb.New(st.CreatedAt),
+	}}, nil
+}
+
+// DescribeStreamSummary implements riffle.v1.Streams.
+func (s *Server) DescribeStreamSummary(ctx context.Context, req *rifflev1.DescribeStreamSummaryRequest) (*rifflev1.DescribeStreamSummaryResponse, error) {
+	st, err := s.stream(req.StreamName, req.StreamArn)
+	if err != nil {
+		return nil, err
+	}
+	return &rifflev1.DescribeStreamSummaryResponse{StreamDescriptionSummary: &rifflev1.StreamDescriptionSummary{
+		StreamName:              st.Name,
+		StreamArn:               st.ARN(),
+		StreamStatus:            streamStatus(st.Status),
+		StreamModeDetails:       streamMode(st.Mode),
+		RetentionPeriodHours:    int32(st.RetentionHours),
+		StreamCreationTimestamp: timestamppb.New(st.CreatedAt),
+		OpenShardCount:          int32(st.OpenShardCount()),
+	}}, nil
+}
+
+// ListStreams implements riffle.v1.Streams.
+func (s *Server) ListStreams(ctx context.Context, req *rifflev1.ListStreamsRequest) (*rifflev1.ListStreamsResponse, error) {
+	limit, verr := limitOrDefault("limit", req.Limit, DefaultListStreams)
+	if verr != nil {
+		return nil, verr
+	}
+	after := req.ExclusiveStartStreamName
+	if req.NextToken != "" {
+		b, err := base64.RawURLEncoding.DecodeString(req.NextToken)
+		if err != nil || after != "" {
+			return nil, invalidArgument("next_token is malformed or combined with exclusive_start_stream_name")
+		}
+		after = string(b)
+	}
+	state := s.host.Meta().State()
+	names := state.SortedStreamNames()
+	start := sort.SearchStrings(names, after)
+	if after != "" && start < len(names) && names[start] == after {
+		start++
+	}
+	end := min(start+limit, len(names))
+	resp := &rifflev1.ListStreamsResponse{HasMoreStreams: end < len(names)}
+	for _, n := range names[start:end] {
+		st := state.Streams[n]
+		resp.StreamNames = append(resp.StreamNames, n)
+		resp.StreamSummaries = append(resp.StreamSummaries, &rifflev1.StreamSummary{
+			StreamName: n, StreamArn: st.ARN(), StreamStatus: streamStatus(st.Status),
+			StreamModeDetails: streamMode(st.Mode), StreamCreationTimestamp: timestamppb.New(st.CreatedAt),
+		})
+	}
+	if resp.HasMoreStreams {
+		resp.NextToken = base64.RawURLEncoding.EncodeToString([]byte(names[end-1]))
+	}
+	return resp, nil
+}
+
+// listShardsToken continues a ListShards listing.
+type listShardsToken struct {
+	Stream string `json:"s"`
+	After  string `json:"a"`
+	Filter int32  `json:"f,omitempty"`
+}
+
+// ListShards implements riffle.v1.Streams.
+func (s *Server) ListShards(ctx context.Context, req *rifflev1.ListShardsRequest) (*rifflev1.ListShardsResponse, error) {
+	limit, verr := limitOrDefault("max_results", req.MaxResults, DefaultListShards)
+	if verr != nil {
+		return nil, verr
+	}
+	name, arn, after := req.StreamName, req.StreamArn, req.ExclusiveStartShardId
+	filter := req.GetShardFilter().GetType()
+	if req.NextToken != "" {
+		if name != "" || arn != "" || after != "" || req.ShardFilter != nil {
+			return nil, invalidArgument("next_token cannot be combined with stream_name, stream_arn, exclusive_start_shard_id or shard_filter")
+		}
+		var tok listShardsToken
+		b, err := base64.RawURLEncoding.DecodeString(req.NextToken)
+		if err != nil || json.Unmarshal(b, &tok) != nil {
+			return nil, invalidArgument("next_token is malformed")
+		}
+		name, after, filter = tok.Stream, tok.After, rifflev1.ShardFilterType(tok.Filter)
+	}
+	st, err := s.stream(name, arn)
+	if err != nil {
+		return nil, err
+	}
+	candidates := st.Shards
+	switch filter {
+	case rifflev1.ShardFilterType_SHARD_FILTER_TYPE_UNSPECIFIED, rifflev1.ShardFilterType_SHARD_FILTER_TYPE_FROM_TRIM_HORIZON:
+	case rifflev1.ShardFilterType_SHARD_FILTER_TYPE_AFTER_SHARD_ID:
+		if req.ShardFilter.ShardId == "" {
+			return nil, invalidArgument("shard filter AFTER_SHARD_ID needs shard_id")
+		}
+		if after == "" {
+			after = req.ShardFilter.ShardId
+		}
+	case rifflev1.ShardFilterType_SHARD_FILTER_TYPE_AT_LATEST:
+		candidates = nil
+		for _, sh := range st.Shards {
+			if sh.Open() {
+				candidates = append(candidates, sh)
+			}
+		}
+	default:
+		return nil, invalidArgument("shard filter %v is not supported yet", filter)
+	}
+	shards, more, verr := pageShards(candidates, after, limit)
+	if verr != nil {
+		return nil, verr
+	}
+	resp := &rifflev1.ListShardsResponse{Shards: shardsToProto(shards)}
+	if more {
+		b, _ := json.Marshal(listShardsToken{Stream: st.Name, After: shards[len(shards)-1].ID(), Filter: int32(filter)})
+		resp.NextToken = base64.RawURLEncoding.EncodeToString(b)
+	}
+	return resp, nil
+}
+
+// IncreaseStreamRetentionPeriod implements riffle.v1.Streams.
+func (s *Server) IncreaseStreamRetentionPeriod(ctx context.Context, req *rifflev1.IncreaseStreamRetentionPeriodRequest) (*rifflev1.IncreaseStreamRetentionPeriodResponse, error) {
+	return &rifflev1.IncreaseStreamRetentionPeriodResponse{}, s.setRetention(ctx, req.StreamName, req.StreamArn, req.RetentionPeriodHours, true)
+}
+
+// DecreaseStreamRetentionPeriod implements riffle.v1.Streams.
+func (s *Server) DecreaseStreamRetentionPeriod(ctx context.Context, req *rifflev1.DecreaseStreamRetentionPeriodRequest) (*rifflev1.DecreaseStreamRetentionPeriodResponse, error) {
+	return &rifflev1.DecreaseStreamRetentionPeriodResponse{}, s.setRetention(ctx, req.StreamName, req.StreamArn, req.RetentionPeriodHours, false)
+}
+
+func (s *Server) setRetention(ctx context.Context, name, arn string, hours int32, increase bool) error {
+	st, err := s.stream(name, arn)
+	if err != nil {
+		return err
+	}
+	if verr := checkRetention(hours); verr != nil {
+		return verr
+	}
+	return s.host.ProposeMeta(ctx, cluster.Command{SetRetention: &cluster.SetRetentionCmd{
+		Name: st.Name, Hours: int(hours), Increase: increase}})
+}
+
+// pageShards returns up to limit shards after the one named after.
+func pageShards(shards []*cluster.Shard, after string, limit int) ([]*cluster.Shard, bool, *Error) {
+	start := 0
+	if after != "" {
+		if err := checkShardID(after); err != nil {
+			return nil, false, err
+		}
+		start = len(shards)
+		for i, sh := range shards {
+			if sh.ID() > after {
+				start = i
+				break
+			}
+		}
+	}
+	end := min(start+limit, len(shards))
+	return shards[start:end], end < len(shards), nil
+}
+
+func shardsToProto(shards []*cluster.Shard) []*rifflev1.Shard {
+	out := make([]*rifflev1.Shard, len(shards))
+	for i, sh := range shards {
+		out[i] = &rifflev1.Shard{
+			ShardId:               sh.ID(),
+			ParentShardId:         sh.Parent,
+			AdjacentParentShardId: sh.AdjacentParent,
+			HashKeyRange:          &rifflev1.HashKeyRange{StartingHashKey: sh.HashStart, EndingHashKey: sh.HashEnd},
+			SequenceNumberRange: &rifflev1.SequenceNumberRange{
+				StartingSequenceNumber: sh.StartingSequence(),
+				EndingSequenceNumber:   sh.EndingSequence,
+			},
+		}
+	}
+	return out
+}
+
+func streamStatus(s cluster.StreamStatus) rifflev1.StreamStatus {
+	switch s {
+	case cluster.StreamCreating:
+		return rifflev1.StreamStatus_STREAM_STATUS_CREATING
+	case cluster.StreamActive:
+		return rifflev1.StreamStatus_STREAM_STATUS_ACTIVE
+	case cluster.StreamUpdating:
+		return rifflev1.StreamStatus_STREAM_STATUS_UPDATING
+	case cluster.StreamDeleting:
+		return rifflev1.StreamStatus_STREAM_STATUS_DELETING
+	}
+	return rifflev1.StreamStatus_STREAM_STATUS_UNSPECIFIED
+}
+
+func streamMode(m cluster.StreamMode) *rifflev1.StreamModeDetails {
+	if m == cluster.ModeOnDemand {
+		return &rifflev1.StreamModeDetails{StreamMode: rifflev1.StreamMode_STREAM_MODE_ON_DEMAND}
+	}
+	return &rifflev1.StreamModeDetails{StreamMode: rifflev1.StreamMode_STREAM_MODE_PROVISIONED}
+}

@@ -1,0 +1,93 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"regexp"
+	"time"
+
+	"github.com/riffle-streams/riffle/shardlog"
+)
+
+// Config is the configuration of one node process. Every field has a flag and
+// an environment variable in `riffle serve`.
+type Config struct {
+	// NodeID names the node in the cluster; stable across restarts.
+	NodeID string
+	// DataDir holds the metadata group, every shard's raft log and segments.
+	DataDir string
+	// GRPCAddr is where the public and internal gRPC API listens.
+	GRPCAddr string
+	// AdvertiseAddr is the gRPC address other nodes and clients are told to
+	// use; defaults to GRPCAddr.
+	AdvertiseAddr string
+	// GossipAddr is the memberlist bind address.
+	GossipAddr string
+	// AdminAddr serves /healthz, /readyz, /metrics and /debug/pprof; empty
+	// disables it.
+	AdminAddr string
+	// Join is the seed list of other nodes' gossip addresses.
+	Join []string
+	// BootstrapExpect is how many members must be present before the
+	// metadata group is bootstrapped; 1 without Join.
+	BootstrapExpect int
+	// Raft tunes every raft group's timeouts; zero values take defaults.
+	Raft shardlog.RaftTiming
+	// RetentionCheckInterval is how often expired segments are deleted.
+	RetentionCheckInterval time.Duration
+	// Logger receives structured logs; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// Defaults from DESIGN.md: one node on loopback.
+const (
+	DefaultDataDir    = "./riffle-data"
+	DefaultGRPCAddr   = "127.0.0.1:7450"
+	DefaultGossipAddr = "127.0.0.1:7451"
+	DefaultAdminAddr  = "127.0.0.1:7452"
+	DefaultNodeID     = "n1"
+)
+
+var nodeIDPattern = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,64}$`)
+
+// withDefaults fills unset fields and checks the rest.
+func (c Config) withDefaults() (Config, error) {
+	if c.NodeID == "" {
+		c.NodeID = DefaultNodeID
+	}
+	if !nodeIDPattern.MatchString(c.NodeID) {
+		return c, fmt.Errorf("node: node id %q must match %s", c.NodeID, nodeIDPattern)
+	}
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.GRPCAddr == "" {
+		c.GRPCAddr = DefaultGRPCAddr
+	}
+	if c.AdvertiseAddr == "" {
+		c.AdvertiseAddr = c.GRPCAddr
+	}
+	if c.GossipAddr == "" {
+		c.GossipAddr = DefaultGossipAddr
+	}
+	for _, a := range []string{c.GRPCAddr, c.AdvertiseAddr, c.GossipAddr} {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return c, fmt.Errorf("node: address %q: %w", a, err)
+		}
+	}
+	if c.BootstrapExpect == 0 {
+		c.BootstrapExpect = 1
+	}
+	if c.BootstrapExpect < 0 {
+		return c, errors.New("node: bootstrap-expect must be at least 1")
+	}
+	if c.RetentionCheckInterval == 0 {
+		c.RetentionCheckInterval = time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}

@@ -1,0 +1,246 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/riffle-streams/riffle/cluster"
+	"github.com/riffle-streams/riffle/gateway"
+)
+
+// MaxMessageBytes bounds gRPC messages: above a 5 MiB PutRecords and a
+// 10 MiB GetRecords response with their framing.
+const MaxMessageBytes = 64 << 20
+
+// Node is one running Riffle process.
+type Node struct {
+	cfg      Config
+	logger   *slog.Logger
+	lock     *os.File
+	host     *cluster.Host
+	grpc     *grpc.Server
+	grpcLn   net.Listener
+	health   *health.Server
+	admin    *http.Server
+	adminLn  net.Listener
+	registry *prometheus.Registry
+
+	ctx    context.Context // ends at Shutdown
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Start opens the node's data and starts serving. It returns once the
+// listeners are up; readiness (a metadata leader) follows shortly after and
+// shows on /readyz and the gRPC health service.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Join) > 0 || cfg.BootstrapExpect > 1 {
+		return nil, errors.New("node: joining a cluster (--join, --bootstrap-expect > 1) is not supported yet; run a single node")
+	}
+	n := &Node{cfg: cfg, logger: cfg.Logger.With("node", cfg.NodeID), registry: prometheus.NewRegistry()}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if err := n.start(); err != nil {
+		n.cancel()
+		n.closeAll()
+		return nil, err
+	}
+	n.logger.Info("node started", "grpc", n.GRPCAddr(), "admin", n.AdminAddr(), "data_dir", cfg.DataDir)
+	return n, nil
+}
+
+func (n *Node) start() error {
+	cfg := n.cfg
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("node: data dir: %w", err)
+	}
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	n.lock = lock
+	if err := checkIdentity(cfg.DataDir, cfg.NodeID); err != nil {
+		return err
+	}
+	n.host, err = cluster.StartHost(cluster.HostOptions{
+		NodeID:                 cfg.NodeID,
+		DataDir:                cfg.DataDir,
+		Transports:             cluster.NewLocalTransports(cfg.AdvertiseAddr),
+		BootstrapMeta:          true,
+		MetaTiming:             cfg.Raft,
+		ShardTiming:            cfg.Raft,
+		RetentionCheckInterval: cfg.RetentionCheckInterval,
+		Logger:                 n.logger,
+	})
+	if err != nil {
+		return err
+	}
+
+	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	gw := gateway.New(gateway.Options{Host: n.host, Registerer: n.registry, Logger: n.logger})
+	n.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(MaxMessageBytes),
+		grpc.MaxSendMsgSize(MaxMessageBytes),
+		grpc.ChainUnaryInterceptor(gw.UnaryInterceptor),
+	)
+	gw.Register(n.grpc)
+	n.health = health.NewServer()
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(n.grpc, n.health)
+	reflection.Register(n.grpc)
+
+	n.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("node: gRPC listener: %w", err)
+	}
+	if cfg.AdminAddr != "" {
+		n.adminLn, err = net.Listen("tcp", cfg.AdminAddr)
+		if err != nil {
+			return fmt.Errorf("node: admin listener: %w", err)
+		}
+		n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	}
+	n.wg.Add(2)
+	go func() {
+		defer n.wg.Done()
+		if err := n.grpc.Serve(n.grpcLn); err != nil {
+			n.logger.Error("gRPC server stopped", "err", err)
+		}
+	}()
+	go n.watchReadiness()
+	if n.admin != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if err := n.admin.Serve(n.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				n.logger.Error("admin server stopped", "err", err)
+			}
+		}()
+	}
+	return nil
+}
+
+// watchReadiness flips the gRPC health status once the metadata group has
+// a leader and the cluster identity exists.
+func (n *Node) watchReadiness() {
+	defer n.wg.Done()
+	serving := false
+	for {
+		changed := n.host.Meta().Changed()
+		ready := n.Ready()
+		if ready != serving {
+			serving = ready
+			st := healthpb.HealthCheckResponse_NOT_SERVING
+			if ready {
+				st = healthpb.HealthCheckResponse_SERVING
+				n.logger.Info("node ready")
+			}
+			n.health.SetServingStatus("", st)
+		}
+		select {
+		case <-changed:
+		case <-time.After(time.Second): // leadership changes do not touch the state
+		case <-n.ctx.Done():
+			return
+		}
+	}
+}
+
+// Ready reports whether the node can serve requests.
+func (n *Node) Ready() bool {
+	return n.host.Ready() && n.host.Meta().State().ClusterID != ""
+}
+
+// GRPCAddr is the address the gRPC server listens on.
+func (n *Node) GRPCAddr() string { return n.grpcLn.Addr().String() }
+
+// AdminAddr is the admin HTTP address, empty when disabled.
+func (n *Node) AdminAddr() string {
+	if n.adminLn == nil {
+		return ""
+	}
+	return n.adminLn.Addr().String()
+}
+
+// Host exposes the cluster host, for tests and tools in this module.
+func (n *Node) Host() *cluster.Host { return n.host }
+
+// Shutdown stops serving (letting calls in flight finish until ctx ends),
+// then stops every raft group and releases the data directory.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.health.Shutdown()
+	stopped := make(chan struct{})
+	go func() {
+		n.grpc.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		n.grpc.Stop()
+		<-stopped
+	}
+	if n.admin != nil {
+		n.admin.Shutdown(ctx)
+	}
+	n.cancel()
+	n.wg.Wait()
+	err := n.closeAll()
+	n.logger.Info("node stopped", "err", err)
+	return err
+}
+
+// closeAll releases whatever start opened.
+func (n *Node) closeAll() error {
+	var errs []error
+	if n.grpc != nil {
+		n.grpc.Stop()
+	} else if n.grpcLn != nil {
+		n.grpcLn.Close()
+	}
+	if n.adminLn != nil && n.admin == nil {
+		n.adminLn.Close()
+	}
+	if n.host != nil {
+		errs = append(errs, n.host.Close())
+	}
+	if n.lock != nil {
+		errs = append(errs, n.lock.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// checkIdentity refuses a data directory written by a node with another id.
+func checkIdentity(dir, nodeID string) error {
+	path := filepath.Join(dir, "node-id")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return os.WriteFile(path, []byte(nodeID+"\n"), 0o644)
+	}
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if got := strings.TrimSpace(string(b)); got != nodeID {
+		return fmt.Errorf("node: data directory %s belongs to node %q, not %q", dir, got, nodeID)
+	}
+	return nil
+}

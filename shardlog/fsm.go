@@ -1,0 +1,104 @@
+package shardlog
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/hashicorp/raft"
+)
+
+// fsm applies a shard group's committed entries to its segment log. The log
+// is the state: it survives restarts on its own, so entries at or below the
+// log's LastApplied (replayed by raft after a restart) are skipped, and a
+// snapshot is only a manifest of what the segments hold.
+type fsm struct {
+	log    *Log
+	logger *slog.Logger
+}
+
+// applyResult is what Apply returns to the leader's future.
+type applyResult struct {
+	first uint64
+	ts    int64
+}
+
+func (f *fsm) Apply(l *raft.Log) interface{} {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	if l.Index <= f.log.LastApplied() {
+		return nil // replayed after a restart: already in the segments
+	}
+	ts, entries, err := decodeAppend(l.Data)
+	if err != nil {
+		// Every replica committed this entry; skipping it on one would make
+		// replicas diverge. Stop loudly instead.
+		panic(fmt.Sprintf("shardlog: undecodable entry %d: %v", l.Index, err))
+	}
+	first, effective, err := f.log.Append(l.Index, ts, entries)
+	if err != nil {
+		// A replica that cannot write its committed log must not go on
+		// serving: on restart raft replays the entry from its durable log.
+		panic(fmt.Sprintf("shardlog: append of entry %d: %v", l.Index, err))
+	}
+	return applyResult{first: first, ts: effective}
+}
+
+// manifest is the whole content of a shard snapshot: which records the
+// segments held when it was taken. It never copies record data.
+type manifest struct {
+	Version     int           `json:"version"`
+	LastApplied uint64        `json:"last_applied"`
+	NextOffset  uint64        `json:"next_offset"`
+	TrimOffset  uint64        `json:"trim_offset"`
+	Segments    []SegmentInfo `json:"segments"`
+}
+
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	return &fsmSnapshot{log: f.log, m: manifest{
+		Version:     1,
+		LastApplied: f.log.LastApplied(),
+		NextOffset:  f.log.NextOffset(),
+		TrimOffset:  f.log.TrimOffset(),
+		Segments:    f.log.Segments(),
+	}}, nil
+}
+
+// Restore is called when a leader sends a snapshot to this replica. The
+// manifest names records this replica must already hold; fetching missing
+// segments from a peer arrives with the cluster.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	var m manifest
+	if err := json.NewDecoder(rc).Decode(&m); err != nil {
+		return fmt.Errorf("shardlog: read snapshot manifest: %w", err)
+	}
+	if f.log.NextOffset() < m.NextOffset {
+		return fmt.Errorf("shardlog: replica holds records below %d, snapshot needs %d: %w",
+			f.log.NextOffset(), m.NextOffset, ErrMissingData)
+	}
+	return nil
+}
+
+type fsmSnapshot struct {
+	log *Log
+	m   manifest
+}
+
+// Persist makes the segments durable up to the manifest before writing it:
+// once the manifest is stored raft may compact the entries it covers.
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.log.Sync(); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("shardlog: sync before snapshot: %w", err)
+	}
+	if err := json.NewEncoder(sink).Encode(s.m); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("shardlog: write manifest: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}

@@ -1,0 +1,294 @@
+package shardlog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// Errors callers branch on.
+var (
+	// ErrNotLeader: this replica cannot accept writes; send them to the leader.
+	ErrNotLeader = errors.New("shardlog: not the shard leader")
+	// ErrShardClosed: the shard group is stopped.
+	ErrShardClosed = errors.New("shardlog: shard closed")
+	// ErrMissingData: the local segments lack records that raft no longer
+	// holds; the replica must be repaired from a peer.
+	ErrMissingData = errors.New("shardlog: replica is missing committed records")
+)
+
+// ShardOptions configures one shard's raft group.
+type ShardOptions struct {
+	// GroupID names the raft group cluster-wide; also the transport route.
+	GroupID string
+	// Dir holds raft.db, snapshots/ and segments/.
+	Dir string
+	// LocalID is this node's raft server id.
+	LocalID raft.ServerID
+	// Transport carries the group's raft RPCs.
+	Transport raft.Transport
+	// Bootstrap is the initial configuration, applied only when Dir holds no
+	// raft state yet. Every initial replica bootstraps with the same servers.
+	Bootstrap []raft.Server
+	// Timing tunes the raft group; zero fields take defaults.
+	Timing RaftTiming
+	// SegmentMaxBytes and SegmentMaxAge set when segments roll.
+	SegmentMaxBytes int64
+	SegmentMaxAge   time.Duration
+	// MaxBatchBytes caps how many bytes of concurrent writes the leader
+	// coalesces into one raft entry (a single request is never split).
+	MaxBatchBytes int
+	// MaxInflight is how many raft entries the leader keeps in flight.
+	MaxInflight int
+	// Logger receives structured logs.
+	Logger *slog.Logger
+}
+
+// RaftTiming holds raft timeouts; zero values keep hashicorp/raft defaults.
+type RaftTiming struct {
+	HeartbeatTimeout time.Duration
+	ElectionTimeout  time.Duration
+	CommitTimeout    time.Duration
+	LeaderLease      time.Duration
+}
+
+// Apply copies the set fields onto a raft config.
+func (t RaftTiming) Apply(c *raft.Config) {
+	if t.HeartbeatTimeout > 0 {
+		c.HeartbeatTimeout = t.HeartbeatTimeout
+	}
+	if t.ElectionTimeout > 0 {
+		c.ElectionTimeout = t.ElectionTimeout
+	}
+	if t.CommitTimeout > 0 {
+		c.CommitTimeout = t.CommitTimeout
+	}
+	if t.LeaderLease > 0 {
+		c.LeaderLeaseTimeout = t.LeaderLease
+	}
+}
+
+// AppendResult locates a request's records: the i-th entry got offset
+// FirstOffset+i, and all share one arrival Timestamp (ms).
+type AppendResult struct {
+	FirstOffset uint64
+	Timestamp   int64
+}
+
+// Shard is one replica of a shard: a raft group whose state machine is the
+// segment log. Writes go through Append on the leader; any replica reads its
+// applied records through Log.
+type Shard struct {
+	opts   ShardOptions
+	log    *Log
+	raft   *raft.Raft
+	store  *raftboltdb.BoltStore
+	logger *slog.Logger
+
+	proposals chan *proposal
+	stop      chan struct{}
+	done      chan struct{}
+}
+
+// OpenShard opens (or creates) the replica in opts.Dir and starts its raft
+// group. It refuses to start a replica whose segments lost records that raft
+// has already compacted away.
+func OpenShard(opts ShardOptions) (*Shard, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MaxBatchBytes <= 0 {
+		opts.MaxBatchBytes = 1 << 20
+	}
+	if opts.MaxInflight <= 0 {
+		opts.MaxInflight = 8
+	}
+	logger := opts.Logger.With("group", opts.GroupID)
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("shardlog: %w", err)
+	}
+	segs, err := OpenLog(LogOptions{
+		Dir:             filepath.Join(opts.Dir, "segments"),
+		SegmentMaxBytes: opts.SegmentMaxBytes,
+		SegmentMaxAge:   opts.SegmentMaxAge,
+		Logger:          logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &Shard{opts: opts, log: segs, logger: logger,
+		proposals: make(chan *proposal, 1024),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	if err := s.startRaft(); err != nil {
+		segs.Close()
+		return nil, err
+	}
+	go s.runBatcher()
+	return s, nil
+}
+
+func (s *Shard) startRaft() error {
+	o := s.opts
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(o.Dir, "raft.db")})
+	if err != nil {
+		return fmt.Errorf("shardlog: open raft log: %w", err)
+	}
+	hlog := NewHCLogger("raft", s.logger)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(o.Dir, 2, hlog)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("shardlog: snapshot store: %w", err)
+	}
+	if err := s.checkAgainstSnapshot(snaps); err != nil {
+		store.Close()
+		return err
+	}
+	cfg := raft.DefaultConfig()
+	cfg.LocalID = o.LocalID
+	cfg.Logger = hlog
+	// The segments are the state and survive restarts on their own.
+	cfg.NoSnapshotRestoreOnStart = true
+	// Entries can be MiBs: keep AppendEntries RPCs bounded.
+	cfg.MaxAppendEntries = 16
+	// The raft log is the durable copy only until a snapshot covers it;
+	// snapshots are cheap manifests, so take them often.
+	cfg.TrailingLogs = 256
+	cfg.SnapshotThreshold = 512
+	cfg.SnapshotInterval = 30 * time.Second
+	o.Timing.Apply(cfg)
+
+	logs, err := raft.NewLogCache(256, store)
+	if err != nil {
+		store.Close()
+		return err
+	}
+	has, err := raft.HasExistingState(logs, store, snaps)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("shardlog: inspect raft state: %w", err)
+	}
+	if !has && len(o.Bootstrap) > 0 {
+		if err := raft.BootstrapCluster(cfg, logs, store, snaps, o.Transport, raft.Configuration{Servers: o.Bootstrap}); err != nil {
+			store.Close()
+			return fmt.Errorf("shardlog: bootstrap: %w", err)
+		}
+	}
+	r, err := raft.NewRaft(cfg, &fsm{log: s.log, logger: s.logger}, logs, store, snaps, o.Transport)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("shardlog: start raft: %w", err)
+	}
+	s.raft, s.store = r, store
+	return nil
+}
+
+// checkAgainstSnapshot refuses a replica whose segments end below the latest
+// snapshot: raft would not replay the entries in between.
+func (s *Shard) checkAgainstSnapshot(snaps raft.SnapshotStore) error {
+	list, err := snaps.List()
+	if err != nil || len(list) == 0 {
+		return err
+	}
+	_, rc, err := snaps.Open(list[0].ID)
+	if err != nil {
+		return fmt.Errorf("shardlog: open snapshot: %w", err)
+	}
+	defer rc.Close()
+	var m manifest
+	if err := json.NewDecoder(io.LimitReader(rc, 64<<20)).Decode(&m); err != nil {
+		return fmt.Errorf("shardlog: read snapshot manifest: %w", err)
+	}
+	if s.log.NextOffset() < m.NextOffset {
+		return fmt.Errorf("shardlog: group %s: segments end at offset %d, snapshot %s covers %d: %w",
+			s.opts.GroupID, s.log.NextOffset(), list[0].ID, m.NextOffset, ErrMissingData)
+	}
+	return nil
+}
+
+// Log is the replica's applied records, for reads.
+func (s *Shard) Log() *Log { return s.log }
+
+// Raft exposes the group for cluster membership changes and observation.
+func (s *Shard) Raft() *raft.Raft { return s.raft }
+
+// IsLeader reports whether this replica currently leads the group.
+func (s *Shard) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Leader returns the current leader's id, empty when unknown.
+func (s *Shard) Leader() raft.ServerID {
+	_, id := s.raft.LeaderWithID()
+	return id
+}
+
+// WaitLeader blocks until the group has a leader or ctx ends.
+func (s *Shard) WaitLeader(ctx context.Context) error {
+	obs := make(chan raft.Observation, 1)
+	o := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	s.raft.RegisterObserver(o)
+	defer s.raft.DeregisterObserver(o)
+	for s.Leader() == "" {
+		select {
+		case <-obs:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.stop:
+			return ErrShardClosed
+		}
+	}
+	return nil
+}
+
+// Close stops the batcher and the raft group and closes the files.
+func (s *Shard) Close() error {
+	select {
+	case <-s.stop:
+		return nil
+	default:
+	}
+	close(s.stop)
+	<-s.done
+	err := s.raft.Shutdown().Error()
+	if cerr := s.store.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := s.log.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// NewHCLogger routes hashicorp libraries' logs into slog.
+func NewHCLogger(name string, l *slog.Logger) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:   name,
+		Level:  hclog.Warn,
+		Output: slogWriter{l.With("lib", name)},
+	})
+}
+
+// slogWriter turns hclog's formatted lines into slog records.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	line := string(p)
+	for len(line) > 0 && line[len(line)-1] == '\n' {
+		line = line[:len(line)-1]
+	}
+	w.l.Warn(line)
+	return len(p), nil
+}

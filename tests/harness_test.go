@@ -1,0 +1,134 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/riffle-streams/riffle/node"
+	rifflev1 "github.com/riffle-streams/riffle/proto/riffle/v1"
+	"github.com/riffle-streams/riffle/shardlog"
+)
+
+// fastRaft makes single-node groups elect themselves quickly in tests.
+var fastRaft = shardlog.RaftTiming{
+	HeartbeatTimeout: 100 * time.Millisecond,
+	ElectionTimeout:  100 * time.Millisecond,
+	LeaderLease:      100 * time.Millisecond,
+	CommitTimeout:    5 * time.Millisecond,
+}
+
+// testNode is one in-process node and a client connected to it.
+type testNode struct {
+	*node.Node
+	dir    string
+	client rifflev1.StreamsClient
+	conn   *grpc.ClientConn
+}
+
+// startNode starts a node on loopback ports with its data in dir and waits
+// until it is ready. It is stopped when the test ends unless stopped first.
+func startNode(t *testing.T, dir string) *testNode {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	n, err := node.Start(context.Background(), node.Config{
+		NodeID:    "n1",
+		DataDir:   dir,
+		GRPCAddr:  "127.0.0.1:0",
+		AdminAddr: "127.0.0.1:0",
+		Raft:      fastRaft,
+		Logger:    logger,
+	})
+	if err != nil {
+		t.Fatalf("start node: %v", err)
+	}
+	conn, err := grpc.NewClient(n.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(node.MaxMessageBytes), grpc.MaxCallSendMsgSize(node.MaxMessageBytes)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := &testNode{Node: n, dir: dir, client: rifflev1.NewStreamsClient(conn), conn: conn}
+	t.Cleanup(func() { tn.stop(t) })
+	waitFor(t, 10*time.Second, "node ready", func() error {
+		if !n.Ready() {
+			return fmt.Errorf("not ready")
+		}
+		return nil
+	})
+	return tn
+}
+
+// stop shuts the node down cleanly; safe to call twice.
+func (tn *testNode) stop(t *testing.T) {
+	if tn.conn == nil {
+		return
+	}
+	tn.conn.Close()
+	tn.conn = nil
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := tn.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+}
+
+// waitFor polls cond until it returns nil or the deadline passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	interval := 5 * time.Millisecond
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s: %v", timeout, what, err)
+		}
+		time.Sleep(interval)
+		interval = min(2*interval, 100*time.Millisecond)
+	}
+}
+
+// createStream creates a stream and waits until it is ACTIVE.
+func createStream(t *testing.T, c rifflev1.StreamsClient, name string, shards int32) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := c.CreateStream(ctx, &rifflev1.CreateStreamRequest{StreamName: name, ShardCount: shards}); err != nil {
+		t.Fatalf("CreateStream %s: %v", name, err)
+	}
+	waitActive(t, c, name)
+}
+
+func waitActive(t *testing.T, c rifflev1.StreamsClient, name string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, name+" ACTIVE", func() error {
+		out, err := c.DescribeStreamSummary(context.Background(), &rifflev1.DescribeStreamSummaryRequest{StreamName: name})
+		if err != nil {
+			return err
+		}
+		if s := out.StreamDescriptionSummary.StreamStatus; s != rifflev1.StreamStatus_STREAM_STATUS_ACTIVE {
+			return fmt.Errorf("status %v", s)
+		}
+		return nil
+	})
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+func tempDataDir(t *testing.T) string { return filepath.Join(t.TempDir(), "data") }
