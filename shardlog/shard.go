@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -272,23 +273,41 @@ func (s *Shard) Close() error {
 	return err
 }
 
-// NewHCLogger routes hashicorp libraries' logs into slog.
+// NewHCLogger routes hashicorp libraries' logs into slog, keeping their level.
 func NewHCLogger(name string, l *slog.Logger) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
-		Name:   name,
-		Level:  hclog.Warn,
-		Output: slogWriter{l.With("lib", name)},
+		Name:            name,
+		Level:           hclog.Warn, // raft logs every state change at Info: too much per group
+		Output:          slogWriter{l.With("lib", name)},
+		DisableTime:     true,
+		IncludeLocation: false,
 	})
 }
 
-// slogWriter turns hclog's formatted lines into slog records.
+// slogWriter turns hclog's formatted lines ("[LEVEL] name: message") into
+// slog records. Raft's routine election chatter is Info, not Warn.
 type slogWriter struct{ l *slog.Logger }
 
 func (w slogWriter) Write(p []byte) (int, error) {
-	line := string(p)
-	for len(line) > 0 && line[len(line)-1] == '\n' {
-		line = line[:len(line)-1]
+	line := strings.TrimSpace(string(p))
+	level := slog.LevelInfo
+	for tag, lvl := range hclogLevels {
+		if rest, ok := strings.CutPrefix(line, tag); ok {
+			line, level = strings.TrimSpace(rest), lvl
+			break
+		}
 	}
-	w.l.Warn(line)
+	if level == slog.LevelWarn && strings.Contains(line, "heartbeat timeout reached, starting election") {
+		level = slog.LevelInfo
+	}
+	w.l.Log(context.Background(), level, line)
 	return len(p), nil
+}
+
+var hclogLevels = map[string]slog.Level{
+	"[TRACE]": slog.LevelDebug - 4,
+	"[DEBUG]": slog.LevelDebug,
+	"[INFO]":  slog.LevelInfo,
+	"[WARN]":  slog.LevelWarn,
+	"[ERROR]": slog.LevelError,
 }
