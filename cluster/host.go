@@ -111,13 +111,42 @@ func (h *Host) Shard(s *Stream, sh *Shard) (*shardlog.Shard, error) {
 	return nil, ErrNoReplica
 }
 
-// Append writes entries to a shard through its leader.
+// leaderWait bounds how long a write waits for its shard to elect a leader
+// (after a restart or a failover) before failing as retryable.
+const leaderWait = 5 * time.Second
+
+// Append writes entries to a shard through its leader. A write that finds
+// no leader waits for an election and tries again: ErrNotLeader means
+// nothing was appended, so the retry cannot duplicate.
 func (h *Host) Append(ctx context.Context, s *Stream, sh *Shard, entries []shardlog.Entry) (shardlog.AppendResult, error) {
 	r, err := h.Shard(s, sh)
 	if err != nil {
 		return shardlog.AppendResult{}, err
 	}
-	return r.Append(ctx, entries)
+	for attempt := 0; ; attempt++ {
+		res, err := r.Append(ctx, entries)
+		if !errors.Is(err, shardlog.ErrNotLeader) || attempt == 3 {
+			return res, err
+		}
+		wctx, cancel := context.WithTimeout(ctx, leaderWait)
+		werr := r.WaitLeader(wctx)
+		cancel()
+		if werr != nil || r.Leader() != raft.ServerID(h.opts.NodeID) {
+			return res, err
+		}
+	}
+}
+
+// ShardsReady reports whether every local replica has a known leader.
+func (h *Host) ShardsReady() bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, r := range h.shards {
+		if r.Leader() == "" {
+			return false
+		}
+	}
+	return true
 }
 
 // ProposeMeta replicates a metadata command through the metadata leader.

@@ -158,16 +158,17 @@ func (n *Node) watchReadiness() {
 		}
 		select {
 		case <-changed:
-		case <-time.After(time.Second): // leadership changes do not touch the state
+		case <-time.After(250 * time.Millisecond): // elections do not touch the state
 		case <-n.ctx.Done():
 			return
 		}
 	}
 }
 
-// Ready reports whether the node can serve requests.
+// Ready reports whether the node can serve requests: the metadata group
+// has a leader and an identity, and every local shard replica a leader.
 func (n *Node) Ready() bool {
-	return n.host.Ready() && n.host.Meta().State().ClusterID != ""
+	return n.host.Ready() && n.host.Meta().State().ClusterID != "" && n.host.ShardsReady()
 }
 
 // GRPCAddr is the address the gRPC server listens on.

@@ -1,0 +1,280 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// unsetEnv removes an environment variable for the test, restoring it after.
+func unsetEnv(t *testing.T, name string) {
+	t.Helper()
+	t.Setenv(name, "")
+	os.Unsetenv(name)
+}
+
+// defaultConn is connFlags with no flag given.
+var defaultConn = connFlags{addr: defaultAddr, timeout: 10 * time.Second}
+
+func mustParseTimestamp(t *testing.T, s string) time.Time {
+	t.Helper()
+	ts, err := parseTimestamp(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ts
+}
+
+// Every documented invocation parses into the verb it describes, with flags
+// before or after the positionals.
+func TestParseValidInvocations(t *testing.T) {
+	unsetEnv(t, "RIFFLE_ADDR")
+	jsonConn := defaultConn
+	jsonConn.json = true
+	twoNodes := connFlags{addr: "a:1, b:2", timeout: 3 * time.Second}
+	tests := []struct {
+		args []string
+		want verb
+	}{
+		{[]string{"stream", "create", "orders", "--shards", "4"},
+			&streamCreate{connFlags: defaultConn, name: "orders", shards: 4, retentionHours: 24, wait: time.Minute}},
+		{[]string{"stream", "create", "--shards=4", "orders", "--json"},
+			&streamCreate{connFlags: jsonConn, name: "orders", shards: 4, retentionHours: 24, wait: time.Minute}},
+		{[]string{"stream", "create", "orders", "--on-demand", "--retention-hours", "48", "--timeout", "90s"},
+			&streamCreate{connFlags: connFlags{addr: defaultAddr, timeout: 90 * time.Second}, name: "orders", onDemand: true, retentionHours: 48, wait: 90 * time.Second}},
+		{[]string{"stream", "create", "orders", "--shards", "1", "--no-wait"},
+			&streamCreate{connFlags: defaultConn, name: "orders", shards: 1, retentionHours: 24, noWait: true, wait: time.Minute}},
+		{[]string{"stream", "create", "--shards", "2", "--", "-odd-name"},
+			&streamCreate{connFlags: defaultConn, name: "-odd-name", shards: 2, retentionHours: 24, wait: time.Minute}},
+		{[]string{"stream", "delete", "orders", "--addr", "a:1, b:2", "--timeout", "3s"},
+			&streamDelete{connFlags: twoNodes, name: "orders"}},
+		{[]string{"stream", "describe", "--json", "orders"},
+			&streamDescribe{connFlags: jsonConn, name: "orders"}},
+		{[]string{"stream", "list"}, &streamList{connFlags: defaultConn}},
+		{[]string{"stream", "retention", "orders", "--hours", "8760"},
+			&streamRetention{connFlags: defaultConn, name: "orders", hours: 8760}},
+		{[]string{"shard", "list", "orders"}, &shardList{connFlags: defaultConn, stream: "orders"}},
+		{[]string{"put", "--stream", "s", "--key", "k", "--data", "hello"},
+			&putVerb{connFlags: defaultConn, stream: "s", key: "k", data: "hello", hasData: true, batch: 500}},
+		{[]string{"put", "--stream", "s", "--key", "k", "--data", ""},
+			&putVerb{connFlags: defaultConn, stream: "s", key: "k", hasData: true, batch: 500}},
+		{[]string{"put", "--stream", "s", "--random-keys", "--batch", "10", "--explicit-hash-key", "42"},
+			&putVerb{connFlags: defaultConn, stream: "s", randomKeys: true, explicitHashKey: "42", batch: 10}},
+		{[]string{"get", "--stream", "s", "--shard", "shardId-000000000000"},
+			&getVerb{connFlags: defaultConn, stream: "s", shard: "shardId-000000000000", iteratorType: "trim-horizon", pollInterval: 200 * time.Millisecond}},
+		{[]string{"get", "--stream", "s", "--shard", "x", "--type", "after-sequence-number", "--seq", "17", "--limit", "10", "--max", "5", "--follow"},
+			&getVerb{connFlags: defaultConn, stream: "s", shard: "x", iteratorType: "after-sequence-number", seq: "17", limit: 10, max: 5, follow: true, pollInterval: 200 * time.Millisecond}},
+		{[]string{"get", "--stream", "s", "--shard", "x", "--type", "at-timestamp", "--timestamp", "2026-01-02T03:04:05Z"},
+			&getVerb{connFlags: defaultConn, stream: "s", shard: "x", iteratorType: "at-timestamp", timestamp: "2026-01-02T03:04:05Z",
+				at: mustParseTimestamp(t, "2026-01-02T03:04:05Z"), pollInterval: 200 * time.Millisecond}},
+		{[]string{"get", "--stream", "s", "--shard", "x", "--type", "at-timestamp", "--timestamp", "1767323045000"},
+			&getVerb{connFlags: defaultConn, stream: "s", shard: "x", iteratorType: "at-timestamp", timestamp: "1767323045000",
+				at: time.UnixMilli(1767323045000), pollInterval: 200 * time.Millisecond}},
+		{[]string{"health", "--quiet"}, &healthVerb{connFlags: defaultConn, quiet: true}},
+		{[]string{"bench", "--stream", "b", "--create-shards", "4", "--producers", "8", "--in-flight", "4", "--batch", "100", "--record-size", "1024", "--duration", "30s", "--keys", "uniform", "--json"},
+			&benchVerb{connFlags: jsonConn, stream: "b", createShards: 4, producers: 8, inFlight: 4, batch: 100, recordSize: 1024, duration: 30 * time.Second, keys: "uniform"}},
+		{[]string{"bench", "--stream", "b", "--batch", "1", "--record-size", "1048544"},
+			&benchVerb{connFlags: defaultConn, stream: "b", producers: 4, inFlight: 4, batch: 1, recordSize: 1048544, duration: 30 * time.Second, keys: "uniform"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			cmd, rest, err := findCommand(tt.args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := parseVerb(cmd, rest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("parsed\n %#v\nwant\n %#v", got, tt.want)
+			}
+		})
+	}
+}
+
+// RIFFLE_ADDR sets the default of --addr, comma-separated.
+func TestAddrFromEnvironment(t *testing.T) {
+	t.Setenv("RIFFLE_ADDR", "n1:7450,n2:7450")
+	cmd, rest, err := findCommand([]string{"stream", "list"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := parseVerb(cmd, rest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := v.(*streamList).addrs(); !reflect.DeepEqual(got, []string{"n1:7450", "n2:7450"}) {
+		t.Errorf("addrs = %q", got)
+	}
+}
+
+// Bad usage exits 2 before any connection is made, and says what is wrong.
+func TestUsageErrorsExitTwo(t *testing.T) {
+	unsetEnv(t, "RIFFLE_ADDR")
+	tests := []struct {
+		args    []string
+		wantErr string
+	}{
+		{nil, "no command given"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"stream"}, "stream needs a subcommand"},
+		{[]string{"stream", "rename", "x"}, `unknown command "stream rename"`},
+		{[]string{"shard"}, "shard needs a subcommand"},
+		{[]string{"help", "nothing"}, `unknown command "nothing"`},
+		{[]string{"stream", "create"}, "missing stream name"},
+		{[]string{"stream", "create", "orders"}, "--shards N or --on-demand is required"},
+		{[]string{"stream", "create", "orders", "--shards", "0"}, "--shards must be a positive number"},
+		{[]string{"stream", "create", "orders", "--shards", "-3"}, "--shards must be a positive number"},
+		{[]string{"stream", "create", "orders", "--shards", "x"}, `invalid value "x" for flag -shards`},
+		{[]string{"stream", "create", "orders", "--shards", "2", "--on-demand"}, "--shards does not apply"},
+		{[]string{"stream", "create", "orders", "--shards", "2", "--retention-hours", "23"}, "--retention-hours must be between 24 and 8760"},
+		{[]string{"stream", "create", "orders", "--shards", "2", "--retention-hours", "48", "--no-wait"}, "cannot be combined with --no-wait"},
+		{[]string{"stream", "create", "a", "b", "--shards", "2"}, `unexpected arguments ["b"]`},
+		{[]string{"stream", "create", "orders", "--shards", "2", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"stream", "create", "orders", "--shards", "2", "--timeout", "0s"}, "--timeout must be positive"},
+		{[]string{"stream", "create", "orders", "--shards", "2", "--addr", " , "}, "--addr is empty"},
+		{[]string{"stream", "delete"}, "missing stream name"},
+		{[]string{"stream", "delete", ""}, "empty stream name"},
+		{[]string{"stream", "describe", "a", "b"}, "unexpected arguments"},
+		{[]string{"stream", "list", "extra"}, "unexpected arguments"},
+		{[]string{"stream", "retention", "orders"}, "--hours is required"},
+		{[]string{"stream", "retention", "orders", "--hours", "9000"}, "--hours must be between 24 and 8760"},
+		{[]string{"shard", "list"}, "missing stream name"},
+		{[]string{"put", "--key", "k", "--data", "d"}, "--stream is required"},
+		{[]string{"put", "--stream", "s", "--data", "d"}, "--key K or --random-keys is required"},
+		{[]string{"put", "--stream", "s", "--key", "k", "--random-keys"}, "exclude each other"},
+		{[]string{"put", "--stream", "s", "--key", ""}, "--key must not be empty"},
+		{[]string{"put", "--stream", "s", "--key", "k", "--batch", "501"}, "--batch must be between 1 and 500"},
+		{[]string{"put", "--stream", "s", "--key", "k", "--batch", "0"}, "--batch must be between 1 and 500"},
+		{[]string{"put", "--stream", "s", "--key", "k", "--data", "d", "--batch", "5"}, "--batch applies to records read from stdin"},
+		{[]string{"put", "--stream", "s", "--key", "k", "stray"}, "unexpected arguments"},
+		{[]string{"get", "--shard", "x"}, "--stream is required"},
+		{[]string{"get", "--stream", "s"}, "--shard is required"},
+		{[]string{"get", "--stream", "s", "--shard", "x", "--type", "oldest"}, `--type "oldest" is not one of`},
+		{[]string{"get", "--stream", "s", "--shard", "x", "--type", "at-sequence-number"}, "needs --seq"},
+		{[]string{"get", "--stream", "s", "--shard", "x", "--seq", "5"}, "--seq applies to"},
+		{[]string{"get", "--stream", "s", "--shard", "x", "--type", "at-timestamp"}, "needs --timestamp"},
+		{[]string{"get", "--stream", "s", "--shard", "x", "--type", "at-timestamp", "--timestamp", "yesterday"}, "neither RFC 3339"},
+		{[]string{"get", "--stream", "s", "--shard", "x", "--timestamp", "1000"}, "--timestamp applies to"},
+		{[]string{"get", "--stream", "s", "--shard", "x", "--limit", "10001"}, "--limit must be between 1 and 10000"},
+		{[]string{"get", "--stream", "s", "--shard", "x", "--max", "-1"}, "--max must not be negative"},
+		{[]string{"get", "--stream", "s", "--shard", "x", "--poll-interval", "0s"}, "--poll-interval must be positive"},
+		{[]string{"health", "extra"}, "unexpected arguments"},
+		{[]string{"bench"}, "--stream is required"},
+		{[]string{"bench", "--stream", "b", "--producers", "0"}, "--producers must be at least 1"},
+		{[]string{"bench", "--stream", "b", "--in-flight", "0"}, "--in-flight must be at least 1"},
+		{[]string{"bench", "--stream", "b", "--batch", "501"}, "--batch must be between 1 and 500"},
+		{[]string{"bench", "--stream", "b", "--record-size", "0"}, "--record-size must be between"},
+		{[]string{"bench", "--stream", "b", "--record-size", "1048545", "--batch", "1"}, "--record-size must be between"},
+		{[]string{"bench", "--stream", "b", "--record-size", "20000", "--batch", "500"}, "over the 5 MiB"},
+		{[]string{"bench", "--stream", "b", "--duration", "0s"}, "--duration must be positive"},
+		{[]string{"bench", "--stream", "b", "--keys", "zipf"}, "only uniform is supported"},
+		{[]string{"bench", "--stream", "b", "--create-shards", "-1"}, "--create-shards must not be negative"},
+		{[]string{"serve", "extra"}, "serve takes no arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, stdout, stderr := runCLI(t, "", tt.args...)
+			if code != exitUsage {
+				t.Errorf("exit code %d, want %d; stderr:\n%s", code, exitUsage, stderr)
+			}
+			if !strings.Contains(stderr, tt.wantErr) {
+				t.Errorf("stderr does not say %q:\n%s", tt.wantErr, stderr)
+			}
+			if !strings.HasPrefix(stderr, "riffle: ") && len(tt.args) > 0 {
+				t.Errorf("stderr does not start with \"riffle: \":\n%s", stderr)
+			}
+			if stdout != "" {
+				t.Errorf("usage error printed on stdout:\n%s", stdout)
+			}
+		})
+	}
+}
+
+// -h and help print a command's usage on stdout and exit 0.
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{
+		{"help"}, {"-h"}, {"--help"},
+		{"help", "stream", "create"}, {"stream", "create", "-h"}, {"stream", "create", "orders", "--help"},
+		{"help", "put"}, {"put", "-h"}, {"help", "get"}, {"help", "bench"}, {"help", "health"}, {"help", "shard", "list"},
+	} {
+		code, stdout, stderr := runCLI(t, "", args...)
+		if code != exitOK || stderr != "" {
+			t.Errorf("%q: exit %d, stderr %q", args, code, stderr)
+		}
+		if !strings.Contains(stdout, "usage: riffle") && !strings.Contains(stdout, "Exit codes:") {
+			t.Errorf("%q printed no usage:\n%s", args, stdout)
+		}
+	}
+	_, stdout, _ := runCLI(t, "", "help")
+	for _, cmd := range commands {
+		if !strings.Contains(stdout, "riffle "+cmd.path) {
+			t.Errorf("overview does not list %q", cmd.path)
+		}
+	}
+	for _, code := range []string{"0  success", "1  failure", "2  usage error", "3  resource not found", "4  retryable"} {
+		if !strings.Contains(stdout, code) {
+			t.Errorf("overview does not document exit code %q", code)
+		}
+	}
+	_, stdout, _ = runCLI(t, "", "help", "get")
+	for _, flag := range []string{"--stream", "--shard", "--type", "--seq", "--timestamp", "--limit", "--max", "--follow", "--addr", "--json", "--timeout"} {
+		if !strings.Contains(stdout, flag+" ") {
+			t.Errorf("help get does not list %s:\n%s", flag, stdout)
+		}
+	}
+}
+
+// Flags are found before, between and after positionals, not after "--".
+func TestParseInterleaved(t *testing.T) {
+	tests := []struct {
+		args    []string
+		wantPos []string
+		wantN   int
+	}{
+		{[]string{"a", "-n", "1", "b"}, []string{"a", "b"}, 1},
+		{[]string{"-n", "2", "a"}, []string{"a"}, 2},
+		{[]string{"a", "b", "-n=3"}, []string{"a", "b"}, 3},
+		{[]string{"a", "--", "-n", "4"}, []string{"a", "-n", "4"}, 0},
+		{[]string{"-", "-n", "5"}, []string{"-"}, 5},
+		{nil, nil, 0},
+	}
+	for _, tt := range tests {
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		n := fs.Int("n", 0, "")
+		got, err := parseInterleaved(fs, tt.args)
+		if err != nil {
+			t.Fatalf("%q: %v", tt.args, err)
+		}
+		if !reflect.DeepEqual(got, tt.wantPos) || *n != tt.wantN {
+			t.Errorf("%q: positional %q, n %d; want %q, %d", tt.args, got, *n, tt.wantPos, tt.wantN)
+		}
+	}
+}
+
+// runCLI runs one invocation with stdin and returns the exit code and the
+// two outputs.
+func runCLI(t *testing.T, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	return runCLIContext(context.Background(), stdin, args...)
+}
+
+func runCLIContext(ctx context.Context, stdin string, args ...string) (int, string, string) {
+	var stdout, stderr bytes.Buffer
+	code := runMain(ctx, args, stdio{in: strings.NewReader(stdin), out: &stdout, err: &stderr})
+	return code, stdout.String(), stderr.String()
+}
+
+// serve.go reports -h as usageError{flag.ErrHelp}; main must see it as help.
+func TestUsageErrorUnwraps(t *testing.T) {
+	if !errors.Is(usageError{flag.ErrHelp}, flag.ErrHelp) {
+		t.Error("errors.Is does not see flag.ErrHelp through usageError")
+	}
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/riffle-streams/riffle/node"
+)
+
+// runServe starts one node and runs it until SIGINT or SIGTERM.
+func runServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var cfg node.Config
+	var join, logLevel, logFormat string
+	fs.StringVar(&cfg.NodeID, "node-id", envString("RIFFLE_NODE_ID", node.DefaultNodeID), "node id, stable across restarts (RIFFLE_NODE_ID)")
+	fs.StringVar(&cfg.DataDir, "data-dir", envString("RIFFLE_DATA_DIR", node.DefaultDataDir), "data directory (RIFFLE_DATA_DIR)")
+	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", envString("RIFFLE_GRPC_ADDR", node.DefaultGRPCAddr), "gRPC listen address (RIFFLE_GRPC_ADDR)")
+	fs.StringVar(&cfg.AdvertiseAddr, "advertise-addr", envString("RIFFLE_ADVERTISE_ADDR", ""), "gRPC address announced to peers; default --grpc-addr (RIFFLE_ADVERTISE_ADDR)")
+	fs.StringVar(&cfg.GossipAddr, "gossip-addr", envString("RIFFLE_GOSSIP_ADDR", node.DefaultGossipAddr), "memberlist gossip address (RIFFLE_GOSSIP_ADDR)")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", envString("RIFFLE_ADMIN_ADDR", node.DefaultAdminAddr), "admin HTTP address: health, metrics, pprof; empty disables (RIFFLE_ADMIN_ADDR)")
+	fs.StringVar(&join, "join", envString("RIFFLE_JOIN", ""), "comma-separated gossip addresses of peers to join (RIFFLE_JOIN)")
+	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", envInt("RIFFLE_BOOTSTRAP_EXPECT", 0), "members to wait for before bootstrapping; default 1 (RIFFLE_BOOTSTRAP_EXPECT)")
+	fs.StringVar(&logLevel, "log-level", envString("RIFFLE_LOG_LEVEL", "info"), "debug, info, warn or error (RIFFLE_LOG_LEVEL)")
+	fs.StringVar(&logFormat, "log-format", envString("RIFFLE_LOG_FORMAT", "text"), "text or json (RIFFLE_LOG_FORMAT)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("serve takes no arguments, got %q", fs.Args())}
+	}
+	if join != "" {
+		cfg.Join = strings.Split(join, ",")
+	}
+	logger, err := newLogger(logLevel, logFormat)
+	if err != nil {
+		return usageError{err}
+	}
+	cfg.Logger = logger
+	slog.SetDefault(logger)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := node.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	logger.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return n.Shutdown(shutdownCtx)
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, errors.New("--log-format must be text or json")
+}
+
+func envString(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+func envInt(name string, def int) int {
+	if v, ok := os.LookupEnv(name); ok {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+	}
+	return def
+}

@@ -1,0 +1,226 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/riffle-streams/riffle/node"
+	rifflev1 "github.com/riffle-streams/riffle/proto/riffle/v1"
+)
+
+// riffleBinary is built once per test binary by TestMain.
+var riffleBinary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "riffle-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	riffleBinary = filepath.Join(dir, "riffle")
+	build := exec.Command("go", "build", "-o", riffleBinary, "github.com/riffle-streams/riffle/cmd/riffle")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building riffle: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// process is a `riffle serve` child process.
+type process struct {
+	cmd    *exec.Cmd
+	addr   string
+	logs   *bytes.Buffer
+	conn   *grpc.ClientConn
+	client rifflev1.StreamsClient
+}
+
+// freePort asks the kernel for a port that is free right now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startProcess runs `riffle serve` on dir with the given gRPC address and
+// waits until its health check reports SERVING.
+func startProcess(t *testing.T, dir, addr string) *process {
+	t.Helper()
+	p := &process{addr: addr, logs: &bytes.Buffer{}}
+	p.cmd = exec.Command(riffleBinary, "serve", "--data-dir", dir, "--grpc-addr", addr,
+		"--admin-addr", freePort(t), "--gossip-addr", freePort(t), "--log-level", "info")
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("riffle serve output:\n%s", p.logs.String())
+		}
+	})
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(node.MaxMessageBytes)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	p.conn, p.client = conn, rifflev1.NewStreamsClient(conn)
+	health := healthpb.NewHealthClient(conn)
+	waitFor(t, 20*time.Second, "riffle serve healthy", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		r, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return err
+		}
+		if r.Status != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("status %v", r.Status)
+		}
+		return nil
+	})
+	return p
+}
+
+// kill sends SIGKILL and reaps the process.
+func (p *process) kill(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Wait()
+	p.conn.Close()
+}
+
+// TestKill9KeepsAcknowledgedRecords checks contract 2 on a real process:
+// writers run while the node is killed with SIGKILL; after a restart every
+// acknowledged record is readable with the sequence number it was
+// acknowledged with, in the same order, and new sequence numbers continue
+// above the old ones.
+func TestKill9KeepsAcknowledgedRecords(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	dir := filepath.Join(t.TempDir(), "data")
+	addr := freePort(t)
+	p := startProcess(t, dir, addr)
+	createStream(t, p.client, "durable", 4)
+
+	type ack struct{ shard, seq, data string }
+	var mu sync.Mutex
+	var acks []ack
+	record := func(shard, seq, data string) {
+		mu.Lock()
+		acks = append(acks, ack{shard, seq, data})
+		mu.Unlock()
+	}
+	ctx, stopWriters := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				if w%2 == 0 {
+					data := fmt.Sprintf("w%d-%d", w, i)
+					out, err := p.client.PutRecord(ctx, &rifflev1.PutRecordRequest{StreamName: "durable", PartitionKey: data, Data: []byte(data)})
+					if err == nil {
+						record(out.ShardId, out.SequenceNumber, data)
+					}
+					continue
+				}
+				var entries []*rifflev1.PutRecordsRequestEntry
+				for j := 0; j < 50; j++ {
+					data := fmt.Sprintf("w%d-%d-%d", w, i, j)
+					entries = append(entries, &rifflev1.PutRecordsRequestEntry{PartitionKey: data, Data: []byte(data)})
+				}
+				out, err := p.client.PutRecords(ctx, &rifflev1.PutRecordsRequest{StreamName: "durable", Records: entries})
+				if err != nil {
+					continue
+				}
+				for j, r := range out.Records {
+					if r.ErrorCode == "" {
+						record(r.ShardId, r.SequenceNumber, string(entries[j].Data))
+					}
+				}
+			}
+		}()
+	}
+	// Kill once a good number of writes are acknowledged, while writers run.
+	waitFor(t, 30*time.Second, "2000 acknowledged records", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(acks) < 2000 {
+			return fmt.Errorf("%d acknowledged", len(acks))
+		}
+		return nil
+	})
+	p.kill(t)
+	stopWriters()
+	wg.Wait()
+	mu.Lock()
+	acked := append([]ack(nil), acks...)
+	mu.Unlock()
+	t.Logf("%d records acknowledged before SIGKILL", len(acked))
+
+	p = startProcess(t, dir, addr)
+	waitActive(t, p.client, "durable")
+	stored := map[string]map[string]string{} // shard -> seq -> data
+	lastSeq := map[string]string{}
+	for i := 0; i < 4; i++ {
+		shard := fmt.Sprintf("shardId-%012d", i)
+		stored[shard] = map[string]string{}
+		seen := map[string]bool{}
+		for _, r := range readShard(t, p.client, "durable", shard) {
+			if seen[string(r.Data)] {
+				t.Fatalf("%s: value %s stored twice", shard, r.Data)
+			}
+			seen[string(r.Data)] = true
+			if prev := lastSeq[shard]; prev != "" && !seqLess(prev, r.SequenceNumber) {
+				t.Fatalf("%s: sequence numbers out of order after restart", shard)
+			}
+			stored[shard][r.SequenceNumber] = string(r.Data)
+			lastSeq[shard] = r.SequenceNumber
+		}
+	}
+	for _, a := range acked {
+		if got, ok := stored[a.shard][a.seq]; !ok || got != a.data {
+			t.Fatalf("acknowledged record %s at %s/%s lost after kill -9 (found %q)", a.data, a.shard, a.seq, got)
+		}
+	}
+	// New writes continue above every old sequence number of their shard.
+	for i := 0; i < 50; i++ {
+		key := "after-" + strconv.Itoa(i)
+		out, err := p.client.PutRecord(context.Background(), &rifflev1.PutRecordRequest{StreamName: "durable", PartitionKey: key, Data: []byte(key)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last := lastSeq[out.ShardId]; last != "" && !seqLess(last, out.SequenceNumber) {
+			t.Fatalf("new sequence number %s in %s not above the old %s", out.SequenceNumber, out.ShardId, last)
+		}
+	}
+}
