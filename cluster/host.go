@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -48,6 +49,10 @@ type Host struct {
 
 	mu     sync.RWMutex
 	shards map[string]*shardlog.Shard // by group id; owned by the reconciler
+
+	// caughtUp is set once this node's metadata replica has applied the
+	// whole log it found at startup.
+	caughtUp atomic.Bool
 
 	// removing holds groups whose removal is reported; reconciler-owned.
 	removing map[string]bool
@@ -154,10 +159,11 @@ func (h *Host) ProposeMeta(ctx context.Context, cmd Command) error {
 	return h.meta.Propose(ctx, cmd)
 }
 
-// Ready reports whether the node can serve: the metadata group has a leader.
+// Ready reports whether the node can serve: the metadata group has a leader
+// and this replica has applied the log it started with.
 func (h *Host) Ready() bool {
 	_, id := h.meta.Raft().LeaderWithID()
-	return id != ""
+	return id != "" && h.caughtUp.Load()
 }
 
 // Close stops reconciliation, every shard replica and the metadata replica.
@@ -324,7 +330,7 @@ func (h *Host) runController() {
 	h.meta.Raft().RegisterObserver(o)
 	defer h.meta.Raft().DeregisterObserver(o)
 	for {
-		if h.meta.IsLeader() && h.meta.State().ClusterID == "" {
+		if h.meta.IsLeader() && h.catchUp() && h.meta.State().ClusterID == "" {
 			h.bootstrapIdentity()
 		}
 		select {
@@ -334,6 +340,21 @@ func (h *Host) runController() {
 			return
 		}
 	}
+}
+
+// catchUp makes sure a new leader has applied every entry of earlier terms
+// before it acts on the state: after a restart the state is empty until the
+// log is replayed.
+func (h *Host) catchUp() bool {
+	if h.caughtUp.Load() {
+		return true
+	}
+	if err := h.meta.Raft().Barrier(10 * time.Second).Error(); err != nil {
+		h.logger.Warn("metadata barrier failed", "err", err)
+		return false
+	}
+	h.caughtUp.Store(true)
+	return true
 }
 
 // bootstrapIdentity gives a new cluster its id and iterator signing key.
