@@ -1,0 +1,121 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/riffle-streams/riffle/shardlog"
+)
+
+var testTiming = shardlog.RaftTiming{
+	HeartbeatTimeout: 100 * time.Millisecond,
+	ElectionTimeout:  100 * time.Millisecond,
+	LeaderLease:      100 * time.Millisecond,
+	CommitTimeout:    5 * time.Millisecond,
+}
+
+func startTestHost(t *testing.T, opts HostOptions) *Host {
+	t.Helper()
+	opts.NodeID = "n1"
+	opts.DataDir = t.TempDir()
+	opts.Transports = NewLocalTransports("n1")
+	opts.BootstrapMeta = true
+	opts.MetaTiming, opts.ShardTiming = testTiming, testTiming
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	h, err := StartHost(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	waitUntil(t, "host ready", func() bool { return h.Ready() && h.Meta().State().ClusterID != "" })
+	return h
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRetentionDeletesExpiredSegments checks that the host's retention pass
+// removes whole segments older than the stream's retention and keeps the
+// rest readable from the new trim horizon.
+func TestRetentionDeletesExpiredSegments(t *testing.T) {
+	h := startTestHost(t, HostOptions{SegmentMaxBytes: 4096, RetentionCheckInterval: time.Hour})
+	ctx := context.Background()
+	if err := h.CreateStream(ctx, CreateStreamCmd{Name: "r", ShardCount: 1, Mode: ModeProvisioned, RetentionHours: 24, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "stream active", func() bool {
+		s := h.Meta().State().Streams["r"]
+		return s != nil && s.Status == StreamActive
+	})
+	s := h.Meta().State().Streams["r"]
+	sh := s.Shards[0]
+	for i := 0; i < 100; i++ {
+		if _, err := h.Append(ctx, s, sh, []shardlog.Entry{{PartitionKey: "k", Data: []byte(fmt.Sprintf("%0500d", i))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := h.Shard(s, sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	segs := len(r.Log().Segments())
+	if segs < 3 {
+		t.Fatalf("only %d segments; the test needs several", segs)
+	}
+	h.applyRetention(time.Now().Add(23 * time.Hour))
+	if r.Log().TrimOffset() != 0 {
+		t.Fatalf("records younger than the retention were deleted: trim at %d", r.Log().TrimOffset())
+	}
+	h.applyRetention(time.Now().Add(25 * time.Hour))
+	if got := len(r.Log().Segments()); got != 1 {
+		t.Fatalf("%d segments left after every record expired; want only the active one", got)
+	}
+	trim := r.Log().TrimOffset()
+	if trim == 0 || trim > r.Log().NextOffset() {
+		t.Fatalf("trim horizon %d after retention, next offset %d", trim, r.Log().NextOffset())
+	}
+	recs, err := r.Log().Read(trim, 0, 0)
+	if err != nil || uint64(len(recs)) != r.Log().NextOffset()-trim {
+		t.Fatalf("reading from the trim horizon: %d records, %v", len(recs), err)
+	}
+}
+
+// TestDeleteStreamRemovesReplicas checks that deleting a stream stops its
+// shard groups, removes their data and then the stream itself.
+func TestDeleteStreamRemovesReplicas(t *testing.T) {
+	h := startTestHost(t, HostOptions{})
+	ctx := context.Background()
+	if err := h.CreateStream(ctx, CreateStreamCmd{Name: "d", ShardCount: 2, Mode: ModeProvisioned, RetentionHours: 24, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "stream active", func() bool {
+		s := h.Meta().State().Streams["d"]
+		return s != nil && s.Status == StreamActive
+	})
+	s := h.Meta().State().Streams["d"]
+	if err := h.ProposeMeta(ctx, Command{DeleteStream: &DeleteStreamCmd{Name: "d"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "stream removed", func() bool { return h.Meta().State().Streams["d"] == nil })
+	for _, sh := range s.Shards {
+		if _, err := h.Shard(s, sh); err == nil {
+			t.Errorf("replica of %s still running", sh.ID())
+		}
+		if _, err := os.Stat(h.shardDir(s.GroupID(sh))); !os.IsNotExist(err) {
+			t.Errorf("data of %s still on disk: %v", sh.ID(), err)
+		}
+	}
+}
