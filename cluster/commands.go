@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -28,6 +29,32 @@ type Command struct {
 	SetRetention   *SetRetentionCmd   `json:"set_retention,omitempty"`
 	ShardReady     *ShardReadyCmd     `json:"shard_ready,omitempty"`
 	ReplicaStopped *ReplicaStoppedCmd `json:"replica_stopped,omitempty"`
+	MoveReplica    *MoveReplicaCmd    `json:"move_replica,omitempty"`
+	MoveCaughtUp   *MoveCaughtUpCmd   `json:"move_caught_up,omitempty"`
+	MoveDone       *MoveDoneCmd       `json:"move_done,omitempty"`
+}
+
+// MoveReplicaCmd starts rebuilding a shard's replica on another node.
+type MoveReplicaCmd struct {
+	StreamID   uint64 `json:"stream_id"`
+	ShardIndex uint64 `json:"shard_index"`
+	From       string `json:"from"`
+	To         string `json:"to"`
+}
+
+// MoveCaughtUpCmd records that the new replica of a move has caught up.
+type MoveCaughtUpCmd struct {
+	StreamID   uint64 `json:"stream_id"`
+	ShardIndex uint64 `json:"shard_index"`
+	To         string `json:"to"`
+}
+
+// MoveDoneCmd records that the shard's raft group made To a voter and
+// removed From: the replica list changes accordingly.
+type MoveDoneCmd struct {
+	StreamID   uint64 `json:"stream_id"`
+	ShardIndex uint64 `json:"shard_index"`
+	To         string `json:"to"`
 }
 
 // BootstrapCmd sets the cluster identity once; later ones are ignored.
@@ -103,6 +130,12 @@ func (st *State) apply(cmd *Command) (*State, error) {
 		return st.shardReady(cmd.ShardReady)
 	case cmd.ReplicaStopped != nil:
 		return st.replicaStopped(cmd.ReplicaStopped)
+	case cmd.MoveReplica != nil:
+		return st.moveReplica(cmd.MoveReplica)
+	case cmd.MoveCaughtUp != nil:
+		return st.moveCaughtUp(cmd.MoveCaughtUp)
+	case cmd.MoveDone != nil:
+		return st.moveDone(cmd.MoveDone)
 	}
 	return st, fmt.Errorf("%w: empty command", ErrInvalidCommand)
 }
@@ -217,4 +250,54 @@ func (st *State) replicaStopped(c *ReplicaStoppedCmd) (*State, error) {
 		}
 	}
 	return st.withStream(s.Name, nil), nil
+}
+
+// shardForMove finds a stream's shard for a move command.
+func (st *State) shardForMove(streamID, index uint64) (*Stream, *Shard, error) {
+	s, ok := st.streamByID(streamID)
+	if !ok || index >= uint64(len(s.Shards)) {
+		return nil, nil, fmt.Errorf("%w: shard %d of stream %d", ErrStreamNotFound, index, streamID)
+	}
+	s = s.clone()
+	return s, s.Shards[index], nil
+}
+
+func (st *State) moveReplica(c *MoveReplicaCmd) (*State, error) {
+	s, sh, err := st.shardForMove(c.StreamID, c.ShardIndex)
+	if err != nil {
+		return st, err
+	}
+	switch {
+	case sh.Moving != nil:
+		return st, fmt.Errorf("%w: %s is already moving a replica", ErrInvalidCommand, sh.ID())
+	case !slices.Contains(sh.Replicas, c.From):
+		return st, fmt.Errorf("%w: %s has no replica on %s", ErrInvalidCommand, sh.ID(), c.From)
+	case slices.Contains(sh.Replicas, c.To):
+		return st, fmt.Errorf("%w: %s already has a replica on %s", ErrInvalidCommand, sh.ID(), c.To)
+	}
+	sh.Moving = &Move{From: c.From, To: c.To}
+	return st.withStream(s.Name, s), nil
+}
+
+func (st *State) moveCaughtUp(c *MoveCaughtUpCmd) (*State, error) {
+	s, sh, err := st.shardForMove(c.StreamID, c.ShardIndex)
+	if err != nil || sh.Moving == nil || sh.Moving.To != c.To || sh.Moving.CaughtUp {
+		return st, nil // stale report
+	}
+	sh.Moving.CaughtUp = true
+	return st.withStream(s.Name, s), nil
+}
+
+func (st *State) moveDone(c *MoveDoneCmd) (*State, error) {
+	s, sh, err := st.shardForMove(c.StreamID, c.ShardIndex)
+	if err != nil || sh.Moving == nil || sh.Moving.To != c.To {
+		return st, nil
+	}
+	for i, n := range sh.Replicas {
+		if n == sh.Moving.From {
+			sh.Replicas[i] = sh.Moving.To
+		}
+	}
+	sh.Moving = nil
+	return st.withStream(s.Name, s), nil
 }

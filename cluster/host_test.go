@@ -23,8 +23,17 @@ func startTestHost(t *testing.T, opts HostOptions) *Host {
 	t.Helper()
 	opts.NodeID = "n1"
 	opts.DataDir = t.TempDir()
-	opts.Transports = NewLocalTransports("n1")
-	opts.BootstrapMeta = true
+	members, err := StartMembership(MembershipOptions{NodeID: "n1", BindAddr: "127.0.0.1:0", Fast: true,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { members.Shutdown() })
+	// A single node: its groups never send a raft RPC.
+	mux := NewRaftMux(RaftMuxOptions{LocalAddress: "n1"})
+	t.Cleanup(func() { mux.Close() })
+	opts.Transports = mux
+	opts.Membership = members
 	opts.MetaTiming, opts.ShardTiming = testTiming, testTiming
 	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	h, err := StartHost(opts)

@@ -99,15 +99,16 @@ func (m *Meta) IsLeader() bool { return m.raft.State() == raft.Leader }
 // Raft exposes the group for membership changes and observation.
 func (m *Meta) Raft() *raft.Raft { return m.raft }
 
-// Propose replicates cmd and returns the state machine's verdict. Only the
-// leader proposes (ErrNotLeader elsewhere); bounded by ctx.
-func (m *Meta) Propose(ctx context.Context, cmd Command) error {
+// Propose replicates cmd and returns the raft index it was applied at and
+// the state machine's verdict. Only the leader proposes (ErrNotLeader
+// elsewhere); bounded by ctx.
+func (m *Meta) Propose(ctx context.Context, cmd Command) (uint64, error) {
 	if !m.IsLeader() {
-		return ErrNotLeader
+		return 0, ErrNotLeader
 	}
 	data, err := json.Marshal(&cmd)
 	if err != nil {
-		return fmt.Errorf("cluster: encode command: %w", err)
+		return 0, fmt.Errorf("cluster: encode command: %w", err)
 	}
 	timeout := 10 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
@@ -119,17 +120,32 @@ func (m *Meta) Propose(ctx context.Context, cmd Command) error {
 	select {
 	case err := <-done:
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
-			return ErrNotLeader
+			return 0, ErrNotLeader
 		}
 		if err != nil {
-			return fmt.Errorf("cluster: metadata commit: %w", err)
+			return 0, fmt.Errorf("cluster: metadata commit: %w", err)
 		}
 		if rerr, ok := f.Response().(error); ok {
-			return rerr
+			return f.Index(), rerr
 		}
-		return nil
+		return f.Index(), nil
 	case <-ctx.Done():
-		return fmt.Errorf("cluster: metadata commit: %w", ctx.Err())
+		return 0, fmt.Errorf("cluster: metadata commit: %w", ctx.Err())
+	}
+}
+
+// WaitApplied blocks until this replica has applied the entry at index.
+func (m *Meta) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		changed := m.fsm.changed()
+		if m.fsm.appliedIndex() >= index || m.raft.AppliedIndex() >= index {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: waiting for metadata index %d: %w", index, ctx.Err())
+		}
 	}
 }
 
@@ -170,9 +186,10 @@ func (m *Meta) Close() error {
 
 // metaFSM applies commands to the State by copy-on-write.
 type metaFSM struct {
-	mu     sync.Mutex
-	state  *State
-	notify chan struct{}
+	mu      sync.Mutex
+	state   *State
+	applied uint64 // index of the last command applied, accepted or not
+	notify  chan struct{}
 }
 
 func newMetaFSM() *metaFSM {
@@ -191,9 +208,18 @@ func (f *metaFSM) changed() <-chan struct{} {
 	return f.notify
 }
 
-func (f *metaFSM) publish(st *State) {
+func (f *metaFSM) appliedIndex() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applied
+}
+
+// publish installs the state after the entry at index; watchers wake even
+// when a refused command left the state as it was.
+func (f *metaFSM) publish(st *State, index uint64) {
 	f.mu.Lock()
 	f.state = st
+	f.applied = max(f.applied, index)
 	close(f.notify)
 	f.notify = make(chan struct{})
 	f.mu.Unlock()
@@ -208,11 +234,8 @@ func (f *metaFSM) Apply(l *raft.Log) interface{} {
 		return fmt.Errorf("%w: undecodable command at %d: %v", ErrInvalidCommand, l.Index, err)
 	}
 	next, err := f.current().apply(&cmd)
-	if err != nil {
-		return err
-	}
-	f.publish(next)
-	return nil
+	f.publish(next, l.Index)
+	return err
 }
 
 func (f *metaFSM) Snapshot() (raft.FSMSnapshot, error) {
@@ -239,7 +262,7 @@ func (f *metaFSM) Restore(rc io.ReadCloser) error {
 			}
 		}
 	}
-	f.publish(st)
+	f.publish(st, 0)
 	return nil
 }
 

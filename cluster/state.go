@@ -70,8 +70,20 @@ type Shard struct {
 	Replicas []string `json:"replicas"`
 	// Ready is set once the group has elected its first leader.
 	Ready bool `json:"ready"`
+	// Moving, when set, is a replica being rebuilt on another node.
+	Moving *Move `json:"moving,omitempty"`
 
 	hashRange HashRange // parsed from HashStart/HashEnd
+}
+
+// Move replaces replica From by To: To joins the group as a non-voter,
+// catches up, and is promoted while From is removed.
+type Move struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	// CaughtUp is set when To's replica has applied what the leader
+	// committed; the shard leader then promotes it.
+	CaughtUp bool `json:"caught_up,omitempty"`
 }
 
 // ShardID formats a shard index as Kinesis does.
@@ -160,6 +172,10 @@ func (s *Stream) clone() *Stream {
 	for i, sh := range s.Shards {
 		shc := *sh
 		shc.Replicas = append([]string(nil), sh.Replicas...)
+		if sh.Moving != nil {
+			mv := *sh.Moving
+			shc.Moving = &mv
+		}
 		c.Shards[i] = &shc
 	}
 	return &c
@@ -180,3 +196,6 @@ func (st *State) withStream(name string, s *Stream) *State {
 	}
 	return &c
 }
+
+// StreamByID finds a stream by its id.
+func (st *State) StreamByID(id uint64) (*Stream, bool) { return st.streamByID(id) }

@@ -154,7 +154,7 @@ func (s *Server) GetShardIterator(ctx context.Context, req *rifflev1.GetShardIte
 	if !ok {
 		return nil, notFound("shard %s of stream %s not found", req.ShardId, st.Name)
 	}
-	offset, err := s.startingOffset(st, sh, req)
+	offset, err := s.startingOffset(ctx, st, sh, req)
 	if err != nil {
 		return nil, err
 	}
@@ -162,7 +162,7 @@ func (s *Server) GetShardIterator(ctx context.Context, req *rifflev1.GetShardIte
 }
 
 // startingOffset resolves an iterator type to a position in the shard.
-func (s *Server) startingOffset(st *cluster.Stream, sh *cluster.Shard, req *rifflev1.GetShardIteratorRequest) (uint64, error) {
+func (s *Server) startingOffset(ctx context.Context, st *cluster.Stream, sh *cluster.Shard, req *rifflev1.GetShardIteratorRequest) (uint64, error) {
 	t := req.ShardIteratorType
 	switch t {
 	case rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AT_SEQUENCE_NUMBER,
@@ -202,12 +202,38 @@ func (s *Server) startingOffset(st *cluster.Stream, sh *cluster.Shard, req *riff
 	}
 	_, off, _ := shardlog.ParseSequenceNumber(req.StartingSequenceNumber)
 	if off >= log.NextOffset() {
+		// A follower may not have applied a number the leader already
+		// acknowledged: give it a moment before calling the number unknown.
+		waitCtx, cancel := context.WithTimeout(ctx, followerApplyWait)
+		waitForOffset(waitCtx, log, off)
+		cancel()
+	}
+	if off >= log.NextOffset() {
 		return 0, invalidArgument("starting_sequence_number %s has not been assigned in %s", req.StartingSequenceNumber, sh.ID())
 	}
 	if t == rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AFTER_SEQUENCE_NUMBER {
 		off++
 	}
 	return off, nil
+}
+
+// followerApplyWait bounds how long a replica waits to apply a sequence
+// number a client names before refusing it.
+const followerApplyWait = 2 * time.Second
+
+// waitForOffset waits on apply notifications until log holds off.
+func waitForOffset(ctx context.Context, log *shardlog.Log, off uint64) {
+	for {
+		changed := log.Changed()
+		if off < log.NextOffset() {
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 func (s *Server) issueIterator(st *cluster.Stream, sh *cluster.Shard, offset uint64) string {
@@ -254,6 +280,11 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 		return nil, err
 	}
 	from := max(it.offset, log.TrimOffset()) // below the trim horizon starts at it
+	if from > log.NextOffset() {
+		// This replica has not applied the reader's position yet (the
+		// iterator came from a replica further ahead): nothing to read yet.
+		return &rifflev1.GetRecordsResponse{NextShardIterator: s.issueIterator(st, sh, from)}, nil
+	}
 	recs, err := log.Read(from, limit, MaxGetRecordsBytes)
 	if errors.Is(err, shardlog.ErrOutOfRange) && from < log.TrimOffset() {
 		// Retention removed the position between the two calls above.

@@ -25,6 +25,12 @@ type Config struct {
 	AdvertiseAddr string
 	// GossipAddr is the memberlist bind address.
 	GossipAddr string
+	// GossipAdvertiseAddr is the gossip address peers use. Empty: the host
+	// of AdvertiseAddr with the port of GossipAddr when GossipAddr binds all
+	// interfaces, else GossipAddr.
+	GossipAdvertiseAddr string
+	// FastGossip shortens failure detection, for tests on loopback.
+	FastGossip bool
 	// AdminAddr serves /healthz, /readyz, /metrics and /debug/pprof; empty
 	// disables it.
 	AdminAddr string
@@ -37,6 +43,12 @@ type Config struct {
 	Raft shardlog.RaftTiming
 	// RetentionCheckInterval is how often expired segments are deleted.
 	RetentionCheckInterval time.Duration
+	// DeadNodeGrace is how long a node may be gone before its replicas are
+	// rebuilt elsewhere; 60s when zero.
+	DeadNodeGrace time.Duration
+	// BalanceInterval is how often shard leaderships move to preferred
+	// replicas; 5s when zero.
+	BalanceInterval time.Duration
 	// Logger receives structured logs; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -75,6 +87,13 @@ func (c Config) withDefaults() (Config, error) {
 	for _, a := range []string{c.GRPCAddr, c.AdvertiseAddr, c.GossipAddr} {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return c, fmt.Errorf("node: address %q: %w", a, err)
+		}
+	}
+	if c.GossipAdvertiseAddr == "" {
+		c.GossipAdvertiseAddr = c.GossipAddr
+		gh, gp, _ := net.SplitHostPort(c.GossipAddr)
+		if ah, _, _ := net.SplitHostPort(c.AdvertiseAddr); (gh == "" || gh == "0.0.0.0" || gh == "::") && ah != "" {
+			c.GossipAdvertiseAddr = net.JoinHostPort(ah, gp)
 		}
 	}
 	if c.BootstrapExpect == 0 {

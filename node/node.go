@@ -13,9 +13,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -33,6 +35,8 @@ type Node struct {
 	cfg      Config
 	logger   *slog.Logger
 	lock     *os.File
+	members  *cluster.Membership
+	mux      *cluster.RaftMux
 	host     *cluster.Host
 	grpc     *grpc.Server
 	grpcLn   net.Listener
@@ -53,9 +57,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
-	}
-	if len(cfg.Join) > 0 || cfg.BootstrapExpect > 1 {
-		return nil, errors.New("node: joining a cluster (--join, --bootstrap-expect > 1) is not supported yet; run a single node")
 	}
 	n := &Node{cfg: cfg, logger: cfg.Logger.With("node", cfg.NodeID), registry: prometheus.NewRegistry()}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -81,14 +82,48 @@ func (n *Node) start() error {
 	if err := checkIdentity(cfg.DataDir, cfg.NodeID); err != nil {
 		return err
 	}
+	// Listen first: peers reach this node's raft groups through it.
+	n.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("node: gRPC listener: %w", err)
+	}
+	if cfg.AdvertiseAddr == cfg.GRPCAddr {
+		cfg.AdvertiseAddr = n.grpcLn.Addr().String() // a port 0 became real
+		n.cfg.AdvertiseAddr = cfg.AdvertiseAddr
+	}
+	n.members, err = cluster.StartMembership(cluster.MembershipOptions{
+		NodeID:        cfg.NodeID,
+		BindAddr:      cfg.GossipAddr,
+		AdvertiseAddr: cfg.GossipAdvertiseAddr,
+		GRPCAddr:      cfg.AdvertiseAddr,
+		Join:          cfg.Join,
+		Fast:          cfg.FastGossip,
+		Logger:        n.logger,
+	})
+	if err != nil {
+		return err
+	}
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	n.mux = cluster.NewRaftMux(cluster.RaftMuxOptions{
+		LocalAddress: raft.ServerAddress(cfg.NodeID),
+		Resolve: func(addr raft.ServerAddress) (string, error) {
+			return n.members.GRPCAddr(string(addr))
+		},
+		DialOptions: dial,
+		Logger:      n.logger,
+	})
 	n.host, err = cluster.StartHost(cluster.HostOptions{
 		NodeID:                 cfg.NodeID,
 		DataDir:                cfg.DataDir,
-		Transports:             cluster.NewLocalTransports(cfg.AdvertiseAddr),
-		BootstrapMeta:          true,
+		Transports:             n.mux,
+		Membership:             n.members,
+		BootstrapExpect:        cfg.BootstrapExpect,
+		DialOptions:            append(dial, grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(MaxMessageBytes), grpc.MaxCallRecvMsgSize(MaxMessageBytes))),
 		MetaTiming:             cfg.Raft,
 		ShardTiming:            cfg.Raft,
 		RetentionCheckInterval: cfg.RetentionCheckInterval,
+		BalanceInterval:        cfg.BalanceInterval,
+		DeadNodeGrace:          cfg.DeadNodeGrace,
 		Logger:                 n.logger,
 	})
 	if err != nil {
@@ -103,15 +138,13 @@ func (n *Node) start() error {
 		grpc.ChainUnaryInterceptor(gw.UnaryInterceptor),
 	)
 	gw.Register(n.grpc)
+	n.mux.Register(n.grpc)
+	n.host.RegisterForward(n.grpc)
 	n.health = health.NewServer()
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(n.grpc, n.health)
 	reflection.Register(n.grpc)
 
-	n.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr)
-	if err != nil {
-		return fmt.Errorf("node: gRPC listener: %w", err)
-	}
 	if cfg.AdminAddr != "" {
 		n.adminLn, err = net.Listen("tcp", cfg.AdminAddr)
 		if err != nil {
@@ -185,10 +218,19 @@ func (n *Node) AdminAddr() string {
 // Host exposes the cluster host, for tests and tools in this module.
 func (n *Node) Host() *cluster.Host { return n.host }
 
-// Shutdown stops serving (letting calls in flight finish until ctx ends),
+// Shutdown leaves the cluster, hands this node's leaderships to other
+// replicas, stops serving (letting calls in flight finish until ctx ends),
 // then stops every raft group and releases the data directory.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.health.Shutdown()
+	// Leave first, so that no peer hands a leadership back to this node;
+	// raft still reaches peers through the addresses gossip learned.
+	if err := n.members.Leave(5 * time.Second); err != nil {
+		n.logger.Warn("leaving the cluster", "err", err)
+	}
+	handoff, cancel := context.WithTimeout(ctx, 10*time.Second)
+	n.host.HandOffLeadership(handoff)
+	cancel()
 	stopped := make(chan struct{})
 	go func() {
 		n.grpc.GracefulStop()
@@ -210,6 +252,18 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// Kill stops the node abruptly, as a crash would: no leave, no handoff, no
+// draining of calls in flight. For fault-injection tests.
+func (n *Node) Kill() {
+	n.grpc.Stop()
+	if n.admin != nil {
+		n.admin.Close()
+	}
+	n.cancel()
+	n.wg.Wait()
+	n.closeAll()
+}
+
 // closeAll releases whatever start opened.
 func (n *Node) closeAll() error {
 	var errs []error
@@ -223,6 +277,12 @@ func (n *Node) closeAll() error {
 	}
 	if n.host != nil {
 		errs = append(errs, n.host.Close())
+	}
+	if n.mux != nil {
+		errs = append(errs, n.mux.Close())
+	}
+	if n.members != nil {
+		errs = append(errs, n.members.Shutdown())
 	}
 	if n.lock != nil {
 		errs = append(errs, n.lock.Close())

@@ -1,6 +1,7 @@
 package shardlog
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +17,14 @@ import (
 type fsm struct {
 	log    *Log
 	logger *slog.Logger
+
+	// fetch copies records the log lacks from peers (catchup.go); nil when
+	// there are none to ask.
+	fetch Fetcher
+	// leader names the group's leader as far as this replica knows.
+	leader func() raft.ServerID
+	// ctx bounds fetches; it ends when the shard closes.
+	ctx context.Context
 }
 
 // applyResult is what Apply returns to the leader's future.
@@ -66,20 +75,18 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	}}, nil
 }
 
-// Restore is called when a leader sends a snapshot to this replica. The
-// manifest names records this replica must already hold; fetching missing
-// segments from a peer arrives with the cluster.
+// Restore is called when a leader sends a snapshot to this replica, which
+// means raft no longer holds the entries this replica has not applied. The
+// manifest names the records the log must hold; the ones it lacks are
+// fetched from peers (catchup.go). A failure leaves raft to retry the
+// install.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	var m manifest
 	if err := json.NewDecoder(rc).Decode(&m); err != nil {
 		return fmt.Errorf("shardlog: read snapshot manifest: %w", err)
 	}
-	if f.log.NextOffset() < m.NextOffset {
-		return fmt.Errorf("shardlog: replica holds records below %d, snapshot needs %d: %w",
-			f.log.NextOffset(), m.NextOffset, ErrMissingData)
-	}
-	return nil
+	return f.catchUp(m, "snapshot install")
 }
 
 type fsmSnapshot struct {

@@ -47,6 +47,7 @@ type Record struct {
 	Timestamp    int64  // arrival time, ms since epoch
 	PartitionKey string
 	Data         []byte
+	LastInBatch  bool // the last record of its batch; batches are never split
 }
 
 // LogOptions configures OpenLog.
@@ -156,16 +157,26 @@ func (l *Log) Append(raftIndex uint64, ts int64, entries []Entry) (first uint64,
 		l.lastApplied.Store(raftIndex)
 		return seg.next.Load(), effectiveTS, nil
 	}
+	if first, err = l.writeBatchLocked(raftIndex, effectiveTS, entries); err != nil {
+		return 0, 0, err
+	}
+	return first, effectiveTS, nil
+}
 
-	if l.mustRoll(seg, effectiveTS) {
+// writeBatchLocked appends one non-empty, checked batch at raftIndex with
+// timestamp ts (not below LastTimestamp), rolling the active segment before
+// and after it as needed, and publishes it. wmu must be held.
+func (l *Log) writeBatchLocked(raftIndex uint64, ts int64, entries []Entry) (first uint64, err error) {
+	seg := l.active.Load()
+	if l.mustRoll(seg, ts) {
 		if seg, err = l.roll(seg); err != nil {
-			return 0, 0, err
+			return 0, err
 		}
 	}
 	first = seg.next.Load()
-	if err := seg.append(&l.scratch, raftIndex, effectiveTS, entries); err != nil {
+	if err := seg.append(&l.scratch, raftIndex, ts, entries); err != nil {
 		l.failed = err
-		return 0, 0, fmt.Errorf("shardlog: appending to %s: %w", seg.path(logExt), err)
+		return 0, fmt.Errorf("shardlog: appending to %s: %w", seg.path(logExt), err)
 	}
 	l.lastApplied.Store(raftIndex)
 	l.notify(false)
@@ -179,7 +190,7 @@ func (l *Log) Append(raftIndex uint64, ts int64, entries []Entry) (first uint64,
 			l.logger.Error("shardlog: rolling segment failed; will retry", "file", seg.path(logExt), "err", err)
 		}
 	}
-	return first, effectiveTS, nil
+	return first, nil
 }
 
 // mustRoll reports whether seg must be sealed before appending a batch

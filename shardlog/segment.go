@@ -501,6 +501,7 @@ func (s *segment) decodeRecord(frame []byte, off uint64) (Record, error) {
 		Timestamp:    fi.timestamp,
 		PartitionKey: string(frame[frameOverhead:keyEnd]),
 		Data:         frame[keyEnd:],
+		LastInBatch:  fi.flags&flagLastInBatch != 0,
 	}, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -51,6 +52,10 @@ type ShardOptions struct {
 	MaxBatchBytes int
 	// MaxInflight is how many raft entries the leader keeps in flight.
 	MaxInflight int
+	// Fetch copies committed records from other replicas, for a replica
+	// behind a snapshot (see catchup.go). Nil: such a replica refuses the
+	// snapshot, and at startup refuses to start, with ErrMissingData.
+	Fetch Fetcher
 	// Logger receives structured logs.
 	Logger *slog.Logger
 }
@@ -99,11 +104,20 @@ type Shard struct {
 	proposals chan *proposal
 	stop      chan struct{}
 	done      chan struct{}
+
+	// started is raft once NewRaft returned, for the state machine's
+	// goroutine, which runs before the raft field is set.
+	started atomic.Pointer[raft.Raft]
+	// fetchCtx bounds catch-up fetches; Close cancels it so that a fetch
+	// in progress does not hold up raft's shutdown.
+	fetchCtx    context.Context
+	cancelFetch context.CancelFunc
 }
 
 // OpenShard opens (or creates) the replica in opts.Dir and starts its raft
-// group. It refuses to start a replica whose segments lost records that raft
-// has already compacted away.
+// group. A replica whose segments end below its latest snapshot (raft has
+// compacted the entries in between) first fetches the missing records
+// through opts.Fetch, and without a fetcher refuses to start.
 func OpenShard(opts ShardOptions) (*Shard, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -132,7 +146,9 @@ func OpenShard(opts ShardOptions) (*Shard, error) {
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
+	s.fetchCtx, s.cancelFetch = context.WithCancel(context.Background())
 	if err := s.startRaft(); err != nil {
+		s.cancelFetch()
 		segs.Close()
 		return nil, err
 	}
@@ -152,7 +168,8 @@ func (s *Shard) startRaft() error {
 		store.Close()
 		return fmt.Errorf("shardlog: snapshot store: %w", err)
 	}
-	if err := s.checkAgainstSnapshot(snaps); err != nil {
+	machine := &fsm{log: s.log, logger: s.logger, fetch: o.Fetch, leader: s.knownLeader, ctx: s.fetchCtx}
+	if err := s.checkAgainstSnapshot(snaps, machine); err != nil {
 		store.Close()
 		return err
 	}
@@ -186,18 +203,32 @@ func (s *Shard) startRaft() error {
 			return fmt.Errorf("shardlog: bootstrap: %w", err)
 		}
 	}
-	r, err := raft.NewRaft(cfg, &fsm{log: s.log, logger: s.logger}, logs, store, snaps, o.Transport)
+	r, err := raft.NewRaft(cfg, machine, logs, store, snaps, o.Transport)
 	if err != nil {
 		store.Close()
 		return fmt.Errorf("shardlog: start raft: %w", err)
 	}
 	s.raft, s.store = r, store
+	s.started.Store(r)
 	return nil
 }
 
-// checkAgainstSnapshot refuses a replica whose segments end below the latest
-// snapshot: raft would not replay the entries in between.
-func (s *Shard) checkAgainstSnapshot(snaps raft.SnapshotStore) error {
+// knownLeader is the leader as far as this replica knows, for the state
+// machine's fetches; empty before raft has started.
+func (s *Shard) knownLeader() raft.ServerID {
+	r := s.started.Load()
+	if r == nil {
+		return ""
+	}
+	_, id := r.LeaderWithID()
+	return id
+}
+
+// checkAgainstSnapshot makes sure the segments hold every record of the
+// latest snapshot before raft starts: raft would not replay the entries it
+// covers. A replica found behind (a crash while a snapshot install was
+// fetching, or lost segment files) catches up from peers, or refuses.
+func (s *Shard) checkAgainstSnapshot(snaps raft.SnapshotStore, machine *fsm) error {
 	list, err := snaps.List()
 	if err != nil || len(list) == 0 {
 		return err
@@ -211,9 +242,9 @@ func (s *Shard) checkAgainstSnapshot(snaps raft.SnapshotStore) error {
 	if err := json.NewDecoder(io.LimitReader(rc, 64<<20)).Decode(&m); err != nil {
 		return fmt.Errorf("shardlog: read snapshot manifest: %w", err)
 	}
-	if s.log.NextOffset() < m.NextOffset {
+	if err := machine.catchUp(m, "startup behind snapshot "+list[0].ID); err != nil {
 		return fmt.Errorf("shardlog: group %s: segments end at offset %d, snapshot %s covers %d: %w",
-			s.opts.GroupID, s.log.NextOffset(), list[0].ID, m.NextOffset, ErrMissingData)
+			s.opts.GroupID, s.log.NextOffset(), list[0].ID, m.NextOffset, err)
 	}
 	return nil
 }
@@ -262,6 +293,7 @@ func (s *Shard) Close() error {
 	default:
 	}
 	close(s.stop)
+	s.cancelFetch()
 	<-s.done
 	err := s.raft.Shutdown().Error()
 	if cerr := s.store.Close(); err == nil {
@@ -278,25 +310,28 @@ func NewHCLogger(name string, l *slog.Logger) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
 		Name:            name,
 		Level:           hclog.Warn, // raft logs every state change at Info: too much per group
-		Output:          slogWriter{l.With("lib", name)},
+		Output:          LogWriter(l, name),
 		DisableTime:     true,
 		IncludeLocation: false,
 	})
 }
 
-// slogWriter turns hclog's formatted lines ("[LEVEL] name: message") into
-// slog records. Raft's routine election chatter is Info, not Warn.
+// LogWriter turns the formatted lines of hashicorp libraries
+// ("... [LEVEL] name: message") into slog records at their level.
+func LogWriter(l *slog.Logger, lib string) io.Writer { return slogWriter{l.With("lib", lib)} }
+
 type slogWriter struct{ l *slog.Logger }
 
 func (w slogWriter) Write(p []byte) (int, error) {
 	line := strings.TrimSpace(string(p))
 	level := slog.LevelInfo
 	for tag, lvl := range hclogLevels {
-		if rest, ok := strings.CutPrefix(line, tag); ok {
-			line, level = strings.TrimSpace(rest), lvl
+		if i := strings.Index(line, tag); i >= 0 {
+			line, level = strings.TrimSpace(line[i+len(tag):]), lvl
 			break
 		}
 	}
+	// Raft's routine election chatter is Info, not Warn.
 	if level == slog.LevelWarn && strings.Contains(line, "heartbeat timeout reached, starting election") {
 		level = slog.LevelInfo
 	}

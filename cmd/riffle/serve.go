@@ -26,9 +26,11 @@ func runServe(args []string) error {
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", envString("RIFFLE_GRPC_ADDR", node.DefaultGRPCAddr), "gRPC listen address (RIFFLE_GRPC_ADDR)")
 	fs.StringVar(&cfg.AdvertiseAddr, "advertise-addr", envString("RIFFLE_ADVERTISE_ADDR", ""), "gRPC address announced to peers; default --grpc-addr (RIFFLE_ADVERTISE_ADDR)")
 	fs.StringVar(&cfg.GossipAddr, "gossip-addr", envString("RIFFLE_GOSSIP_ADDR", node.DefaultGossipAddr), "memberlist gossip address (RIFFLE_GOSSIP_ADDR)")
+	fs.StringVar(&cfg.GossipAdvertiseAddr, "gossip-advertise-addr", envString("RIFFLE_GOSSIP_ADVERTISE_ADDR", ""), "gossip address announced to peers; default the advertise host with the gossip port (RIFFLE_GOSSIP_ADVERTISE_ADDR)")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", envString("RIFFLE_ADMIN_ADDR", node.DefaultAdminAddr), "admin HTTP address: health, metrics, pprof; empty disables (RIFFLE_ADMIN_ADDR)")
 	fs.StringVar(&join, "join", envString("RIFFLE_JOIN", ""), "comma-separated gossip addresses of peers to join (RIFFLE_JOIN)")
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", envInt("RIFFLE_BOOTSTRAP_EXPECT", 0), "members to wait for before bootstrapping; default 1 (RIFFLE_BOOTSTRAP_EXPECT)")
+	fs.DurationVar(&cfg.DeadNodeGrace, "dead-node-grace", envDuration("RIFFLE_DEAD_NODE_GRACE", 60*time.Second), "how long a node may be gone before its replicas are rebuilt on other nodes (RIFFLE_DEAD_NODE_GRACE)")
 	fs.StringVar(&logLevel, "log-level", envString("RIFFLE_LOG_LEVEL", "info"), "debug, info, warn or error (RIFFLE_LOG_LEVEL)")
 	fs.StringVar(&logFormat, "log-format", envString("RIFFLE_LOG_FORMAT", "text"), "text or json (RIFFLE_LOG_FORMAT)")
 	if err := fs.Parse(args); err != nil {
@@ -78,6 +80,15 @@ func newLogger(level, format string) (*slog.Logger, error) {
 func envString(name, def string) string {
 	if v, ok := os.LookupEnv(name); ok {
 		return v
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, ok := os.LookupEnv(name); ok {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
 	}
 	return def
 }

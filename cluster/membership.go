@@ -1,0 +1,270 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/riffle-streams/riffle/shardlog"
+)
+
+// MembershipOptions configures gossip membership.
+type MembershipOptions struct {
+	// NodeID is the memberlist node name.
+	NodeID string
+	// BindAddr is the gossip listen address (host:port).
+	BindAddr string
+	// AdvertiseAddr is the gossip address peers use; BindAddr when empty.
+	AdvertiseAddr string
+	// GRPCAddr is carried in the node meta so peers can reach our API.
+	GRPCAddr string
+	// Join is the seed list; retried with backoff until one answers.
+	Join []string
+	// Fast shortens failure detection, for tests on loopback.
+	Fast bool
+	// Logger receives structured logs.
+	Logger *slog.Logger
+}
+
+// Member is one node as gossip sees it.
+type Member struct {
+	ID       string
+	GRPCAddr string
+	Alive    bool
+	// Since is when the member last changed between alive and not.
+	Since time.Time
+}
+
+// nodeMeta is what a node gossips about itself.
+type nodeMeta struct {
+	GRPC string `json:"grpc"`
+}
+
+// ErrDuplicateNodeID: another live node already uses this node id.
+var ErrDuplicateNodeID = errors.New("cluster: a live node already uses this node id")
+
+// Membership tracks the cluster's nodes with memberlist (SWIM gossip).
+type Membership struct {
+	opts   MembershipOptions
+	ml     *memberlist.Memberlist
+	logger *slog.Logger
+
+	mu       sync.Mutex
+	members  map[string]Member
+	notify   chan struct{}
+	conflict error
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// StartMembership starts gossip and, with a seed list, joins in the
+// background until a seed answers.
+func StartMembership(opts MembershipOptions) (*Membership, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	m := &Membership{opts: opts, logger: opts.Logger, members: map[string]Member{},
+		notify: make(chan struct{}), stop: make(chan struct{})}
+	cfg := memberlist.DefaultLANConfig()
+	if opts.Fast {
+		cfg = memberlist.DefaultLocalConfig()
+		cfg.ProbeInterval = 200 * time.Millisecond
+		cfg.ProbeTimeout = 100 * time.Millisecond
+		cfg.GossipInterval = 50 * time.Millisecond
+		cfg.SuspicionMult = 2
+	}
+	cfg.Name = opts.NodeID
+	host, port, err := splitHostPort(opts.BindAddr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: gossip address: %w", err)
+	}
+	cfg.BindAddr, cfg.BindPort = host, port
+	if opts.AdvertiseAddr != "" {
+		ah, ap, err := splitHostPort(opts.AdvertiseAddr)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: gossip advertise address: %w", err)
+		}
+		cfg.AdvertiseAddr, cfg.AdvertisePort = ah, ap
+	}
+	// A node restarted with the same id on a new address takes its name back
+	// once the old incarnation is known dead.
+	cfg.DeadNodeReclaimTime = time.Second
+	cfg.Delegate = metaDelegate{meta: nodeMeta{GRPC: opts.GRPCAddr}}
+	cfg.Events = (*memberEvents)(m)
+	cfg.Conflict = (*memberEvents)(m)
+	cfg.Logger = nil
+	cfg.LogOutput = shardlog.LogWriter(opts.Logger, "memberlist")
+	m.ml, err = memberlist.Create(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: start gossip: %w", err)
+	}
+	if len(opts.Join) > 0 {
+		m.wg.Add(1)
+		go m.joinLoop()
+	}
+	return m, nil
+}
+
+// joinLoop retries the seed list with backoff while peers start.
+func (m *Membership) joinLoop() {
+	defer m.wg.Done()
+	backoff := 200 * time.Millisecond
+	for {
+		n, err := m.ml.Join(m.opts.Join)
+		if n > 0 {
+			m.logger.Info("joined cluster", "seeds_reached", n)
+			return
+		}
+		m.logger.Info("waiting for seeds", "seeds", m.opts.Join, "err", err)
+		select {
+		case <-time.After(backoff):
+		case <-m.stop:
+			return
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// Members lists every node gossip has seen, sorted by id.
+func (m *Membership) Members() []Member {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Member, 0, len(m.members))
+	for _, mem := range m.members {
+		out = append(out, mem)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Alive lists the ids of live members, sorted.
+func (m *Membership) Alive() []string {
+	var ids []string
+	for _, mem := range m.Members() {
+		if mem.Alive {
+			ids = append(ids, mem.ID)
+		}
+	}
+	return ids
+}
+
+// GRPCAddr returns a node's advertised gRPC address.
+func (m *Membership) GRPCAddr(nodeID string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mem, ok := m.members[nodeID]
+	if !ok || mem.GRPCAddr == "" {
+		return "", fmt.Errorf("cluster: no address known for node %s", nodeID)
+	}
+	return mem.GRPCAddr, nil
+}
+
+// Changed is closed at the next membership change after the call.
+func (m *Membership) Changed() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.notify
+}
+
+// Conflict reports a duplicate node id detected by gossip.
+func (m *Membership) Conflict() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.conflict
+}
+
+// Leave announces departure (a hint peers act on after a grace period),
+// then stops gossip.
+func (m *Membership) Leave(timeout time.Duration) error {
+	select {
+	case <-m.stop:
+	default:
+		close(m.stop)
+	}
+	m.wg.Wait()
+	err := m.ml.Leave(timeout)
+	return errors.Join(err, m.ml.Shutdown())
+}
+
+// Shutdown stops gossip without announcing departure, as a crash would.
+func (m *Membership) Shutdown() error {
+	select {
+	case <-m.stop:
+	default:
+		close(m.stop)
+	}
+	m.wg.Wait()
+	return m.ml.Shutdown()
+}
+
+// update records a member's state and wakes watchers.
+func (m *Membership) update(n *memberlist.Node, alive bool) {
+	var meta nodeMeta
+	_ = json.Unmarshal(n.Meta, &meta)
+	m.mu.Lock()
+	prev, known := m.members[n.Name]
+	mem := Member{ID: n.Name, GRPCAddr: meta.GRPC, Alive: alive, Since: prev.Since}
+	if !known || prev.Alive != alive {
+		mem.Since = time.Now()
+	}
+	if mem.GRPCAddr == "" {
+		mem.GRPCAddr = prev.GRPCAddr
+	}
+	m.members[n.Name] = mem
+	close(m.notify)
+	m.notify = make(chan struct{})
+	m.mu.Unlock()
+	if !known || prev.Alive != alive || prev.GRPCAddr != mem.GRPCAddr {
+		m.logger.Info("member changed", "member", n.Name, "alive", alive, "grpc", mem.GRPCAddr)
+	}
+}
+
+// memberEvents receives memberlist's callbacks.
+type memberEvents Membership
+
+func (e *memberEvents) NotifyJoin(n *memberlist.Node)   { (*Membership)(e).update(n, true) }
+func (e *memberEvents) NotifyLeave(n *memberlist.Node)  { (*Membership)(e).update(n, false) }
+func (e *memberEvents) NotifyUpdate(n *memberlist.Node) { (*Membership)(e).update(n, true) }
+
+func (e *memberEvents) NotifyConflict(existing, other *memberlist.Node) {
+	m := (*Membership)(e)
+	m.logger.Error("node id conflict", "node_id", existing.Name, "existing", existing.Address(), "other", other.Address())
+	if existing.Name == m.opts.NodeID {
+		m.mu.Lock()
+		m.conflict = fmt.Errorf("%w: %s is alive at %s", ErrDuplicateNodeID, existing.Name, other.Address())
+		m.mu.Unlock()
+	}
+}
+
+// metaDelegate serves the node meta; Riffle gossips nothing else.
+type metaDelegate struct{ meta nodeMeta }
+
+func (d metaDelegate) NodeMeta(limit int) []byte {
+	b, _ := json.Marshal(d.meta)
+	return b
+}
+func (metaDelegate) NotifyMsg([]byte)                           {}
+func (metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (metaDelegate) LocalState(join bool) []byte                { return nil }
+func (metaDelegate) MergeRemoteState(buf []byte, join bool)     {}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q: %w", p, err)
+	}
+	return host, port, nil
+}

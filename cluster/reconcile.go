@@ -1,0 +1,165 @@
+package cluster
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/riffle-streams/riffle/shardlog"
+)
+
+// runReconciler re-reads the metadata after every change and starts or
+// stops shard replicas to match it.
+func (h *Host) runReconciler() {
+	defer h.wg.Done()
+	for {
+		changed := h.meta.Changed()
+		h.reconcile(h.meta.State())
+		select {
+		case <-changed:
+		case <-h.ctx.Done():
+			return
+		}
+	}
+}
+
+func (h *Host) reconcile(st *State) {
+	live := map[string]bool{}
+	for _, s := range st.Streams {
+		for _, sh := range s.Shards {
+			gid := s.GroupID(sh)
+			live[gid] = true
+			h.mu.RLock()
+			running := h.shards[gid]
+			h.mu.RUnlock()
+			member := slices.Contains(sh.Replicas, h.opts.NodeID)
+			incoming := sh.Moving != nil && sh.Moving.To == h.opts.NodeID
+			switch {
+			case s.Status == StreamDeleting && member:
+				h.removeReplica(s, sh, running)
+			case s.Status != StreamDeleting && (member || incoming) && running == nil:
+				h.startReplica(s, sh)
+			case s.Status != StreamDeleting && !member && !incoming && running != nil:
+				// The replica moved away while this node was gone.
+				h.removeReplica(s, sh, running)
+			}
+		}
+	}
+	for gid := range h.removing {
+		if !live[gid] {
+			delete(h.removing, gid)
+		}
+	}
+}
+
+func (h *Host) startReplica(s *Stream, sh *Shard) {
+	gid := s.GroupID(sh)
+	// Every initial replica of a new shard bootstraps with the same
+	// configuration, which hashicorp/raft allows; raft addresses are node
+	// ids. A replica added later (a move) waits for the leader to add it.
+	var servers []raft.Server
+	if !sh.Ready && slices.Contains(sh.Replicas, h.opts.NodeID) {
+		for _, n := range sh.Replicas {
+			servers = append(servers, raft.Server{ID: serverID(n), Address: raft.ServerAddress(n)})
+		}
+	}
+	r, err := shardlog.OpenShard(shardlog.ShardOptions{
+		GroupID:         gid,
+		Dir:             h.shardDir(gid),
+		LocalID:         serverID(h.opts.NodeID),
+		Transport:       h.opts.Transports.Transport(gid),
+		Bootstrap:       servers,
+		Timing:          h.opts.ShardTiming,
+		SegmentMaxBytes: h.opts.SegmentMaxBytes,
+		SegmentMaxAge:   h.opts.SegmentMaxAge,
+		Fetch:           h.shardFetcher(s, sh),
+		Logger:          h.logger.With("stream", s.Name, "shard", sh.ID()),
+	})
+	if err != nil {
+		h.logger.Error("cannot start shard replica", "stream", s.Name, "shard", sh.ID(), "group", gid, "err", err)
+		h.opts.Transports.Release(gid)
+		return
+	}
+	h.mu.Lock()
+	h.shards[gid] = r
+	h.mu.Unlock()
+	h.logger.Info("shard replica started", "stream", s.Name, "shard", sh.ID(), "group", gid)
+	if !sh.Ready {
+		h.wg.Add(1)
+		go h.reportReady(r, ShardReadyCmd{StreamID: s.ID, ShardIndex: sh.Index})
+	}
+	if mv := sh.Moving; mv != nil && mv.To == h.opts.NodeID && !mv.CaughtUp {
+		h.wg.Add(1)
+		go h.reportCaughtUp(r, MoveCaughtUpCmd{StreamID: s.ID, ShardIndex: sh.Index, To: mv.To})
+	}
+}
+
+// reportReady tells the metadata that a new shard's group has a leader.
+func (h *Host) reportReady(r *shardlog.Shard, cmd ShardReadyCmd) {
+	defer h.wg.Done()
+	if err := r.WaitLeader(h.ctx); err != nil {
+		return
+	}
+	h.proposeUntilDone(h.ctx, Command{ShardReady: &cmd})
+}
+
+// proposeUntilDone retries a metadata command with backoff until it commits
+// or ctx ends; for reports that must eventually land.
+func (h *Host) proposeUntilDone(ctx context.Context, cmd Command) {
+	backoff := 50 * time.Millisecond
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := h.ProposeMeta(pctx, cmd)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		h.logger.Debug("metadata report will be retried", "err", err)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// removeReplica stops a deleted stream's replica, removes its data and
+// reports it gone.
+func (h *Host) removeReplica(s *Stream, sh *Shard, running *shardlog.Shard) {
+	gid := s.GroupID(sh)
+	if h.removing[gid] {
+		return
+	}
+	if running != nil {
+		h.mu.Lock()
+		delete(h.shards, gid)
+		h.mu.Unlock()
+		if err := running.Close(); err != nil {
+			h.logger.Warn("closing deleted shard replica", "group", gid, "err", err)
+		}
+		h.opts.Transports.Release(gid)
+	}
+	if err := os.RemoveAll(h.shardDir(gid)); err != nil {
+		h.logger.Error("removing deleted shard data", "group", gid, "err", err)
+		return
+	}
+	h.removing[gid] = true
+	cmd := ReplicaStoppedCmd{StreamID: s.ID, ShardIndex: sh.Index, Node: h.opts.NodeID}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		h.proposeUntilDone(h.ctx, Command{ReplicaStopped: &cmd})
+	}()
+	h.logger.Info("shard replica removed", "stream", s.Name, "shard", sh.ID(), "group", gid)
+}
+
+func (h *Host) shardDir(gid string) string { return filepath.Join(h.opts.DataDir, "shards", gid) }
+
+func metaDir(dataDir string) string { return filepath.Join(dataDir, "meta") }
+
+func serverID(nodeID string) raft.ServerID { return raft.ServerID(nodeID) }
