@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -28,6 +29,9 @@ type MembershipOptions struct {
 	GRPCAddr string
 	// Join is the seed list; retried with backoff until one answers.
 	Join []string
+	// ClusterID is the cluster the node's data directory belongs to, empty
+	// for a new node; a peer gossiping another one means refusal.
+	ClusterID string
 	// Fast shortens failure detection, for tests on loopback.
 	Fast bool
 	// Logger receives structured logs.
@@ -36,9 +40,10 @@ type MembershipOptions struct {
 
 // Member is one node as gossip sees it.
 type Member struct {
-	ID       string
-	GRPCAddr string
-	Alive    bool
+	ID        string
+	GRPCAddr  string
+	ClusterID string
+	Alive     bool
 	// Since is when the member last changed between alive and not.
 	Since time.Time
 }
@@ -46,16 +51,27 @@ type Member struct {
 // nodeMeta is what a node gossips about itself.
 type nodeMeta struct {
 	GRPC string `json:"grpc"`
+	// ClusterID is the cluster this node's data belongs to, once known.
+	ClusterID string `json:"cluster_id,omitempty"`
+	// Started (unix nanoseconds) settles who is the duplicate when two
+	// live nodes claim one id: the one that started later.
+	Started int64 `json:"started"`
 }
 
 // ErrDuplicateNodeID: another live node already uses this node id.
 var ErrDuplicateNodeID = errors.New("cluster: a live node already uses this node id")
 
+// ErrForeignCluster: the data directory belongs to another cluster than the
+// one the seeds are part of.
+var ErrForeignCluster = errors.New("cluster: data directory belongs to another cluster")
+
 // Membership tracks the cluster's nodes with memberlist (SWIM gossip).
 type Membership struct {
-	opts   MembershipOptions
-	ml     *memberlist.Memberlist
-	logger *slog.Logger
+	opts     MembershipOptions
+	ml       *memberlist.Memberlist
+	delegate *metaDelegate
+	logger  *slog.Logger
+	started int64
 
 	mu       sync.Mutex
 	members  map[string]Member
@@ -73,7 +89,7 @@ func StartMembership(opts MembershipOptions) (*Membership, error) {
 		opts.Logger = slog.Default()
 	}
 	m := &Membership{opts: opts, logger: opts.Logger, members: map[string]Member{},
-		notify: make(chan struct{}), stop: make(chan struct{})}
+		notify: make(chan struct{}), stop: make(chan struct{}), started: time.Now().UnixNano()}
 	cfg := memberlist.DefaultLANConfig()
 	if opts.Fast {
 		cfg = memberlist.DefaultLocalConfig()
@@ -98,7 +114,9 @@ func StartMembership(opts MembershipOptions) (*Membership, error) {
 	// A node restarted with the same id on a new address takes its name back
 	// once the old incarnation is known dead.
 	cfg.DeadNodeReclaimTime = time.Second
-	cfg.Delegate = metaDelegate{meta: nodeMeta{GRPC: opts.GRPCAddr}}
+	m.delegate = &metaDelegate{}
+	m.delegate.meta.Store(&nodeMeta{GRPC: opts.GRPCAddr, Started: m.started, ClusterID: opts.ClusterID})
+	cfg.Delegate = m.delegate
 	cfg.Events = (*memberEvents)(m)
 	cfg.Conflict = (*memberEvents)(m)
 	cfg.Logger = nil
@@ -108,8 +126,22 @@ func StartMembership(opts MembershipOptions) (*Membership, error) {
 		return nil, fmt.Errorf("cluster: start gossip: %w", err)
 	}
 	if len(opts.Join) > 0 {
-		m.wg.Add(1)
-		go m.joinLoop()
+		// One attempt now: joining merges the peers' view, so a live node
+		// with our id shows up before this returns.
+		if n, _ := m.ml.Join(opts.Join); n > 0 {
+			err := m.Conflict()
+			if err == nil {
+				err = m.checkCluster()
+			}
+			if err != nil {
+				m.ml.Shutdown()
+				return nil, err
+			}
+			m.logger.Info("joined cluster", "seeds_reached", n)
+		} else {
+			m.wg.Add(1)
+			go m.joinLoop()
+		}
 	}
 	return m, nil
 }
@@ -182,6 +214,34 @@ func (m *Membership) Conflict() error {
 	return m.conflict
 }
 
+// checkCluster refuses to join peers of another cluster.
+func (m *Membership) checkCluster() error {
+	if m.opts.ClusterID == "" {
+		return nil
+	}
+	for _, mem := range m.Members() {
+		if mem.Alive && mem.ClusterID != "" && mem.ClusterID != m.opts.ClusterID {
+			return fmt.Errorf("%w: this node's data is from cluster %s, node %s is in cluster %s",
+				ErrForeignCluster, m.opts.ClusterID, mem.ID, mem.ClusterID)
+		}
+	}
+	return nil
+}
+
+// SetClusterID gossips the cluster this node belongs to, once it is known.
+func (m *Membership) SetClusterID(id string) {
+	old := m.delegate.meta.Load()
+	if old.ClusterID == id {
+		return
+	}
+	meta := *old
+	meta.ClusterID = id
+	m.delegate.meta.Store(&meta)
+	if err := m.ml.UpdateNode(5 * time.Second); err != nil {
+		m.logger.Warn("gossiping the cluster id", "err", err)
+	}
+}
+
 // Leave announces departure (a hint peers act on after a grace period),
 // then stops gossip.
 func (m *Membership) Leave(timeout time.Duration) error {
@@ -212,7 +272,7 @@ func (m *Membership) update(n *memberlist.Node, alive bool) {
 	_ = json.Unmarshal(n.Meta, &meta)
 	m.mu.Lock()
 	prev, known := m.members[n.Name]
-	mem := Member{ID: n.Name, GRPCAddr: meta.GRPC, Alive: alive, Since: prev.Since}
+	mem := Member{ID: n.Name, GRPCAddr: meta.GRPC, ClusterID: meta.ClusterID, Alive: alive, Since: prev.Since}
 	if !known || prev.Alive != alive {
 		mem.Since = time.Now()
 	}
@@ -235,27 +295,36 @@ func (e *memberEvents) NotifyJoin(n *memberlist.Node)   { (*Membership)(e).updat
 func (e *memberEvents) NotifyLeave(n *memberlist.Node)  { (*Membership)(e).update(n, false) }
 func (e *memberEvents) NotifyUpdate(n *memberlist.Node) { (*Membership)(e).update(n, true) }
 
+// NotifyConflict is called on both nodes that claim one id; the one that
+// started later is the duplicate.
 func (e *memberEvents) NotifyConflict(existing, other *memberlist.Node) {
 	m := (*Membership)(e)
-	m.logger.Error("node id conflict", "node_id", existing.Name, "existing", existing.Address(), "other", other.Address())
-	if existing.Name == m.opts.NodeID {
-		m.mu.Lock()
-		m.conflict = fmt.Errorf("%w: %s is alive at %s", ErrDuplicateNodeID, existing.Name, other.Address())
-		m.mu.Unlock()
+	if existing.Name != m.opts.NodeID {
+		m.logger.Warn("two nodes claim one id", "node_id", existing.Name, "addresses", []string{existing.Address(), other.Address()})
+		return
 	}
+	var theirs nodeMeta
+	_ = json.Unmarshal(other.Meta, &theirs)
+	if theirs.Started == 0 || theirs.Started > m.started {
+		m.logger.Error("another node started with this node's id and will be refused", "node_id", existing.Name, "other", other.Address())
+		return
+	}
+	m.mu.Lock()
+	m.conflict = fmt.Errorf("%w: %s is alive at %s", ErrDuplicateNodeID, existing.Name, other.Address())
+	m.mu.Unlock()
 }
 
 // metaDelegate serves the node meta; Riffle gossips nothing else.
-type metaDelegate struct{ meta nodeMeta }
+type metaDelegate struct{ meta atomic.Pointer[nodeMeta] }
 
-func (d metaDelegate) NodeMeta(limit int) []byte {
-	b, _ := json.Marshal(d.meta)
+func (d *metaDelegate) NodeMeta(limit int) []byte {
+	b, _ := json.Marshal(d.meta.Load())
 	return b
 }
-func (metaDelegate) NotifyMsg([]byte)                           {}
-func (metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (metaDelegate) LocalState(join bool) []byte                { return nil }
-func (metaDelegate) MergeRemoteState(buf []byte, join bool)     {}
+func (*metaDelegate) NotifyMsg([]byte)                           {}
+func (*metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (*metaDelegate) LocalState(join bool) []byte                { return nil }
+func (*metaDelegate) MergeRemoteState(buf []byte, join bool)     {}
 
 func splitHostPort(addr string) (string, int, error) {
 	host, p, err := net.SplitHostPort(addr)

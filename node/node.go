@@ -45,6 +45,9 @@ type Node struct {
 	adminLn  net.Listener
 	registry *prometheus.Registry
 
+	// clusterIDStored is owned by watchReadiness.
+	clusterIDStored bool
+
 	ctx    context.Context // ends at Shutdown
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -91,8 +94,13 @@ func (n *Node) start() error {
 		cfg.AdvertiseAddr = n.grpcLn.Addr().String() // a port 0 became real
 		n.cfg.AdvertiseAddr = cfg.AdvertiseAddr
 	}
+	clusterID, err := readClusterID(cfg.DataDir)
+	if err != nil {
+		return err
+	}
 	n.members, err = cluster.StartMembership(cluster.MembershipOptions{
 		NodeID:        cfg.NodeID,
+		ClusterID:     clusterID,
 		BindAddr:      cfg.GossipAddr,
 		AdvertiseAddr: cfg.GossipAdvertiseAddr,
 		GRPCAddr:      cfg.AdvertiseAddr,
@@ -180,6 +188,9 @@ func (n *Node) watchReadiness() {
 	for {
 		changed := n.host.Meta().Changed()
 		ready := n.Ready()
+		if id := n.host.Meta().State().ClusterID; ready && id != "" {
+			n.recordClusterID(id)
+		}
 		if ready != serving {
 			serving = ready
 			st := healthpb.HealthCheckResponse_NOT_SERVING
@@ -288,6 +299,33 @@ func (n *Node) closeAll() error {
 		errs = append(errs, n.lock.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// readClusterID reads the cluster a data directory belongs to, empty for a
+// directory that has not joined one yet.
+func readClusterID(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cluster-id"))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("node: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// recordClusterID stores and gossips the cluster id once it is known.
+func (n *Node) recordClusterID(id string) {
+	if n.clusterIDStored {
+		return
+	}
+	path := filepath.Join(n.cfg.DataDir, "cluster-id")
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o644); err != nil {
+		n.logger.Error("storing the cluster id", "err", err)
+		return
+	}
+	n.members.SetClusterID(id)
+	n.clusterIDStored = true
 }
 
 // checkIdentity refuses a data directory written by a node with another id.

@@ -2,9 +2,11 @@ package tests
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -349,4 +351,62 @@ func TestDeadNodeReplicasRebuilt(t *testing.T) {
 		})
 	}
 	sameEverywhere(t, c, "move", []int{0, 1, n4}, acks)
+}
+
+// TestDuplicateNodeIDRefused checks that a second node started with the id
+// of a live node is refused with a clear error and disturbs nothing.
+func TestDuplicateNodeIDRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three nodes")
+	}
+	c := startCluster(t, 3)
+	_, err := node.Start(context.Background(), node.Config{
+		NodeID:          "n2",
+		DataDir:         filepath.Join(t.TempDir(), "dup"),
+		GRPCAddr:        "127.0.0.1:0",
+		GossipAddr:      freePort(t),
+		AdminAddr:       "",
+		Join:            c.gossip,
+		BootstrapExpect: 3,
+		FastGossip:      true,
+		Raft:            fastRaft,
+		Logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if !errors.Is(err, cluster.ErrDuplicateNodeID) {
+		t.Fatalf("a second n2 started: %v", err)
+	}
+	createStream(t, c.nodes[1].client, "still-fine", 1)
+}
+
+// TestForeignDataDirRefused checks that a node whose data directory belongs
+// to another cluster is refused when it tries to join this one.
+func TestForeignDataDirRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("four nodes")
+	}
+	dir := filepath.Join(t.TempDir(), "other")
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := node.Config{NodeID: "x1", DataDir: dir, GRPCAddr: "127.0.0.1:0", GossipAddr: freePort(t), FastGossip: true, Raft: fastRaft, Logger: quiet}
+	other, err := node.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "other cluster ready", func() error {
+		if _, err := os.Stat(filepath.Join(dir, "cluster-id")); err != nil {
+			return err
+		}
+		return nil
+	})
+	if err := other.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	c := startCluster(t, 3)
+	cfg.Join, cfg.BootstrapExpect, cfg.GossipAddr = c.gossip, 3, freePort(t)
+	if n, err := node.Start(context.Background(), cfg); !errors.Is(err, cluster.ErrForeignCluster) {
+		if err == nil {
+			n.Kill()
+		}
+		t.Fatalf("a node with another cluster's data joined: %v", err)
+	}
 }
