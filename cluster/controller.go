@@ -175,6 +175,30 @@ func (h *Host) manageMetaVoters() {
 		}
 	}
 	r := h.meta.Raft()
+	// A voter dead past the grace period gives its seat to a live member,
+	// so that the group keeps a full quorum of live voters.
+	now := time.Now()
+	for _, m := range h.opts.Membership.Members() {
+		if m.Alive || now.Sub(m.Since) <= h.opts.DeadNodeGrace || inConfig[m.ID] != raft.Voter || m.ID == h.opts.NodeID {
+			continue
+		}
+		spare := false
+		for _, id := range alive {
+			if inConfig[id] != raft.Voter {
+				spare = true
+			}
+		}
+		if !spare {
+			continue
+		}
+		if err := r.RemoveServer(serverID(m.ID), 0, 10*time.Second).Error(); err != nil {
+			h.logger.Warn("removing dead metadata voter", "node", m.ID, "err", err)
+			return
+		}
+		delete(inConfig, m.ID)
+		voters--
+		h.logger.Info("dead metadata voter removed", "node", m.ID)
+	}
 	for _, id := range alive {
 		suffrage, known := inConfig[id]
 		switch {

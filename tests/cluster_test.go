@@ -410,3 +410,33 @@ func TestForeignDataDirRefused(t *testing.T) {
 		t.Fatalf("a node with another cluster's data joined: %v", err)
 	}
 }
+
+// TestMetadataSurvivesLossOfItsLeader checks that killing the metadata
+// leader loses no stream and that metadata changes go on through the
+// survivors, whichever node receives them.
+func TestMetadataSurvivesLossOfItsLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three nodes")
+	}
+	c := startCluster(t, 3)
+	createStream(t, c.nodes[1].client, "before", 2)
+	leader := -1
+	for i, n := range c.nodes {
+		if n.Host().Meta().IsLeader() {
+			leader = i
+		}
+	}
+	if leader < 0 {
+		t.Fatal("no metadata leader")
+	}
+	c.kill(leader)
+	survivor := c.nodes[(leader+1)%3]
+	createStream(t, survivor.client, "after", 2)
+	for _, i := range []int{(leader + 1) % 3, (leader + 2) % 3} {
+		for _, name := range []string{"before", "after"} {
+			waitActive(t, c.nodes[i].client, name)
+		}
+	}
+	c.restart(leader)
+	waitActive(t, c.nodes[leader].client, "after")
+}
