@@ -428,7 +428,7 @@ func TestBadInputIsRefused(t *testing.T) {
 
 // expectException checks the gRPC code, the exception name in the message
 // and in ErrorInfo, and that ErrorInfo says whether a retry is safe.
-func expectException(t *testing.T, name, exception string, code codes.Code, call func() error) {
+func expectException(t testing.TB, name, exception string, code codes.Code, call func() error) {
 	t.Helper()
 	err := call()
 	st, ok := status.FromError(err)
@@ -451,14 +451,14 @@ func expectException(t *testing.T, name, exception string, code codes.Code, call
 }
 
 // readShard reads a whole shard from TRIM_HORIZON.
-func readShard(t *testing.T, c rifflev1.StreamsClient, stream, shard string) []*rifflev1.Record {
+func readShard(t testing.TB, c rifflev1.StreamsClient, stream, shard string) []*rifflev1.Record {
 	t.Helper()
 	return iterRecords(t, c, &rifflev1.GetShardIteratorRequest{StreamName: stream, ShardId: shard,
 		ShardIteratorType: rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_TRIM_HORIZON})
 }
 
 // iterRecords follows an iterator chain until it reaches the tip.
-func iterRecords(t *testing.T, c rifflev1.StreamsClient, req *rifflev1.GetShardIteratorRequest) []*rifflev1.Record {
+func iterRecords(t testing.TB, c rifflev1.StreamsClient, req *rifflev1.GetShardIteratorRequest) []*rifflev1.Record {
 	t.Helper()
 	ctx := context.Background()
 	it, err := c.GetShardIterator(ctx, req)

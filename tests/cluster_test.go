@@ -21,29 +21,38 @@ import (
 	"github.com/riffle-streams/riffle/cluster"
 	"github.com/riffle-streams/riffle/node"
 	rifflev1 "github.com/riffle-streams/riffle/proto/riffle/v1"
+	"github.com/riffle-streams/riffle/shardlog"
 )
 
 // testCluster is N in-process nodes on loopback that gossip and replicate.
 type testCluster struct {
-	t      *testing.T
+	t      testing.TB
 	dirs   []string
 	gossip []string
 	nodes  []*testNode
 	// deadNodeGrace is passed to every node; zero keeps the default.
 	deadNodeGrace time.Duration
-	expect        int
+	// raft is every node's raft timing.
+	raft   shardlog.RaftTiming
+	expect int
 }
 
 // startCluster starts n nodes with bootstrap-expect n and waits until every
 // one is ready.
-func startCluster(t *testing.T, n int) *testCluster {
+func startCluster(t testing.TB, n int) *testCluster {
 	return startClusterWith(t, n, 0)
 }
 
 // startClusterWith is startCluster with a dead-node grace period.
-func startClusterWith(t *testing.T, n int, grace time.Duration) *testCluster {
+func startClusterWith(t testing.TB, n int, grace time.Duration) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, deadNodeGrace: grace, expect: n}
+	return startClusterOpts(t, &testCluster{t: t, deadNodeGrace: grace, expect: n, raft: fastRaft})
+}
+
+// startClusterOpts starts c.expect nodes configured by c.
+func startClusterOpts(t testing.TB, c *testCluster) *testCluster {
+	t.Helper()
+	n := c.expect
 	base := t.TempDir()
 	for i := 0; i < n; i++ {
 		c.dirs = append(c.dirs, filepath.Join(base, fmt.Sprintf("n%d", i+1)))
@@ -84,7 +93,7 @@ func (c *testCluster) startNode(i int) *testNode {
 		Join:            c.gossip,
 		BootstrapExpect: c.expect,
 		FastGossip:      true,
-		Raft:            fastRaft,
+		Raft:            c.raft,
 		BalanceInterval: 300 * time.Millisecond,
 		DeadNodeGrace:   c.deadNodeGrace,
 		Logger:          logger,
@@ -215,7 +224,7 @@ type ack struct{ shard, seq, data string }
 
 // sameEverywhere checks that every node in idx serves each shard with the
 // same records and that every acknowledged record is among them.
-func sameEverywhere(t *testing.T, c *testCluster, stream string, idx []int, acks []ack) {
+func sameEverywhere(t testing.TB, c *testCluster, stream string, idx []int, acks []ack) {
 	t.Helper()
 	want := map[string]map[string]string{}
 	for _, a := range acks {

@@ -35,7 +35,7 @@ type testNode struct {
 
 // startNode starts a node on loopback ports with its data in dir and waits
 // until it is ready. It is stopped when the test ends unless stopped first.
-func startNode(t *testing.T, dir string) *testNode {
+func startNode(t testing.TB, dir string) *testNode {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
@@ -69,7 +69,7 @@ func startNode(t *testing.T, dir string) *testNode {
 }
 
 // stop shuts the node down cleanly; safe to call twice.
-func (tn *testNode) stop(t *testing.T) {
+func (tn *testNode) stop(t testing.TB) {
 	if tn.conn == nil {
 		return
 	}
@@ -83,7 +83,7 @@ func (tn *testNode) stop(t *testing.T) {
 }
 
 // waitFor polls cond until it returns nil or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	interval := 5 * time.Millisecond
@@ -101,7 +101,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error
 }
 
 // createStream creates a stream and waits until it is ACTIVE.
-func createStream(t *testing.T, c rifflev1.StreamsClient, name string, shards int32) {
+func createStream(t testing.TB, c rifflev1.StreamsClient, name string, shards int32) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := c.CreateStream(ctx, &rifflev1.CreateStreamRequest{StreamName: name, ShardCount: shards}); err != nil {
@@ -110,7 +110,7 @@ func createStream(t *testing.T, c rifflev1.StreamsClient, name string, shards in
 	waitActive(t, c, name)
 }
 
-func waitActive(t *testing.T, c rifflev1.StreamsClient, name string) {
+func waitActive(t testing.TB, c rifflev1.StreamsClient, name string) {
 	t.Helper()
 	waitFor(t, 10*time.Second, name+" ACTIVE", func() error {
 		out, err := c.DescribeStreamSummary(context.Background(), &rifflev1.DescribeStreamSummaryRequest{StreamName: name})
@@ -124,11 +124,11 @@ func waitActive(t *testing.T, c rifflev1.StreamsClient, name string) {
 	})
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))
 	return len(p), nil
 }
 
-func tempDataDir(t *testing.T) string { return filepath.Join(t.TempDir(), "data") }
+func tempDataDir(t testing.TB) string { return filepath.Join(t.TempDir(), "data") }

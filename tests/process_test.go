@@ -53,7 +53,7 @@ type process struct {
 }
 
 // freePort asks the kernel for a port that is free right now.
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -65,7 +65,7 @@ func freePort(t *testing.T) string {
 
 // startProcess runs `riffle serve` on dir with the given gRPC address and
 // waits until its health check reports SERVING.
-func startProcess(t *testing.T, dir, addr string) *process {
+func startProcess(t testing.TB, dir, addr string) *process {
 	t.Helper()
 	p := &process{addr: addr, logs: &bytes.Buffer{}}
 	p.cmd = exec.Command(riffleBinary, "serve", "--data-dir", dir, "--grpc-addr", addr,
@@ -107,7 +107,7 @@ func startProcess(t *testing.T, dir, addr string) *process {
 }
 
 // kill sends SIGKILL and reaps the process.
-func (p *process) kill(t *testing.T) {
+func (p *process) kill(t testing.TB) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
