@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -144,13 +145,26 @@ func (h *Host) Shard(s *Stream, sh *Shard) (*shardlog.Shard, error) {
 	return nil, ErrNoReplica
 }
 
-// ShardsReady reports whether every local replica has a known leader.
+// ShardsReady reports whether the metadata replica has caught up and every
+// replica the metadata assigns to this node runs and knows its leader.
 func (h *Host) ShardsReady() bool {
+	if !h.metaCaughtUp() {
+		return false
+	}
+	st := h.meta.State()
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	for _, r := range h.shards {
-		if r.Leader() == "" {
-			return false
+	for _, s := range st.Streams {
+		if s.Status == StreamDeleting {
+			continue
+		}
+		for _, sh := range s.Shards {
+			if !slices.Contains(sh.Replicas, h.opts.NodeID) {
+				continue
+			}
+			if r := h.shards[s.GroupID(sh)]; r == nil || r.Leader() == "" {
+				return false
+			}
 		}
 	}
 	return true

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -38,11 +37,17 @@ func (h *Host) balanceLeaders() {
 	if h.draining.Load() {
 		return
 	}
-	alive := h.opts.Membership.Alive()
+	// Only to a node that has been up a while: a node that just came back
+	// has not yet started its groups or caught up, and a transfer to it
+	// would stall writes for an election timeout.
+	settled := map[string]bool{}
+	for _, m := range h.opts.Membership.Members() {
+		settled[m.ID] = m.Alive && time.Since(m.Since) > 2*h.opts.BalanceInterval
+	}
 	st := h.meta.State()
 	for _, s := range st.Streams {
 		for _, sh := range s.Shards {
-			if len(sh.Replicas) == 0 || sh.Replicas[0] == h.opts.NodeID || !slices.Contains(alive, sh.Replicas[0]) {
+			if len(sh.Replicas) == 0 || sh.Replicas[0] == h.opts.NodeID || !settled[sh.Replicas[0]] {
 				continue
 			}
 			r, err := h.Shard(s, sh)

@@ -70,8 +70,8 @@ type Membership struct {
 	opts     MembershipOptions
 	ml       *memberlist.Memberlist
 	delegate *metaDelegate
-	logger  *slog.Logger
-	started int64
+	logger   *slog.Logger
+	started  int64
 
 	mu       sync.Mutex
 	members  map[string]Member

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -16,15 +17,38 @@ import (
 // stops shard replicas to match it.
 func (h *Host) runReconciler() {
 	defer h.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
 	for {
 		changed := h.meta.Changed()
-		h.reconcile(h.meta.State())
+		// A restarted node replays old states first: acting on them would
+		// start groups of streams deleted long ago. Wait until the replica
+		// has applied what the leader committed.
+		if h.metaCaughtUp() {
+			h.reconcile(h.meta.State())
+		}
 		select {
 		case <-changed:
+		case <-t.C: // catching up ends without a metadata change
 		case <-h.ctx.Done():
 			return
 		}
 	}
+}
+
+// metaCaughtUp reports whether this metadata replica has applied every
+// entry its leader is known to have committed.
+func (h *Host) metaCaughtUp() bool {
+	if h.meta.IsLeader() {
+		return h.caughtUp.Load()
+	}
+	if h.metaLeaderID() == "" {
+		return false
+	}
+	stats := h.meta.Raft().Stats()
+	commit, _ := strconv.ParseUint(stats["commit_index"], 10, 64)
+	applied, _ := strconv.ParseUint(stats["applied_index"], 10, 64)
+	return commit > 0 && applied >= commit
 }
 
 func (h *Host) reconcile(st *State) {
@@ -49,11 +73,43 @@ func (h *Host) reconcile(st *State) {
 			}
 		}
 	}
+	// Groups of streams that are gone altogether (removed while this node
+	// was away) stop too.
+	h.mu.RLock()
+	var orphans []string
+	for gid := range h.shards {
+		if !live[gid] {
+			orphans = append(orphans, gid)
+		}
+	}
+	h.mu.RUnlock()
+	for _, gid := range orphans {
+		h.stopOrphan(gid)
+	}
 	for gid := range h.removing {
 		if !live[gid] {
 			delete(h.removing, gid)
 		}
 	}
+}
+
+// stopOrphan stops and removes a replica whose stream no longer exists.
+func (h *Host) stopOrphan(gid string) {
+	h.mu.Lock()
+	r := h.shards[gid]
+	delete(h.shards, gid)
+	h.mu.Unlock()
+	if r != nil {
+		if err := r.Close(); err != nil {
+			h.logger.Warn("closing an orphaned shard replica", "group", gid, "err", err)
+		}
+	}
+	h.opts.Transports.Release(gid)
+	if err := os.RemoveAll(h.shardDir(gid)); err != nil {
+		h.logger.Error("removing an orphaned shard replica", "group", gid, "err", err)
+		return
+	}
+	h.logger.Info("replica of a removed stream stopped", "group", gid)
 }
 
 func (h *Host) startReplica(s *Stream, sh *Shard) {

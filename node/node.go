@@ -26,9 +26,10 @@ import (
 	"github.com/riffle-streams/riffle/gateway"
 )
 
-// MaxMessageBytes bounds gRPC messages: above a 5 MiB PutRecords and a
-// 10 MiB GetRecords response with their framing.
-const MaxMessageBytes = 64 << 20
+// MaxMessageBytes bounds gRPC messages. The public API needs a little over
+// 10 MiB (GetRecords); raft's AppendEntries between nodes carry up to 16
+// entries of up to about 5 MiB each.
+const MaxMessageBytes = 128 << 20
 
 // Node is one running Riffle process.
 type Node struct {

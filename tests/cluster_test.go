@@ -449,3 +449,47 @@ func TestMetadataSurvivesLossOfItsLeader(t *testing.T) {
 	c.restart(leader)
 	waitActive(t, c.nodes[leader].client, "after")
 }
+
+// TestRestartDoesNotResurrectDeletedStreams checks that a node restarted
+// after a stream was deleted does not start that stream's groups again while
+// it replays old metadata (they would campaign forever), and keeps no data.
+func TestRestartDoesNotResurrectDeletedStreams(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three nodes")
+	}
+	c := startCluster(t, 3)
+	createStream(t, c.nodes[0].client, "gone", 2)
+	// Many metadata entries between the creation and the deletion make the
+	// restarted node's replay long enough to be seen half-way.
+	createStream(t, c.nodes[0].client, "busy", 1)
+	for i := 0; i < 150; i++ {
+		ctx := context.Background()
+		if _, err := c.nodes[0].client.IncreaseStreamRetentionPeriod(ctx, &rifflev1.IncreaseStreamRetentionPeriodRequest{StreamName: "busy", RetentionPeriodHours: 48}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.nodes[0].client.DecreaseStreamRetentionPeriod(ctx, &rifflev1.DecreaseStreamRetentionPeriodRequest{StreamName: "busy", RetentionPeriodHours: 24}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.nodes[0].client.DeleteStream(context.Background(), &rifflev1.DeleteStreamRequest{StreamName: "gone"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "stream removed on every node", func() error {
+		for i, n := range c.nodes {
+			if n.Host().Meta().State().Streams["gone"] != nil {
+				return fmt.Errorf("n%d still has it", i+1)
+			}
+		}
+		return nil
+	})
+	c.kill(2)
+	c.restart(2)
+	createStream(t, c.nodes[2].client, "fresh", 1) // the node is in service
+	waitFor(t, 10*time.Second, "no replica of the deleted stream", func() error {
+		dirs, _ := filepath.Glob(filepath.Join(c.dirs[2], "shards", "s1-*"))
+		if len(dirs) > 0 {
+			return fmt.Errorf("data of the deleted stream on n3: %v", dirs)
+		}
+		return nil
+	})
+}
