@@ -4,7 +4,7 @@
 // (deploy/docker-compose.yml) from the host, through the nodes' published
 // gRPC ports, and injects faults with docker itself (kill, start).
 //
-// `make e2e-run` builds the image, starts a fresh cluster, runs this package
+// `make e2e` builds the image, starts a fresh cluster, runs this package
 // and tears the cluster down. Against a cluster that is already up
 // (`make cluster-up`):
 //
