@@ -51,7 +51,7 @@ func OpenMeta(opts MetaOptions) (*Meta, error) {
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(opts.Dir, "raft.db")})
+	store, err := shardlog.OpenRaftStore(filepath.Join(opts.Dir, "raft.db"))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open metadata raft log: %w", err)
 	}

