@@ -116,7 +116,7 @@ func (e sinkError) Error() string { return e.err.Error() }
 func (h *Host) fetchFrom(ctx context.Context, peer string, streamID, shardIndex, from, to uint64,
 	sink func(shardlog.FetchedChunk) error) (next uint64, err error) {
 	next = from
-	client, err := h.forwardClient(peer)
+	client, err := h.bulkClient(peer)
 	if err != nil {
 		return next, err
 	}

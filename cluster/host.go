@@ -55,7 +55,8 @@ type HostOptions struct {
 type Host struct {
 	opts   HostOptions
 	meta   *Meta
-	peers  *peerConns
+	peers  *peerConns // forwarded requests
+	bulk   *peerConns // catch-up copies
 	logger *slog.Logger
 
 	mu     sync.RWMutex
@@ -111,6 +112,7 @@ func StartHost(opts HostOptions) (*Host, error) {
 	}
 	h := &Host{opts: opts, meta: meta, logger: opts.Logger,
 		peers:  &peerConns{dialOpts: opts.DialOptions, conns: map[string]*grpc.ClientConn{}},
+		bulk:   &peerConns{dialOpts: opts.DialOptions, conns: map[string]*grpc.ClientConn{}},
 		shards: map[string]*shardlog.Shard{}, removing: map[string]bool{}}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.wg.Add(5)
@@ -198,7 +200,7 @@ func (h *Host) Close() error {
 	h.mu.Unlock()
 	errs = append(errs, h.meta.Close())
 	h.opts.Transports.Release(metaGroupID)
-	errs = append(errs, h.peers.close())
+	errs = append(errs, h.peers.close(), h.bulk.close())
 	return errors.Join(errs...)
 }
 

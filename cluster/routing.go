@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -154,6 +155,16 @@ func (h *Host) forwardClient(nodeID string) (internalv1.ForwardClient, error) {
 	return h.peers.forwardClient(addr)
 }
 
+// bulkClient reaches a peer on a connection kept for catch-up copies, so
+// that they never queue forwarded writes behind them.
+func (h *Host) bulkClient(nodeID string) (internalv1.ForwardClient, error) {
+	addr, err := h.opts.Membership.GRPCAddr(nodeID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoReplica, err)
+	}
+	return h.bulk.forwardClient(addr)
+}
+
 // errPeerUnreachable: the request never left this node.
 var errPeerUnreachable = errors.New("cluster: peer unreachable")
 
@@ -184,4 +195,16 @@ func (h *Host) CreateStream(ctx context.Context, c CreateStreamCmd) error {
 	st := h.meta.State()
 	c.Placement = PlaceReplicas(h.opts.Membership.Alive(), st.Load(), c.ShardCount, 3)
 	return h.ProposeMeta(ctx, Command{CreateStream: &c})
+}
+
+// ReplicaAddr is the gRPC address of a live node holding a replica of sh,
+// for reads on a node that holds none.
+func (h *Host) ReplicaAddr(sh *Shard) (string, error) {
+	alive := h.opts.Membership.Alive()
+	for _, n := range sh.Replicas {
+		if slices.Contains(alive, n) {
+			return h.opts.Membership.GRPCAddr(n)
+		}
+	}
+	return "", fmt.Errorf("%w: no live replica of %s", ErrNoReplica, sh.ID())
 }

@@ -154,6 +154,11 @@ func (s *Server) GetShardIterator(ctx context.Context, req *rifflev1.GetShardIte
 	if !ok {
 		return nil, notFound("shard %s of stream %s not found", req.ShardId, st.Name)
 	}
+	if resp, handled, err := viaReplica(ctx, s, st, sh, func(ctx context.Context, c rifflev1.StreamsClient) (*rifflev1.GetShardIteratorResponse, error) {
+		return c.GetShardIterator(ctx, req)
+	}); handled {
+		return resp, err
+	}
 	offset, err := s.startingOffset(ctx, st, sh, req)
 	if err != nil {
 		return nil, err
@@ -275,6 +280,11 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 		return nil, notFound("the iterator's shard no longer exists")
 	}
 	sh := st.Shards[it.shardIndex]
+	if resp, handled, err := viaReplica(ctx, s, st, sh, func(ctx context.Context, c rifflev1.StreamsClient) (*rifflev1.GetRecordsResponse, error) {
+		return c.GetRecords(ctx, req)
+	}); handled {
+		return resp, err
+	}
 	log, err := s.reader(st, sh)
 	if err != nil {
 		return nil, err

@@ -233,7 +233,8 @@ func sameEverywhere(t testing.TB, c *testCluster, stream string, idx []int, acks
 		}
 		want[a.shard][a.seq] = a.data
 	}
-	for s := 0; s < 3; s++ {
+	shards := len(c.nodes[idx[0]].Host().Meta().State().Streams[stream].Shards)
+	for s := 0; s < shards; s++ {
 		shard := fmt.Sprintf("shardId-%012d", s)
 		var reference []*rifflev1.Record
 		for _, i := range idx {
@@ -492,4 +493,37 @@ func TestRestartDoesNotResurrectDeletedStreams(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestNodeWithoutReplicaServesReads checks that in a cluster of four, where
+// each shard lives on three nodes, every node serves every shard's reads,
+// identically, by passing them to a replica when it holds none.
+func TestNodeWithoutReplicaServesReads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("four nodes")
+	}
+	c := startCluster(t, 4)
+	createStream(t, c.nodes[0].client, "wide", 4)
+	var acks []ack
+	for i := 0; i < 200; i++ {
+		data := fmt.Sprintf("w-%d", i)
+		out, err := c.nodes[i%4].client.PutRecord(context.Background(), &rifflev1.PutRecordRequest{StreamName: "wide", PartitionKey: data, Data: []byte(data)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		acks = append(acks, ack{out.ShardId, out.SequenceNumber, data})
+	}
+	missing := 0
+	for _, n := range c.nodes {
+		st := n.Host().Meta().State().Streams["wide"]
+		for _, sh := range st.Shards {
+			if _, err := n.Host().Shard(st, sh); err != nil {
+				missing++
+			}
+		}
+	}
+	if missing == 0 {
+		t.Fatal("every node holds every shard: the test needs a node without a replica")
+	}
+	sameEverywhere(t, c, "wide", []int{0, 1, 2, 3}, acks)
 }
