@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/big"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -485,4 +487,47 @@ func seqLess(a, b string) bool {
 	x, _ := new(big.Int).SetString(a, 10)
 	y, _ := new(big.Int).SetString(b, 10)
 	return x.Cmp(y) < 0
+}
+
+// TestAdminHTTP checks the admin endpoints of issue 2: liveness, readiness,
+// Prometheus metrics that count what was written, read and refused, and
+// pprof.
+func TestAdminHTTP(t *testing.T) {
+	tn := startNode(t, tempDataDir(t))
+	c, ctx := tn.client, context.Background()
+	createStream(t, c, "m", 1)
+	if _, err := c.PutRecord(ctx, &rifflev1.PutRecordRequest{StreamName: "m", PartitionKey: "k", Data: []byte("hello")}); err != nil {
+		t.Fatal(err)
+	}
+	readShard(t, c, "m", "shardId-000000000000")
+	c.PutRecord(ctx, &rifflev1.PutRecordRequest{StreamName: "nope", PartitionKey: "k", Data: []byte("x")})
+
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + tn.AdminAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/debug/pprof/"} {
+		if code, body := get(path); code != http.StatusOK {
+			t.Errorf("GET %s: %d %s", path, code, body)
+		}
+	}
+	_, metrics := get("/metrics")
+	for _, want := range []string{
+		`riffle_shard_records_in_total{shard="shardId-000000000000",stream="m"} 1`,
+		`riffle_shard_bytes_in_total{shard="shardId-000000000000",stream="m"} 6`,
+		`riffle_shard_records_out_total{shard="shardId-000000000000",stream="m"} 1`,
+		`riffle_errors_total{exception="ResourceNotFoundException",operation="PutRecord"} 1`,
+		`riffle_request_duration_seconds_count{operation="PutRecord"}`,
+		`riffle_raft_commit_duration_seconds_count 1`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }

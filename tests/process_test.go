@@ -3,12 +3,14 @@ package tests
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -263,5 +265,153 @@ func TestSIGTERMShutsDownCleanly(t *testing.T) {
 	n := len(readShard(t, p.client, "graceful", "shardId-000000000000")) + len(readShard(t, p.client, "graceful", "shardId-000000000001"))
 	if n != 300 {
 		t.Fatalf("%d records after a clean restart, want 300", n)
+	}
+}
+
+// cli runs the riffle binary against addr and returns stdout and the exit
+// code.
+func cli(t *testing.T, addr, stdin string, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(riffleBinary, append(args, "--addr", addr)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("riffle %v: %v", args, err)
+	}
+	if code != 0 && testing.Verbose() {
+		t.Logf("riffle %v exited %d: %s", args, code, errOut.String())
+	}
+	return out.String(), code
+}
+
+// jsonLines decodes one JSON object per line.
+func jsonLines[T any](t *testing.T, s string) []T {
+	t.Helper()
+	var out []T
+	for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
+		if line == "" {
+			continue
+		}
+		var v T
+		if err := json.Unmarshal([]byte(line), &v); err != nil {
+			t.Fatalf("not JSON: %q: %v", line, err)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// TestCLIWalkthrough is issue 2's "done when", through the CLI alone: create
+// a 4-shard stream, put 2,000 records from stdin, read each shard back in
+// order with every iterator type, kill -9 the node, restart it, and find
+// every record, with new sequence numbers above the old.
+func TestCLIWalkthrough(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	dir := filepath.Join(t.TempDir(), "data")
+	addr := freePort(t)
+	p := startProcess(t, dir, addr)
+	if _, code := cli(t, addr, "", "stream", "create", "orders", "--shards", "4"); code != 0 {
+		t.Fatalf("stream create exited %d", code)
+	}
+	var lines []string
+	for i := 1; i <= 2000; i++ {
+		lines = append(lines, fmt.Sprintf("order-%d", i))
+	}
+	out, code := cli(t, addr, strings.Join(lines, "\n")+"\n", "put", "--stream", "orders", "--random-keys", "--json")
+	if code != 0 {
+		t.Fatalf("put exited %d", code)
+	}
+	type putResult struct {
+		Line           int    `json:"line"`
+		ShardID        string `json:"shard_id"`
+		SequenceNumber string `json:"sequence_number"`
+		ErrorCode      string `json:"error_code"`
+	}
+	puts := jsonLines[putResult](t, out)
+	if len(puts) != 2000 {
+		t.Fatalf("put printed %d results for 2000 lines", len(puts))
+	}
+	type record struct {
+		SequenceNumber string `json:"sequence_number"`
+		Data           []byte `json:"data"`
+	}
+	readAll := func(shard string, extra ...string) []record {
+		out, code := cli(t, addr, "", append([]string{"get", "--stream", "orders", "--shard", shard, "--json"}, extra...)...)
+		if code != 0 {
+			t.Fatalf("get %s %v exited %d", shard, extra, code)
+		}
+		return jsonLines[record](t, out)
+	}
+	byShard := map[string][]putResult{}
+	for _, r := range puts {
+		if r.ErrorCode != "" {
+			t.Fatalf("line %d failed: %s", r.Line, r.ErrorCode)
+		}
+		byShard[r.ShardID] = append(byShard[r.ShardID], r)
+	}
+	before := map[string][]record{}
+	for s := 0; s < 4; s++ {
+		shard := fmt.Sprintf("shardId-%012d", s)
+		recs := readAll(shard, "--type", "trim-horizon")
+		want := byShard[shard]
+		if len(recs) != len(want) {
+			t.Fatalf("%s: read %d, wrote %d", shard, len(recs), len(want))
+		}
+		for i, r := range recs {
+			// Sequence numbers grow with the input line within a shard.
+			if r.SequenceNumber != want[i].SequenceNumber || string(r.Data) != lines[want[i].Line-1] {
+				t.Fatalf("%s record %d: %s %q, want %s %q", shard, i, r.SequenceNumber, r.Data, want[i].SequenceNumber, lines[want[i].Line-1])
+			}
+		}
+		before[shard] = recs
+		mid := recs[len(recs)/2].SequenceNumber
+		if at := readAll(shard, "--type", "at-sequence-number", "--seq", mid); len(at) != len(recs)-len(recs)/2 {
+			t.Errorf("%s at-sequence-number: %d records", shard, len(at))
+		}
+		if after := readAll(shard, "--type", "after-sequence-number", "--seq", mid); len(after) != len(recs)-len(recs)/2-1 {
+			t.Errorf("%s after-sequence-number: %d records", shard, len(after))
+		}
+		if ts := readAll(shard, "--type", "at-timestamp", "--timestamp", "2000-01-01T00:00:00Z"); len(ts) != len(recs) {
+			t.Errorf("%s at-timestamp in the past: %d records", shard, len(ts))
+		}
+		if latest := readAll(shard, "--type", "latest"); len(latest) != 0 {
+			t.Errorf("%s latest: %d records", shard, len(latest))
+		}
+	}
+	if _, code := cli(t, addr, "", "stream", "describe", "missing"); code != 3 {
+		t.Errorf("describe of a missing stream exited %d, want 3", code)
+	}
+	if _, code := cli(t, addr, "", "stream", "create"); code != 2 {
+		t.Errorf("create without a name exited %d, want 2", code)
+	}
+
+	p.kill(t)
+	p = startProcess(t, dir, addr)
+	for shard, recs := range before {
+		after := readAll(shard, "--type", "trim-horizon")
+		if len(after) != len(recs) {
+			t.Fatalf("%s after kill -9: %d records, had %d", shard, len(after), len(recs))
+		}
+		for i := range recs {
+			if after[i].SequenceNumber != recs[i].SequenceNumber || string(after[i].Data) != string(recs[i].Data) {
+				t.Fatalf("%s record %d changed across kill -9", shard, i)
+			}
+		}
+	}
+	out, code = cli(t, addr, "", "put", "--stream", "orders", "--key", "customer-42", "--data", "after-restart", "--json")
+	if code != 0 {
+		t.Fatalf("put after restart exited %d", code)
+	}
+	res := jsonLines[putResult](t, out)[0]
+	last := before[res.ShardID][len(before[res.ShardID])-1].SequenceNumber
+	if !seqLess(last, res.SequenceNumber) {
+		t.Fatalf("new sequence number %s not above the old %s", res.SequenceNumber, last)
 	}
 }
