@@ -18,6 +18,7 @@ import (
 
 // runServe starts one node and runs it until SIGINT or SIGTERM.
 func runServe(args []string) error {
+	envErrors = nil
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var cfg node.Config
 	var join, logLevel, logFormat string
@@ -35,6 +36,9 @@ func runServe(args []string) error {
 	fs.StringVar(&logFormat, "log-format", envString("RIFFLE_LOG_FORMAT", "text"), "text or json (RIFFLE_LOG_FORMAT)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
+	}
+	if len(envErrors) > 0 {
+		return usageError{errors.Join(envErrors...)}
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("serve takes no arguments, got %q", fs.Args())}
@@ -84,20 +88,32 @@ func envString(name, def string) string {
 	return def
 }
 
+// envErrors collects environment variables that did not parse; serve
+// refuses to start with any, rather than silently using the default.
+var envErrors []error
+
 func envDuration(name string, def time.Duration) time.Duration {
-	if v, ok := os.LookupEnv(name); ok {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
-		}
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
 	}
-	return def
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		envErrors = append(envErrors, fmt.Errorf("%s=%q: not a duration (e.g. 60s)", name, v))
+		return def
+	}
+	return d
 }
 
 func envInt(name string, def int) int {
-	if v, ok := os.LookupEnv(name); ok {
-		if n, err := strconv.Atoi(v); err == nil {
-			return n
-		}
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
 	}
-	return def
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		envErrors = append(envErrors, fmt.Errorf("%s=%q: not a whole number", name, v))
+		return def
+	}
+	return n
 }
