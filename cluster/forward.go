@@ -148,3 +148,19 @@ func (e *notLeaderError) Error() string { return "cluster: peer is not the leade
 func (e *notLeaderError) Is(target error) bool {
 	return target == ErrNotLeader || target == shardlog.ErrNotLeader
 }
+
+func (s forwardServer) ShardTip(ctx context.Context, req *internalv1.ShardTipRequest) (*internalv1.ShardTipResponse, error) {
+	st, ok := s.h.meta.State().StreamByID(req.StreamId)
+	if !ok || req.ShardIndex >= uint64(len(st.Shards)) {
+		return &internalv1.ShardTipResponse{Error: &internalv1.ForwardError{
+			Kind: internalv1.ForwardError_KIND_NO_REPLICA, Message: "shard unknown on this node"}}, nil
+	}
+	r, err := s.h.Shard(st, st.Shards[req.ShardIndex])
+	if err != nil {
+		return &internalv1.ShardTipResponse{Error: toForwardError(err, "")}, nil
+	}
+	if !r.IsLeader() {
+		return &internalv1.ShardTipResponse{Error: toForwardError(shardlog.ErrNotLeader, string(r.Leader()))}, nil
+	}
+	return &internalv1.ShardTipResponse{NextOffset: r.Log().NextOffset()}, nil
+}

@@ -208,3 +208,28 @@ func (h *Host) ReplicaAddr(sh *Shard) (string, error) {
 	}
 	return "", fmt.Errorf("%w: no live replica of %s", ErrNoReplica, sh.ID())
 }
+
+// LeaderTip returns the offset the shard leader's next record will get:
+// every acknowledged write of the shard lies below it.
+func (h *Host) LeaderTip(ctx context.Context, s *Stream, sh *Shard) (uint64, error) {
+	r, err := h.Shard(s, sh)
+	if err != nil {
+		return 0, err
+	}
+	if r.IsLeader() {
+		return r.Log().NextOffset(), nil
+	}
+	leader := string(r.Leader())
+	if leader == "" {
+		return 0, ErrNotLeader
+	}
+	client, err := h.forwardClient(leader)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := client.ShardTip(ctx, &internalv1.ShardTipRequest{StreamId: s.ID, ShardIndex: sh.Index})
+	if err != nil {
+		return 0, transportError(leader, err)
+	}
+	return resp.NextOffset, fromForwardError(resp.Error)
+}

@@ -222,6 +222,10 @@ func (s *Server) startingOffset(ctx context.Context, st *cluster.Stream, sh *clu
 	return off, nil
 }
 
+// followerCommitWait bounds how long a follower at its tip waits to apply
+// what its leader acknowledged.
+const followerCommitWait = time.Second
+
 // followerApplyWait bounds how long a replica waits to apply a sequence
 // number a client names before refusing it.
 const followerApplyWait = 2 * time.Second
@@ -285,9 +289,21 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 	}); handled {
 		return resp, err
 	}
-	log, err := s.reader(st, sh)
+	replica, err := s.host.Shard(st, sh)
 	if err != nil {
 		return nil, err
+	}
+	log := replica.Log()
+	if it.offset >= log.NextOffset() && !replica.IsLeader() {
+		// A follower at its own tip may not have applied writes the leader
+		// already acknowledged: ask the leader where the shard ends and wait
+		// until this replica has applied that far (a read index). If the
+		// leader cannot be asked, serve what is here.
+		waitCtx, cancel := context.WithTimeout(ctx, followerCommitWait)
+		if tip, err := s.host.LeaderTip(waitCtx, st, sh); err == nil && tip > log.NextOffset() {
+			waitForOffset(waitCtx, log, tip-1)
+		}
+		cancel()
 	}
 	from := max(it.offset, log.TrimOffset()) // below the trim horizon starts at it
 	if from > log.NextOffset() {

@@ -527,3 +527,31 @@ func TestNodeWithoutReplicaServesReads(t *testing.T) {
 	}
 	sameEverywhere(t, c, "wide", []int{0, 1, 2, 3}, acks)
 }
+
+// TestFollowerReadSeesAcknowledgedWrite checks that a reader following a
+// shard on a follower, right after a write was acknowledged through another
+// node, reads that write: the follower holds the entry and waits the few
+// milliseconds until it learns it is committed instead of answering stale.
+func TestFollowerReadSeesAcknowledgedWrite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three nodes")
+	}
+	slow := fastRaft
+	slow.CommitTimeout = 200 * time.Millisecond // followers learn commits late
+	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: slow})
+	createStream(t, c.nodes[0].client, "fresh-read", 1)
+	leader := shardLeader(t, c, "fresh-read")
+	follower := c.nodes[(leader+1)%3]
+	writer := c.nodes[(leader+2)%3]
+	for i := 0; i < 20; i++ {
+		data := fmt.Sprintf("r-%d", i)
+		out, err := writer.client.PutRecord(context.Background(), &rifflev1.PutRecordRequest{StreamName: "fresh-read", PartitionKey: "k", Data: []byte(data)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs := readShard(t, follower.client, "fresh-read", "shardId-000000000000")
+		if len(recs) == 0 || recs[len(recs)-1].SequenceNumber != out.SequenceNumber {
+			t.Fatalf("write %d acknowledged at %s; the follower's read ends before it (%d records)", i, out.SequenceNumber, len(recs))
+		}
+	}
+}

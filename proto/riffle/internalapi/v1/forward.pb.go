@@ -658,6 +658,110 @@ func (x *FetchRecordsChunk) GetTrimTimestampMillis() int64 {
 	return 0
 }
 
+type ShardTipRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StreamId      uint64                 `protobuf:"varint,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	ShardIndex    uint64                 `protobuf:"varint,2,opt,name=shard_index,json=shardIndex,proto3" json:"shard_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardTipRequest) Reset() {
+	*x = ShardTipRequest{}
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardTipRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardTipRequest) ProtoMessage() {}
+
+func (x *ShardTipRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardTipRequest.ProtoReflect.Descriptor instead.
+func (*ShardTipRequest) Descriptor() ([]byte, []int) {
+	return file_riffle_internalapi_v1_forward_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ShardTipRequest) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *ShardTipRequest) GetShardIndex() uint64 {
+	if x != nil {
+		return x.ShardIndex
+	}
+	return 0
+}
+
+type ShardTipResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *ForwardError          `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	NextOffset    uint64                 `protobuf:"varint,2,opt,name=next_offset,json=nextOffset,proto3" json:"next_offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardTipResponse) Reset() {
+	*x = ShardTipResponse{}
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardTipResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardTipResponse) ProtoMessage() {}
+
+func (x *ShardTipResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardTipResponse.ProtoReflect.Descriptor instead.
+func (*ShardTipResponse) Descriptor() ([]byte, []int) {
+	return file_riffle_internalapi_v1_forward_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ShardTipResponse) GetError() *ForwardError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *ShardTipResponse) GetNextOffset() uint64 {
+	if x != nil {
+		return x.NextOffset
+	}
+	return 0
+}
+
 var File_riffle_internalapi_v1_forward_proto protoreflect.FileDescriptor
 
 const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
@@ -714,10 +818,19 @@ const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
 	"\vtrim_offset\x18\x02 \x01(\x04R\n" +
 	"trimOffset\x12&\n" +
 	"\x0ftrim_raft_index\x18\x03 \x01(\x04R\rtrimRaftIndex\x122\n" +
-	"\x15trim_timestamp_millis\x18\x04 \x01(\x03R\x13trimTimestampMillis2\x9c\x02\n" +
+	"\x15trim_timestamp_millis\x18\x04 \x01(\x03R\x13trimTimestampMillis\"O\n" +
+	"\x0fShardTipRequest\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\x04R\bstreamId\x12\x1f\n" +
+	"\vshard_index\x18\x02 \x01(\x04R\n" +
+	"shardIndex\"k\n" +
+	"\x10ShardTipResponse\x126\n" +
+	"\x05error\x18\x01 \x01(\v2 .riffle.internal.v1.ForwardErrorR\x05error\x12\x1f\n" +
+	"\vnext_offset\x18\x02 \x01(\x04R\n" +
+	"nextOffset2\xf3\x02\n" +
 	"\aForward\x12^\n" +
 	"\vProposeMeta\x12&.riffle.internal.v1.ProposeMetaRequest\x1a'.riffle.internal.v1.ProposeMetaResponse\x12O\n" +
-	"\x06Append\x12!.riffle.internal.v1.AppendRequest\x1a\".riffle.internal.v1.AppendResponse\x12`\n" +
+	"\x06Append\x12!.riffle.internal.v1.AppendRequest\x1a\".riffle.internal.v1.AppendResponse\x12U\n" +
+	"\bShardTip\x12#.riffle.internal.v1.ShardTipRequest\x1a$.riffle.internal.v1.ShardTipResponse\x12`\n" +
 	"\fFetchRecords\x12'.riffle.internal.v1.FetchRecordsRequest\x1a%.riffle.internal.v1.FetchRecordsChunk0\x01BIZGgithub.com/riffle-streams/riffle/proto/riffle/internalapi/v1;internalv1b\x06proto3"
 
 var (
@@ -733,7 +846,7 @@ func file_riffle_internalapi_v1_forward_proto_rawDescGZIP() []byte {
 }
 
 var file_riffle_internalapi_v1_forward_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_riffle_internalapi_v1_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_riffle_internalapi_v1_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_riffle_internalapi_v1_forward_proto_goTypes = []any{
 	(ForwardError_Kind)(0),      // 0: riffle.internal.v1.ForwardError.Kind
 	(*ForwardError)(nil),        // 1: riffle.internal.v1.ForwardError
@@ -745,24 +858,29 @@ var file_riffle_internalapi_v1_forward_proto_goTypes = []any{
 	(*FetchRecordsRequest)(nil), // 7: riffle.internal.v1.FetchRecordsRequest
 	(*FetchedRecord)(nil),       // 8: riffle.internal.v1.FetchedRecord
 	(*FetchRecordsChunk)(nil),   // 9: riffle.internal.v1.FetchRecordsChunk
+	(*ShardTipRequest)(nil),     // 10: riffle.internal.v1.ShardTipRequest
+	(*ShardTipResponse)(nil),    // 11: riffle.internal.v1.ShardTipResponse
 }
 var file_riffle_internalapi_v1_forward_proto_depIdxs = []int32{
-	0, // 0: riffle.internal.v1.ForwardError.kind:type_name -> riffle.internal.v1.ForwardError.Kind
-	1, // 1: riffle.internal.v1.ProposeMetaResponse.error:type_name -> riffle.internal.v1.ForwardError
-	4, // 2: riffle.internal.v1.AppendRequest.entries:type_name -> riffle.internal.v1.AppendEntry
-	1, // 3: riffle.internal.v1.AppendResponse.error:type_name -> riffle.internal.v1.ForwardError
-	8, // 4: riffle.internal.v1.FetchRecordsChunk.records:type_name -> riffle.internal.v1.FetchedRecord
-	2, // 5: riffle.internal.v1.Forward.ProposeMeta:input_type -> riffle.internal.v1.ProposeMetaRequest
-	5, // 6: riffle.internal.v1.Forward.Append:input_type -> riffle.internal.v1.AppendRequest
-	7, // 7: riffle.internal.v1.Forward.FetchRecords:input_type -> riffle.internal.v1.FetchRecordsRequest
-	3, // 8: riffle.internal.v1.Forward.ProposeMeta:output_type -> riffle.internal.v1.ProposeMetaResponse
-	6, // 9: riffle.internal.v1.Forward.Append:output_type -> riffle.internal.v1.AppendResponse
-	9, // 10: riffle.internal.v1.Forward.FetchRecords:output_type -> riffle.internal.v1.FetchRecordsChunk
-	8, // [8:11] is the sub-list for method output_type
-	5, // [5:8] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	0,  // 0: riffle.internal.v1.ForwardError.kind:type_name -> riffle.internal.v1.ForwardError.Kind
+	1,  // 1: riffle.internal.v1.ProposeMetaResponse.error:type_name -> riffle.internal.v1.ForwardError
+	4,  // 2: riffle.internal.v1.AppendRequest.entries:type_name -> riffle.internal.v1.AppendEntry
+	1,  // 3: riffle.internal.v1.AppendResponse.error:type_name -> riffle.internal.v1.ForwardError
+	8,  // 4: riffle.internal.v1.FetchRecordsChunk.records:type_name -> riffle.internal.v1.FetchedRecord
+	1,  // 5: riffle.internal.v1.ShardTipResponse.error:type_name -> riffle.internal.v1.ForwardError
+	2,  // 6: riffle.internal.v1.Forward.ProposeMeta:input_type -> riffle.internal.v1.ProposeMetaRequest
+	5,  // 7: riffle.internal.v1.Forward.Append:input_type -> riffle.internal.v1.AppendRequest
+	10, // 8: riffle.internal.v1.Forward.ShardTip:input_type -> riffle.internal.v1.ShardTipRequest
+	7,  // 9: riffle.internal.v1.Forward.FetchRecords:input_type -> riffle.internal.v1.FetchRecordsRequest
+	3,  // 10: riffle.internal.v1.Forward.ProposeMeta:output_type -> riffle.internal.v1.ProposeMetaResponse
+	6,  // 11: riffle.internal.v1.Forward.Append:output_type -> riffle.internal.v1.AppendResponse
+	11, // 12: riffle.internal.v1.Forward.ShardTip:output_type -> riffle.internal.v1.ShardTipResponse
+	9,  // 13: riffle.internal.v1.Forward.FetchRecords:output_type -> riffle.internal.v1.FetchRecordsChunk
+	10, // [10:14] is the sub-list for method output_type
+	6,  // [6:10] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_riffle_internalapi_v1_forward_proto_init() }
@@ -776,7 +894,7 @@ func file_riffle_internalapi_v1_forward_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_riffle_internalapi_v1_forward_proto_rawDesc), len(file_riffle_internalapi_v1_forward_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

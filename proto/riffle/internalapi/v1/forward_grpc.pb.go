@@ -25,6 +25,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Forward_ProposeMeta_FullMethodName  = "/riffle.internal.v1.Forward/ProposeMeta"
 	Forward_Append_FullMethodName       = "/riffle.internal.v1.Forward/Append"
+	Forward_ShardTip_FullMethodName     = "/riffle.internal.v1.Forward/ShardTip"
 	Forward_FetchRecords_FullMethodName = "/riffle.internal.v1.Forward/FetchRecords"
 )
 
@@ -36,6 +37,10 @@ type ForwardClient interface {
 	ProposeMeta(ctx context.Context, in *ProposeMetaRequest, opts ...grpc.CallOption) (*ProposeMetaResponse, error)
 	// Append writes records to a shard on its leader.
 	Append(ctx context.Context, in *AppendRequest, opts ...grpc.CallOption) (*AppendResponse, error)
+	// ShardTip answers, from the shard's leader, the offset its next record
+	// will get. A follower serving a read at its own tip first waits until it
+	// has applied that far (a read index), so reads see acknowledged writes.
+	ShardTip(ctx context.Context, in *ShardTipRequest, opts ...grpc.CallOption) (*ShardTipResponse, error)
 	// FetchRecords streams committed records of a shard from the called
 	// node's replica, which need not lead the shard: a replica that lacks
 	// records raft has compacted away copies them from a peer (catch-up).
@@ -72,6 +77,16 @@ func (c *forwardClient) Append(ctx context.Context, in *AppendRequest, opts ...g
 	return out, nil
 }
 
+func (c *forwardClient) ShardTip(ctx context.Context, in *ShardTipRequest, opts ...grpc.CallOption) (*ShardTipResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ShardTipResponse)
+	err := c.cc.Invoke(ctx, Forward_ShardTip_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *forwardClient) FetchRecords(ctx context.Context, in *FetchRecordsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FetchRecordsChunk], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Forward_ServiceDesc.Streams[0], Forward_FetchRecords_FullMethodName, cOpts...)
@@ -99,6 +114,10 @@ type ForwardServer interface {
 	ProposeMeta(context.Context, *ProposeMetaRequest) (*ProposeMetaResponse, error)
 	// Append writes records to a shard on its leader.
 	Append(context.Context, *AppendRequest) (*AppendResponse, error)
+	// ShardTip answers, from the shard's leader, the offset its next record
+	// will get. A follower serving a read at its own tip first waits until it
+	// has applied that far (a read index), so reads see acknowledged writes.
+	ShardTip(context.Context, *ShardTipRequest) (*ShardTipResponse, error)
 	// FetchRecords streams committed records of a shard from the called
 	// node's replica, which need not lead the shard: a replica that lacks
 	// records raft has compacted away copies them from a peer (catch-up).
@@ -120,6 +139,9 @@ func (UnimplementedForwardServer) ProposeMeta(context.Context, *ProposeMetaReque
 }
 func (UnimplementedForwardServer) Append(context.Context, *AppendRequest) (*AppendResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Append not implemented")
+}
+func (UnimplementedForwardServer) ShardTip(context.Context, *ShardTipRequest) (*ShardTipResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ShardTip not implemented")
 }
 func (UnimplementedForwardServer) FetchRecords(*FetchRecordsRequest, grpc.ServerStreamingServer[FetchRecordsChunk]) error {
 	return status.Error(codes.Unimplemented, "method FetchRecords not implemented")
@@ -181,6 +203,24 @@ func _Forward_Append_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Forward_ShardTip_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ShardTipRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ForwardServer).ShardTip(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Forward_ShardTip_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ForwardServer).ShardTip(ctx, req.(*ShardTipRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Forward_FetchRecords_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(FetchRecordsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -206,6 +246,10 @@ var Forward_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Append",
 			Handler:    _Forward_Append_Handler,
+		},
+		{
+			MethodName: "ShardTip",
+			Handler:    _Forward_ShardTip_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
