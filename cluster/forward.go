@@ -21,17 +21,25 @@ type peerConns struct {
 	conns    map[string]*grpc.ClientConn
 }
 
-func (p *peerConns) forwardClient(addr string) (internalv1.ForwardClient, error) {
+func (p *peerConns) conn(addr string) (*grpc.ClientConn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.conns[addr]; ok {
-		return internalv1.NewForwardClient(c), nil
+		return c, nil
 	}
 	c, err := grpc.NewClient(addr, p.dialOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: dial %s: %w", addr, err)
 	}
 	p.conns[addr] = c
+	return c, nil
+}
+
+func (p *peerConns) forwardClient(addr string) (internalv1.ForwardClient, error) {
+	c, err := p.conn(addr)
+	if err != nil {
+		return nil, err
+	}
 	return internalv1.NewForwardClient(c), nil
 }
 

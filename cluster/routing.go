@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -197,16 +198,21 @@ func (h *Host) CreateStream(ctx context.Context, c CreateStreamCmd) error {
 	return h.ProposeMeta(ctx, Command{CreateStream: &c})
 }
 
-// ReplicaAddr is the gRPC address of a live node holding a replica of sh,
-// for reads on a node that holds none.
-func (h *Host) ReplicaAddr(sh *Shard) (string, error) {
+// ReplicaConn is a connection to a live node holding a replica of sh, for
+// reads on a node that holds none.
+func (h *Host) ReplicaConn(sh *Shard) (*grpc.ClientConn, error) {
 	alive := h.opts.Membership.Alive()
 	for _, n := range sh.Replicas {
-		if slices.Contains(alive, n) {
-			return h.opts.Membership.GRPCAddr(n)
+		if !slices.Contains(alive, n) {
+			continue
 		}
+		addr, err := h.opts.Membership.GRPCAddr(n)
+		if err != nil {
+			continue
+		}
+		return h.peers.conn(addr)
 	}
-	return "", fmt.Errorf("%w: no live replica of %s", ErrNoReplica, sh.ID())
+	return nil, fmt.Errorf("%w: no live replica of %s", ErrNoReplica, sh.ID())
 }
 
 // LeaderTip returns the offset the shard leader's next record will get:

@@ -3,10 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
-	"sync"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/riffle-streams/riffle/cluster"
@@ -20,42 +17,6 @@ import (
 // proxiedHeader marks a proxied call, so that it is never proxied again.
 const proxiedHeader = "x-riffle-proxied"
 
-// replicaProxy keeps one connection per replica node it proxies to.
-type replicaProxy struct {
-	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
-}
-
-func (p *replicaProxy) client(addr string) (rifflev1.StreamsClient, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c, ok := p.conns[addr]; ok {
-		return rifflev1.NewStreamsClient(c), nil
-	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
-	if err != nil {
-		return nil, err
-	}
-	if p.conns == nil {
-		p.conns = map[string]*grpc.ClientConn{}
-	}
-	p.conns[addr] = c
-	return rifflev1.NewStreamsClient(c), nil
-}
-
-// Close releases the proxy's connections.
-func (p *replicaProxy) Close() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var errs []error
-	for addr, c := range p.conns {
-		errs = append(errs, c.Close())
-		delete(p.conns, addr)
-	}
-	return errors.Join(errs...)
-}
-
 // viaReplica calls a replica of sh with call when this node holds none.
 // handled is false when the read can be served here.
 func viaReplica[T any](ctx context.Context, s *Server, st *cluster.Stream, sh *cluster.Shard, call func(context.Context, rifflev1.StreamsClient) (T, error)) (resp T, handled bool, err error) {
@@ -65,15 +26,11 @@ func viaReplica[T any](ctx context.Context, s *Server, st *cluster.Stream, sh *c
 	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(proxiedHeader)) > 0 {
 		return resp, true, unavailable("no replica of %s on this node and the request was already passed on", sh.ID())
 	}
-	addr, err := s.host.ReplicaAddr(sh)
-	if err != nil {
-		return resp, true, unavailable("%v", err)
-	}
-	client, err := s.proxy.client(addr)
+	conn, err := s.host.ReplicaConn(sh)
 	if err != nil {
 		return resp, true, unavailable("%v", err)
 	}
 	ctx = metadata.AppendToOutgoingContext(ctx, proxiedHeader, "1")
-	resp, err = call(ctx, client)
+	resp, err = call(ctx, rifflev1.NewStreamsClient(conn))
 	return resp, true, err
 }

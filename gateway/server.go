@@ -29,7 +29,6 @@ type Options struct {
 type Server struct {
 	rifflev1.UnimplementedStreamsServer
 	host    *cluster.Host
-	proxy   replicaProxy
 	metrics *metrics
 	logger  *slog.Logger
 	now     func() time.Time
@@ -48,9 +47,6 @@ func New(opts Options) *Server {
 	}
 	return &Server{host: opts.Host, metrics: newMetrics(opts.Registerer), logger: opts.Logger, now: opts.Now}
 }
-
-// Close releases the connections used to pass reads to other nodes.
-func (s *Server) Close() error { return s.proxy.Close() }
 
 // Register adds the Streams service to g.
 func (s *Server) Register(g *grpc.Server) { rifflev1.RegisterStreamsServer(g, s) }

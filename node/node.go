@@ -37,7 +37,6 @@ type Node struct {
 	logger   *slog.Logger
 	lock     *os.File
 	members  *cluster.Membership
-	gateway  *gateway.Server
 	mux      *cluster.RaftMux
 	host     *cluster.Host
 	grpc     *grpc.Server
@@ -141,8 +140,7 @@ func (n *Node) start() error {
 	}
 
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	n.gateway = gateway.New(gateway.Options{Host: n.host, Registerer: n.registry, Logger: n.logger})
-	gw := n.gateway
+	gw := gateway.New(gateway.Options{Host: n.host, Registerer: n.registry, Logger: n.logger})
 	n.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxSendMsgSize(MaxMessageBytes),
@@ -288,9 +286,6 @@ func (n *Node) closeAll() error {
 	}
 	if n.adminLn != nil && n.admin == nil {
 		n.adminLn.Close()
-	}
-	if n.gateway != nil {
-		errs = append(errs, n.gateway.Close())
 	}
 	if n.host != nil {
 		errs = append(errs, n.host.Close())
