@@ -55,6 +55,16 @@ func (s *Shard) Append(ctx context.Context, entries []Entry) (AppendResult, erro
 		return r.res, r.err
 	case <-ctx.Done():
 		return AppendResult{}, ctx.Err()
+	case <-s.done:
+		// The batcher has exited. A proposal it answered has its result
+		// waiting; one that slipped into the queue after the batcher's last
+		// drain never reached raft.
+		select {
+		case r := <-p.done:
+			return r.res, r.err
+		default:
+			return AppendResult{}, ErrShardClosed
+		}
 	}
 }
 

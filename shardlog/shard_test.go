@@ -225,3 +225,39 @@ func BenchmarkShardAppend(b *testing.B) {
 		}
 	})
 }
+
+// TestShardAppendAfterCloseFailsFast checks that writes racing with Close
+// are answered (applied, or ErrShardClosed meaning not applied) and never
+// left waiting for their deadline.
+func TestShardAppendAfterCloseFailsFast(t *testing.T) {
+	s := openTestShard(t, t.TempDir())
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := 0; i < 64; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, err := s.Append(ctx, []Entry{{PartitionKey: "k", Data: []byte("x")}})
+			errs <- err
+		}()
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	wg.Wait()
+	close(errs)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("appends racing with Close took %v to be answered", d)
+	}
+	for err := range errs {
+		if err != nil && !errors.Is(err, ErrShardClosed) && !errors.Is(err, ErrNotLeader) {
+			var unknown *OutcomeUnknownError
+			if !errors.As(err, &unknown) {
+				t.Errorf("append racing with Close: %v", err)
+			}
+		}
+	}
+}
