@@ -201,6 +201,13 @@ func (s *Server) startingOffset(ctx context.Context, st *cluster.Stream, sh *clu
 	case rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_TRIM_HORIZON:
 		return log.TrimOffset(), nil
 	case rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_LATEST:
+		// A follower may not have applied the latest acknowledged records:
+		// LATEST is where the leader's shard ends.
+		tipCtx, cancel := context.WithTimeout(ctx, followerCommitWait)
+		defer cancel()
+		if tip, err := s.host.LeaderTip(tipCtx, st, sh); err == nil {
+			return max(tip, log.NextOffset()), nil
+		}
 		return log.NextOffset(), nil
 	case rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AT_TIMESTAMP:
 		return log.OffsetAtTime(req.Timestamp.AsTime().UnixMilli()), nil

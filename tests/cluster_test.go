@@ -554,4 +554,32 @@ func TestFollowerReadSeesAcknowledgedWrite(t *testing.T) {
 			t.Fatalf("write %d acknowledged at %s; the follower's read ends before it (%d records)", i, out.SequenceNumber, len(recs))
 		}
 	}
+	// LATEST taken on the follower right after a write starts after it.
+	for i := 0; i < 10; i++ {
+		before := fmt.Sprintf("before-latest-%d", i)
+		if _, err := writer.client.PutRecord(context.Background(), &rifflev1.PutRecordRequest{StreamName: "fresh-read", PartitionKey: "k", Data: []byte(before)}); err != nil {
+			t.Fatal(err)
+		}
+		latest := &rifflev1.GetShardIteratorRequest{StreamName: "fresh-read", ShardId: "shardId-000000000000",
+			ShardIteratorType: rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_LATEST}
+		it, err := follower.client.GetShardIterator(context.Background(), latest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := fmt.Sprintf("after-latest-%d", i)
+		if _, err := writer.client.PutRecord(context.Background(), &rifflev1.PutRecordRequest{StreamName: "fresh-read", PartitionKey: "k", Data: []byte(after)}); err != nil {
+			t.Fatal(err)
+		}
+		gr, err := follower.client.GetRecords(context.Background(), &rifflev1.GetRecordsRequest{ShardIterator: it.ShardIterator})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(gr.Records) == 0 || string(gr.Records[0].Data) != after {
+			var got []string
+			for _, r := range gr.Records {
+				got = append(got, string(r.Data))
+			}
+			t.Fatalf("LATEST on the follower then GetRecords: %v, want %s first", got, after)
+		}
+	}
 }
