@@ -393,7 +393,7 @@ func TestCLIWalkthrough(t *testing.T) {
 	}
 
 	p.kill(t)
-	p = startProcess(t, dir, addr)
+	startProcess(t, dir, addr) // the CLI reaches it by address
 	for shard, recs := range before {
 		after := readAll(shard, "--type", "trim-horizon")
 		if len(after) != len(recs) {
