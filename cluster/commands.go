@@ -32,6 +32,10 @@ type Command struct {
 	MoveReplica    *MoveReplicaCmd    `json:"move_replica,omitempty"`
 	MoveCaughtUp   *MoveCaughtUpCmd   `json:"move_caught_up,omitempty"`
 	MoveDone       *MoveDoneCmd       `json:"move_done,omitempty"`
+
+	RegisterConsumer   *RegisterConsumerCmd   `json:"register_consumer,omitempty"`
+	DeregisterConsumer *DeregisterConsumerCmd `json:"deregister_consumer,omitempty"`
+	ConsumerStatus     *ConsumerStatusCmd     `json:"consumer_status,omitempty"`
 }
 
 // MoveReplicaCmd starts rebuilding a shard's replica on another node.
@@ -71,6 +75,8 @@ type CreateStreamCmd struct {
 	RetentionHours int               `json:"retention_hours"`
 	CreatedAt      time.Time         `json:"created_at"`
 	Tags           map[string]string `json:"tags,omitempty"`
+	// Limits override the cluster's default limits for this stream.
+	Limits *LimitOverrides `json:"limits,omitempty"`
 	// Placement[i] lists the nodes holding shard i.
 	Placement [][]string `json:"placement"`
 }
@@ -79,6 +85,9 @@ type CreateStreamCmd struct {
 // replica has stopped.
 type DeleteStreamCmd struct {
 	Name string `json:"name"`
+	// EnforceConsumerDeletion deletes a stream that has registered
+	// consumers; without it such a stream is refused (ErrStreamHasConsumers).
+	EnforceConsumerDeletion bool `json:"enforce_consumer_deletion,omitempty"`
 }
 
 // SetRetentionCmd changes the retention period. Increase says which Kinesis
@@ -136,6 +145,12 @@ func (st *State) apply(cmd *Command) (*State, error) {
 		return st.moveCaughtUp(cmd.MoveCaughtUp)
 	case cmd.MoveDone != nil:
 		return st.moveDone(cmd.MoveDone)
+	case cmd.RegisterConsumer != nil:
+		return st.registerConsumer(cmd.RegisterConsumer)
+	case cmd.DeregisterConsumer != nil:
+		return st.deregisterConsumer(cmd.DeregisterConsumer)
+	case cmd.ConsumerStatus != nil:
+		return st.consumerStatus(cmd.ConsumerStatus)
 	}
 	return st, fmt.Errorf("%w: empty command", ErrInvalidCommand)
 }
@@ -154,7 +169,7 @@ func (st *State) createStream(c *CreateStreamCmd) (*State, error) {
 	s := &Stream{
 		Name: c.Name, ID: st.NextStreamID + 1, Status: StreamCreating, Mode: c.Mode,
 		RetentionHours: c.RetentionHours, CreatedAt: c.CreatedAt, Tags: c.Tags,
-		NextShardIndex: uint64(c.ShardCount),
+		NextShardIndex: uint64(c.ShardCount), Limits: c.Limits,
 	}
 	for i, r := range ranges {
 		sh := &Shard{Index: uint64(i), HashStart: r.Start.String(), HashEnd: r.End.String(),
@@ -174,8 +189,12 @@ func (st *State) deleteStream(c *DeleteStreamCmd) (*State, error) {
 	if s.Status == StreamDeleting {
 		return st, nil
 	}
+	if len(s.Consumers) > 0 && !c.EnforceConsumerDeletion {
+		return st, fmt.Errorf("%w: %s has %d; deregister them or set enforce_consumer_deletion", ErrStreamHasConsumers, c.Name, len(s.Consumers))
+	}
 	s = s.clone()
 	s.Status = StreamDeleting
+	s.Consumers = nil
 	return st.withStream(c.Name, s), nil
 }
 

@@ -105,6 +105,7 @@ func (h *Host) runController() {
 				h.bootstrapIdentity()
 			}
 			h.manageMetaVoters()
+			h.manageConsumers(h.ctx)
 			h.planMoves(h.ctx)
 		} else if !h.meta.IsLeader() {
 			h.caughtUp.Store(false)

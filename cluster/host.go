@@ -44,6 +44,11 @@ type HostOptions struct {
 	// BalanceInterval is how often a node hands leaderships to preferred
 	// replicas (default 5s).
 	BalanceInterval time.Duration
+	// DefaultLimits are the per-shard limits of streams that do not set
+	// their own (zero: unlimited). They are enforced where the work is done
+	// (writes at the shard leader, reads at the serving replica), so every
+	// node of a cluster should be given the same.
+	DefaultLimits Limits
 	// Logger receives structured logs.
 	Logger *slog.Logger
 }

@@ -55,6 +55,12 @@ type Stream struct {
 	// Shards in index order; an index is never reused.
 	Shards         []*Shard `json:"shards"`
 	NextShardIndex uint64   `json:"next_shard_index"`
+	// Consumers are the registered enhanced fan-out consumers, in
+	// registration order.
+	Consumers []*Consumer `json:"consumers,omitempty"`
+	// Limits override the cluster's default per-shard limits; nil fields
+	// take the default of the node enforcing them.
+	Limits *LimitOverrides `json:"limits,omitempty"`
 }
 
 // Shard is one shard's metadata.
@@ -177,6 +183,11 @@ func (s *Stream) clone() *Stream {
 			shc.Moving = &mv
 		}
 		c.Shards[i] = &shc
+	}
+	c.Consumers = make([]*Consumer, len(s.Consumers))
+	for i, con := range s.Consumers {
+		cc := *con
+		c.Consumers[i] = &cc
 	}
 	return &c
 }

@@ -90,10 +90,13 @@ func asError(err error) *Error {
 	switch {
 	case errors.As(err, &ke):
 		return ke
-	case errors.Is(err, cluster.ErrStreamNotFound):
+	case errors.Is(err, cluster.ErrStreamNotFound), errors.Is(err, cluster.ErrConsumerNotFound):
 		return notFound("%v", err)
-	case errors.Is(err, cluster.ErrStreamExists), errors.Is(err, cluster.ErrStreamInUse):
+	case errors.Is(err, cluster.ErrStreamExists), errors.Is(err, cluster.ErrStreamInUse),
+		errors.Is(err, cluster.ErrConsumerExists), errors.Is(err, cluster.ErrStreamHasConsumers):
 		return inUse("%v", err)
+	case errors.Is(err, cluster.ErrConsumerLimit):
+		return newError(LimitExceeded, "%v", err)
 	case errors.Is(err, cluster.ErrInvalidCommand):
 		return invalidArgument("%v", err)
 	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, shardlog.ErrNotLeader),

@@ -23,7 +23,19 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; time.Now when nil. Tests move it to expire iterators.
 	Now func() time.Time
+	// SubscriptionLifetime is how long a SubscribeToShard call lasts before
+	// it ends cleanly; DefaultSubscriptionLifetime when zero.
+	SubscriptionLifetime time.Duration
+	// SubscriptionHeartbeat is the longest a subscription to a quiet shard
+	// goes without an event; DefaultSubscriptionHeartbeat when zero.
+	SubscriptionHeartbeat time.Duration
 }
+
+// Subscription defaults (DESIGN.md, Kinesis).
+const (
+	DefaultSubscriptionLifetime  = 5 * time.Minute
+	DefaultSubscriptionHeartbeat = 5 * time.Second
+)
 
 // Server implements riffle.v1.Streams.
 type Server struct {
@@ -32,6 +44,7 @@ type Server struct {
 	metrics *metrics
 	logger  *slog.Logger
 	now     func() time.Time
+	opts    Options
 }
 
 // New returns a gateway over host.
@@ -45,7 +58,13 @@ func New(opts Options) *Server {
 	if opts.Registerer == nil {
 		opts.Registerer = prometheus.NewRegistry()
 	}
-	return &Server{host: opts.Host, metrics: newMetrics(opts.Registerer), logger: opts.Logger, now: opts.Now}
+	if opts.SubscriptionLifetime <= 0 {
+		opts.SubscriptionLifetime = DefaultSubscriptionLifetime
+	}
+	if opts.SubscriptionHeartbeat <= 0 {
+		opts.SubscriptionHeartbeat = DefaultSubscriptionHeartbeat
+	}
+	return &Server{host: opts.Host, metrics: newMetrics(opts.Registerer), logger: opts.Logger, now: opts.Now, opts: opts}
 }
 
 // Register adds the Streams service to g.
@@ -67,6 +86,22 @@ func (s *Server) UnaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 		return nil, toStatus(err)
 	}
 	return resp, nil
+}
+
+// StreamInterceptor does for streaming calls (SubscribeToShard) what
+// UnaryInterceptor does for unary ones.
+func (s *Server) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	op := info.FullMethod[strings.LastIndexByte(info.FullMethod, '/')+1:]
+	err := handler(srv, ss)
+	if err != nil {
+		e := asError(err)
+		s.metrics.errors.WithLabelValues(op, e.Exception).Inc()
+		if e.Exception == InternalFailure {
+			s.logger.Warn("request failed", "operation", op, "err", err)
+		}
+		return toStatus(err)
+	}
+	return nil
 }
 
 // stream finds a stream by the request's name or ARN.

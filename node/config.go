@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/riffle-streams/riffle/cluster"
 	"github.com/riffle-streams/riffle/shardlog"
 )
 
@@ -49,6 +50,16 @@ type Config struct {
 	// BalanceInterval is how often shard leaderships move to preferred
 	// replicas; 5s when zero.
 	BalanceInterval time.Duration
+	// ShardLimits are the per-shard throughput limits of streams that do
+	// not set their own; the zero value is unlimited. `riffle serve`
+	// defaults to Kinesis's (cluster.KinesisLimits).
+	ShardLimits cluster.Limits
+	// SubscriptionLifetime is how long a SubscribeToShard call lasts before
+	// it ends cleanly; 5 minutes when zero.
+	SubscriptionLifetime time.Duration
+	// SubscriptionHeartbeat is the longest a subscription to a quiet shard
+	// goes without an event; 5 seconds when zero.
+	SubscriptionHeartbeat time.Duration
 	// Logger receives structured logs; slog.Default() when nil.
 	Logger *slog.Logger
 }

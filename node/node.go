@@ -133,6 +133,7 @@ func (n *Node) start() error {
 		RetentionCheckInterval: cfg.RetentionCheckInterval,
 		BalanceInterval:        cfg.BalanceInterval,
 		DeadNodeGrace:          cfg.DeadNodeGrace,
+		DefaultLimits:          cfg.ShardLimits,
 		Logger:                 n.logger,
 	})
 	if err != nil {
@@ -140,11 +141,13 @@ func (n *Node) start() error {
 	}
 
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	gw := gateway.New(gateway.Options{Host: n.host, Registerer: n.registry, Logger: n.logger})
+	gw := gateway.New(gateway.Options{Host: n.host, Registerer: n.registry, Logger: n.logger,
+		SubscriptionLifetime: cfg.SubscriptionLifetime, SubscriptionHeartbeat: cfg.SubscriptionHeartbeat})
 	n.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxSendMsgSize(MaxMessageBytes),
 		grpc.ChainUnaryInterceptor(gw.UnaryInterceptor),
+		grpc.ChainStreamInterceptor(gw.StreamInterceptor),
 	)
 	gw.Register(n.grpc)
 	n.mux.Register(n.grpc)

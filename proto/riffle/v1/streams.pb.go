@@ -255,6 +255,58 @@ func (ShardFilterType) EnumDescriptor() ([]byte, []int) {
 	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{3}
 }
 
+type ConsumerStatus int32
+
+const (
+	ConsumerStatus_CONSUMER_STATUS_UNSPECIFIED ConsumerStatus = 0
+	ConsumerStatus_CONSUMER_STATUS_CREATING    ConsumerStatus = 1
+	ConsumerStatus_CONSUMER_STATUS_DELETING    ConsumerStatus = 2
+	ConsumerStatus_CONSUMER_STATUS_ACTIVE      ConsumerStatus = 3
+)
+
+// Enum value maps for ConsumerStatus.
+var (
+	ConsumerStatus_name = map[int32]string{
+		0: "CONSUMER_STATUS_UNSPECIFIED",
+		1: "CONSUMER_STATUS_CREATING",
+		2: "CONSUMER_STATUS_DELETING",
+		3: "CONSUMER_STATUS_ACTIVE",
+	}
+	ConsumerStatus_value = map[string]int32{
+		"CONSUMER_STATUS_UNSPECIFIED": 0,
+		"CONSUMER_STATUS_CREATING":    1,
+		"CONSUMER_STATUS_DELETING":    2,
+		"CONSUMER_STATUS_ACTIVE":      3,
+	}
+)
+
+func (x ConsumerStatus) Enum() *ConsumerStatus {
+	p := new(ConsumerStatus)
+	*p = x
+	return p
+}
+
+func (x ConsumerStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ConsumerStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_riffle_v1_streams_proto_enumTypes[4].Descriptor()
+}
+
+func (ConsumerStatus) Type() protoreflect.EnumType {
+	return &file_riffle_v1_streams_proto_enumTypes[4]
+}
+
+func (x ConsumerStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ConsumerStatus.Descriptor instead.
+func (ConsumerStatus) EnumDescriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{4}
+}
+
 type StreamModeDetails struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	StreamMode    StreamMode             `protobuf:"varint,1,opt,name=stream_mode,json=streamMode,proto3,enum=riffle.v1.StreamMode" json:"stream_mode,omitempty"`
@@ -543,6 +595,91 @@ func (x *ChildShard) GetHashKeyRange() *HashKeyRange {
 	return nil
 }
 
+// ShardLimits are a stream's per-shard throughput limits (a Riffle
+// extension). A field left unset takes the cluster's default (`riffle serve
+// --shard-limits`); 0 means unlimited.
+type ShardLimits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Writes (PutRecord, PutRecords): bytes of data and partition keys per
+	// second, and records per second. Kinesis: 1 MiB/s and 1000/s.
+	WriteBytesPerSecond   *int64 `protobuf:"varint,1,opt,name=write_bytes_per_second,json=writeBytesPerSecond,proto3,oneof" json:"write_bytes_per_second,omitempty"`
+	WriteRecordsPerSecond *int64 `protobuf:"varint,2,opt,name=write_records_per_second,json=writeRecordsPerSecond,proto3,oneof" json:"write_records_per_second,omitempty"`
+	// Classic reads (GetRecords), shared by every poller of the shard: bytes
+	// and calls per second. Kinesis: 2 MiB/s and 5/s.
+	ReadBytesPerSecond *int64 `protobuf:"varint,3,opt,name=read_bytes_per_second,json=readBytesPerSecond,proto3,oneof" json:"read_bytes_per_second,omitempty"`
+	ReadCallsPerSecond *int64 `protobuf:"varint,4,opt,name=read_calls_per_second,json=readCallsPerSecond,proto3,oneof" json:"read_calls_per_second,omitempty"`
+	// Enhanced fan-out: bytes per second per registered consumer. Kinesis:
+	// 2 MiB/s.
+	FanOutBytesPerSecond *int64 `protobuf:"varint,5,opt,name=fan_out_bytes_per_second,json=fanOutBytesPerSecond,proto3,oneof" json:"fan_out_bytes_per_second,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *ShardLimits) Reset() {
+	*x = ShardLimits{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardLimits) ProtoMessage() {}
+
+func (x *ShardLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardLimits.ProtoReflect.Descriptor instead.
+func (*ShardLimits) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ShardLimits) GetWriteBytesPerSecond() int64 {
+	if x != nil && x.WriteBytesPerSecond != nil {
+		return *x.WriteBytesPerSecond
+	}
+	return 0
+}
+
+func (x *ShardLimits) GetWriteRecordsPerSecond() int64 {
+	if x != nil && x.WriteRecordsPerSecond != nil {
+		return *x.WriteRecordsPerSecond
+	}
+	return 0
+}
+
+func (x *ShardLimits) GetReadBytesPerSecond() int64 {
+	if x != nil && x.ReadBytesPerSecond != nil {
+		return *x.ReadBytesPerSecond
+	}
+	return 0
+}
+
+func (x *ShardLimits) GetReadCallsPerSecond() int64 {
+	if x != nil && x.ReadCallsPerSecond != nil {
+		return *x.ReadCallsPerSecond
+	}
+	return 0
+}
+
+func (x *ShardLimits) GetFanOutBytesPerSecond() int64 {
+	if x != nil && x.FanOutBytesPerSecond != nil {
+		return *x.FanOutBytesPerSecond
+	}
+	return 0
+}
+
 type CreateStreamRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	StreamName string                 `protobuf:"bytes,1,opt,name=stream_name,json=streamName,proto3" json:"stream_name,omitempty"`
@@ -550,13 +687,16 @@ type CreateStreamRequest struct {
 	ShardCount        int32              `protobuf:"varint,2,opt,name=shard_count,json=shardCount,proto3" json:"shard_count,omitempty"`
 	StreamModeDetails *StreamModeDetails `protobuf:"bytes,3,opt,name=stream_mode_details,json=streamModeDetails,proto3" json:"stream_mode_details,omitempty"`
 	Tags              map[string]string  `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Riffle extension: per-shard limits of this stream; unset fields take
+	// the cluster default.
+	ShardLimits   *ShardLimits `protobuf:"bytes,100,opt,name=shard_limits,json=shardLimits,proto3" json:"shard_limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateStreamRequest) Reset() {
 	*x = CreateStreamRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[5]
+	mi := &file_riffle_v1_streams_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +708,7 @@ func (x *CreateStreamRequest) String() string {
 func (*CreateStreamRequest) ProtoMessage() {}
 
 func (x *CreateStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[5]
+	mi := &file_riffle_v1_streams_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +721,7 @@ func (x *CreateStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateStreamRequest.ProtoReflect.Descriptor instead.
 func (*CreateStreamRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{5}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateStreamRequest) GetStreamName() string {
@@ -612,6 +752,13 @@ func (x *CreateStreamRequest) GetTags() map[string]string {
 	return nil
 }
 
+func (x *CreateStreamRequest) GetShardLimits() *ShardLimits {
+	if x != nil {
+		return x.ShardLimits
+	}
+	return nil
+}
+
 type CreateStreamResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -620,7 +767,7 @@ type CreateStreamResponse struct {
 
 func (x *CreateStreamResponse) Reset() {
 	*x = CreateStreamResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[6]
+	mi := &file_riffle_v1_streams_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -632,7 +779,7 @@ func (x *CreateStreamResponse) String() string {
 func (*CreateStreamResponse) ProtoMessage() {}
 
 func (x *CreateStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[6]
+	mi := &file_riffle_v1_streams_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -645,7 +792,7 @@ func (x *CreateStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateStreamResponse.ProtoReflect.Descriptor instead.
 func (*CreateStreamResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{6}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{7}
 }
 
 type DeleteStreamRequest struct {
@@ -659,7 +806,7 @@ type DeleteStreamRequest struct {
 
 func (x *DeleteStreamRequest) Reset() {
 	*x = DeleteStreamRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[7]
+	mi := &file_riffle_v1_streams_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +818,7 @@ func (x *DeleteStreamRequest) String() string {
 func (*DeleteStreamRequest) ProtoMessage() {}
 
 func (x *DeleteStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[7]
+	mi := &file_riffle_v1_streams_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +831,7 @@ func (x *DeleteStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteStreamRequest.ProtoReflect.Descriptor instead.
 func (*DeleteStreamRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{7}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeleteStreamRequest) GetStreamName() string {
@@ -716,7 +863,7 @@ type DeleteStreamResponse struct {
 
 func (x *DeleteStreamResponse) Reset() {
 	*x = DeleteStreamResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[8]
+	mi := &file_riffle_v1_streams_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +875,7 @@ func (x *DeleteStreamResponse) String() string {
 func (*DeleteStreamResponse) ProtoMessage() {}
 
 func (x *DeleteStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[8]
+	mi := &file_riffle_v1_streams_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +888,7 @@ func (x *DeleteStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteStreamResponse.ProtoReflect.Descriptor instead.
 func (*DeleteStreamResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{8}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{9}
 }
 
 type DescribeStreamRequest struct {
@@ -757,7 +904,7 @@ type DescribeStreamRequest struct {
 
 func (x *DescribeStreamRequest) Reset() {
 	*x = DescribeStreamRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[9]
+	mi := &file_riffle_v1_streams_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -769,7 +916,7 @@ func (x *DescribeStreamRequest) String() string {
 func (*DescribeStreamRequest) ProtoMessage() {}
 
 func (x *DescribeStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[9]
+	mi := &file_riffle_v1_streams_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,7 +929,7 @@ func (x *DescribeStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeStreamRequest.ProtoReflect.Descriptor instead.
 func (*DescribeStreamRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{9}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DescribeStreamRequest) GetStreamName() string {
@@ -829,7 +976,7 @@ type StreamDescription struct {
 
 func (x *StreamDescription) Reset() {
 	*x = StreamDescription{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[10]
+	mi := &file_riffle_v1_streams_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -841,7 +988,7 @@ func (x *StreamDescription) String() string {
 func (*StreamDescription) ProtoMessage() {}
 
 func (x *StreamDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[10]
+	mi := &file_riffle_v1_streams_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -854,7 +1001,7 @@ func (x *StreamDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamDescription.ProtoReflect.Descriptor instead.
 func (*StreamDescription) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{10}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StreamDescription) GetStreamName() string {
@@ -922,7 +1069,7 @@ type DescribeStreamResponse struct {
 
 func (x *DescribeStreamResponse) Reset() {
 	*x = DescribeStreamResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[11]
+	mi := &file_riffle_v1_streams_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1081,7 @@ func (x *DescribeStreamResponse) String() string {
 func (*DescribeStreamResponse) ProtoMessage() {}
 
 func (x *DescribeStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[11]
+	mi := &file_riffle_v1_streams_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1094,7 @@ func (x *DescribeStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeStreamResponse.ProtoReflect.Descriptor instead.
 func (*DescribeStreamResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{11}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DescribeStreamResponse) GetStreamDescription() *StreamDescription {
@@ -967,7 +1114,7 @@ type DescribeStreamSummaryRequest struct {
 
 func (x *DescribeStreamSummaryRequest) Reset() {
 	*x = DescribeStreamSummaryRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[12]
+	mi := &file_riffle_v1_streams_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -979,7 +1126,7 @@ func (x *DescribeStreamSummaryRequest) String() string {
 func (*DescribeStreamSummaryRequest) ProtoMessage() {}
 
 func (x *DescribeStreamSummaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[12]
+	mi := &file_riffle_v1_streams_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -992,7 +1139,7 @@ func (x *DescribeStreamSummaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeStreamSummaryRequest.ProtoReflect.Descriptor instead.
 func (*DescribeStreamSummaryRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{12}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DescribeStreamSummaryRequest) GetStreamName() string {
@@ -1019,13 +1166,16 @@ type StreamDescriptionSummary struct {
 	StreamCreationTimestamp *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=stream_creation_timestamp,json=streamCreationTimestamp,proto3" json:"stream_creation_timestamp,omitempty"`
 	OpenShardCount          int32                  `protobuf:"varint,7,opt,name=open_shard_count,json=openShardCount,proto3" json:"open_shard_count,omitempty"`
 	ConsumerCount           int32                  `protobuf:"varint,8,opt,name=consumer_count,json=consumerCount,proto3" json:"consumer_count,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Riffle extension: the limits in force on every shard of the stream,
+	// the cluster default filled in (0 = unlimited).
+	ShardLimits   *ShardLimits `protobuf:"bytes,100,opt,name=shard_limits,json=shardLimits,proto3" json:"shard_limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StreamDescriptionSummary) Reset() {
 	*x = StreamDescriptionSummary{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[13]
+	mi := &file_riffle_v1_streams_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1187,7 @@ func (x *StreamDescriptionSummary) String() string {
 func (*StreamDescriptionSummary) ProtoMessage() {}
 
 func (x *StreamDescriptionSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[13]
+	mi := &file_riffle_v1_streams_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1200,7 @@ func (x *StreamDescriptionSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamDescriptionSummary.ProtoReflect.Descriptor instead.
 func (*StreamDescriptionSummary) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{13}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StreamDescriptionSummary) GetStreamName() string {
@@ -1109,6 +1259,13 @@ func (x *StreamDescriptionSummary) GetConsumerCount() int32 {
 	return 0
 }
 
+func (x *StreamDescriptionSummary) GetShardLimits() *ShardLimits {
+	if x != nil {
+		return x.ShardLimits
+	}
+	return nil
+}
+
 type DescribeStreamSummaryResponse struct {
 	state                    protoimpl.MessageState    `protogen:"open.v1"`
 	StreamDescriptionSummary *StreamDescriptionSummary `protobuf:"bytes,1,opt,name=stream_description_summary,json=streamDescriptionSummary,proto3" json:"stream_description_summary,omitempty"`
@@ -1118,7 +1275,7 @@ type DescribeStreamSummaryResponse struct {
 
 func (x *DescribeStreamSummaryResponse) Reset() {
 	*x = DescribeStreamSummaryResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[14]
+	mi := &file_riffle_v1_streams_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1287,7 @@ func (x *DescribeStreamSummaryResponse) String() string {
 func (*DescribeStreamSummaryResponse) ProtoMessage() {}
 
 func (x *DescribeStreamSummaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[14]
+	mi := &file_riffle_v1_streams_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1300,7 @@ func (x *DescribeStreamSummaryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeStreamSummaryResponse.ProtoReflect.Descriptor instead.
 func (*DescribeStreamSummaryResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{14}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DescribeStreamSummaryResponse) GetStreamDescriptionSummary() *StreamDescriptionSummary {
@@ -1165,7 +1322,7 @@ type ListStreamsRequest struct {
 
 func (x *ListStreamsRequest) Reset() {
 	*x = ListStreamsRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[15]
+	mi := &file_riffle_v1_streams_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1334,7 @@ func (x *ListStreamsRequest) String() string {
 func (*ListStreamsRequest) ProtoMessage() {}
 
 func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[15]
+	mi := &file_riffle_v1_streams_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1347,7 @@ func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsRequest.ProtoReflect.Descriptor instead.
 func (*ListStreamsRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{15}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListStreamsRequest) GetLimit() int32 {
@@ -1227,7 +1384,7 @@ type StreamSummary struct {
 
 func (x *StreamSummary) Reset() {
 	*x = StreamSummary{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[16]
+	mi := &file_riffle_v1_streams_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1239,7 +1396,7 @@ func (x *StreamSummary) String() string {
 func (*StreamSummary) ProtoMessage() {}
 
 func (x *StreamSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[16]
+	mi := &file_riffle_v1_streams_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1252,7 +1409,7 @@ func (x *StreamSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamSummary.ProtoReflect.Descriptor instead.
 func (*StreamSummary) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{16}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StreamSummary) GetStreamName() string {
@@ -1302,7 +1459,7 @@ type ListStreamsResponse struct {
 
 func (x *ListStreamsResponse) Reset() {
 	*x = ListStreamsResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[17]
+	mi := &file_riffle_v1_streams_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1471,7 @@ func (x *ListStreamsResponse) String() string {
 func (*ListStreamsResponse) ProtoMessage() {}
 
 func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[17]
+	mi := &file_riffle_v1_streams_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1484,7 @@ func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsResponse.ProtoReflect.Descriptor instead.
 func (*ListStreamsResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{17}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListStreamsResponse) GetStreamNames() []string {
@@ -1369,7 +1526,7 @@ type ShardFilter struct {
 
 func (x *ShardFilter) Reset() {
 	*x = ShardFilter{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[18]
+	mi := &file_riffle_v1_streams_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1538,7 @@ func (x *ShardFilter) String() string {
 func (*ShardFilter) ProtoMessage() {}
 
 func (x *ShardFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[18]
+	mi := &file_riffle_v1_streams_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1551,7 @@ func (x *ShardFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardFilter.ProtoReflect.Descriptor instead.
 func (*ShardFilter) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{18}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ShardFilter) GetType() ShardFilterType {
@@ -1435,7 +1592,7 @@ type ListShardsRequest struct {
 
 func (x *ListShardsRequest) Reset() {
 	*x = ListShardsRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[19]
+	mi := &file_riffle_v1_streams_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1447,7 +1604,7 @@ func (x *ListShardsRequest) String() string {
 func (*ListShardsRequest) ProtoMessage() {}
 
 func (x *ListShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[19]
+	mi := &file_riffle_v1_streams_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1460,7 +1617,7 @@ func (x *ListShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShardsRequest.ProtoReflect.Descriptor instead.
 func (*ListShardsRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{19}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListShardsRequest) GetStreamName() string {
@@ -1522,7 +1679,7 @@ type ListShardsResponse struct {
 
 func (x *ListShardsResponse) Reset() {
 	*x = ListShardsResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[20]
+	mi := &file_riffle_v1_streams_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1534,7 +1691,7 @@ func (x *ListShardsResponse) String() string {
 func (*ListShardsResponse) ProtoMessage() {}
 
 func (x *ListShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[20]
+	mi := &file_riffle_v1_streams_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1547,7 +1704,7 @@ func (x *ListShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShardsResponse.ProtoReflect.Descriptor instead.
 func (*ListShardsResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{20}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListShardsResponse) GetShards() []*Shard {
@@ -1575,7 +1732,7 @@ type IncreaseStreamRetentionPeriodRequest struct {
 
 func (x *IncreaseStreamRetentionPeriodRequest) Reset() {
 	*x = IncreaseStreamRetentionPeriodRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[21]
+	mi := &file_riffle_v1_streams_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1744,7 @@ func (x *IncreaseStreamRetentionPeriodRequest) String() string {
 func (*IncreaseStreamRetentionPeriodRequest) ProtoMessage() {}
 
 func (x *IncreaseStreamRetentionPeriodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[21]
+	mi := &file_riffle_v1_streams_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1757,7 @@ func (x *IncreaseStreamRetentionPeriodRequest) ProtoReflect() protoreflect.Messa
 
 // Deprecated: Use IncreaseStreamRetentionPeriodRequest.ProtoReflect.Descriptor instead.
 func (*IncreaseStreamRetentionPeriodRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{21}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *IncreaseStreamRetentionPeriodRequest) GetStreamName() string {
@@ -1632,7 +1789,7 @@ type IncreaseStreamRetentionPeriodResponse struct {
 
 func (x *IncreaseStreamRetentionPeriodResponse) Reset() {
 	*x = IncreaseStreamRetentionPeriodResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[22]
+	mi := &file_riffle_v1_streams_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +1801,7 @@ func (x *IncreaseStreamRetentionPeriodResponse) String() string {
 func (*IncreaseStreamRetentionPeriodResponse) ProtoMessage() {}
 
 func (x *IncreaseStreamRetentionPeriodResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[22]
+	mi := &file_riffle_v1_streams_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +1814,7 @@ func (x *IncreaseStreamRetentionPeriodResponse) ProtoReflect() protoreflect.Mess
 
 // Deprecated: Use IncreaseStreamRetentionPeriodResponse.ProtoReflect.Descriptor instead.
 func (*IncreaseStreamRetentionPeriodResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{22}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{23}
 }
 
 type DecreaseStreamRetentionPeriodRequest struct {
@@ -1671,7 +1828,7 @@ type DecreaseStreamRetentionPeriodRequest struct {
 
 func (x *DecreaseStreamRetentionPeriodRequest) Reset() {
 	*x = DecreaseStreamRetentionPeriodRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[23]
+	mi := &file_riffle_v1_streams_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1683,7 +1840,7 @@ func (x *DecreaseStreamRetentionPeriodRequest) String() string {
 func (*DecreaseStreamRetentionPeriodRequest) ProtoMessage() {}
 
 func (x *DecreaseStreamRetentionPeriodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[23]
+	mi := &file_riffle_v1_streams_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1696,7 +1853,7 @@ func (x *DecreaseStreamRetentionPeriodRequest) ProtoReflect() protoreflect.Messa
 
 // Deprecated: Use DecreaseStreamRetentionPeriodRequest.ProtoReflect.Descriptor instead.
 func (*DecreaseStreamRetentionPeriodRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{23}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DecreaseStreamRetentionPeriodRequest) GetStreamName() string {
@@ -1728,7 +1885,7 @@ type DecreaseStreamRetentionPeriodResponse struct {
 
 func (x *DecreaseStreamRetentionPeriodResponse) Reset() {
 	*x = DecreaseStreamRetentionPeriodResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[24]
+	mi := &file_riffle_v1_streams_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1740,7 +1897,7 @@ func (x *DecreaseStreamRetentionPeriodResponse) String() string {
 func (*DecreaseStreamRetentionPeriodResponse) ProtoMessage() {}
 
 func (x *DecreaseStreamRetentionPeriodResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[24]
+	mi := &file_riffle_v1_streams_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1753,7 +1910,7 @@ func (x *DecreaseStreamRetentionPeriodResponse) ProtoReflect() protoreflect.Mess
 
 // Deprecated: Use DecreaseStreamRetentionPeriodResponse.ProtoReflect.Descriptor instead.
 func (*DecreaseStreamRetentionPeriodResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{24}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{25}
 }
 
 type PutRecordRequest struct {
@@ -1770,7 +1927,7 @@ type PutRecordRequest struct {
 
 func (x *PutRecordRequest) Reset() {
 	*x = PutRecordRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[25]
+	mi := &file_riffle_v1_streams_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1782,7 +1939,7 @@ func (x *PutRecordRequest) String() string {
 func (*PutRecordRequest) ProtoMessage() {}
 
 func (x *PutRecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[25]
+	mi := &file_riffle_v1_streams_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1795,7 +1952,7 @@ func (x *PutRecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordRequest.ProtoReflect.Descriptor instead.
 func (*PutRecordRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{25}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PutRecordRequest) GetStreamName() string {
@@ -1850,7 +2007,7 @@ type PutRecordResponse struct {
 
 func (x *PutRecordResponse) Reset() {
 	*x = PutRecordResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[26]
+	mi := &file_riffle_v1_streams_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1862,7 +2019,7 @@ func (x *PutRecordResponse) String() string {
 func (*PutRecordResponse) ProtoMessage() {}
 
 func (x *PutRecordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[26]
+	mi := &file_riffle_v1_streams_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1875,7 +2032,7 @@ func (x *PutRecordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordResponse.ProtoReflect.Descriptor instead.
 func (*PutRecordResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{26}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PutRecordResponse) GetShardId() string {
@@ -1903,7 +2060,7 @@ type PutRecordsRequestEntry struct {
 
 func (x *PutRecordsRequestEntry) Reset() {
 	*x = PutRecordsRequestEntry{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[27]
+	mi := &file_riffle_v1_streams_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +2072,7 @@ func (x *PutRecordsRequestEntry) String() string {
 func (*PutRecordsRequestEntry) ProtoMessage() {}
 
 func (x *PutRecordsRequestEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[27]
+	mi := &file_riffle_v1_streams_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +2085,7 @@ func (x *PutRecordsRequestEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordsRequestEntry.ProtoReflect.Descriptor instead.
 func (*PutRecordsRequestEntry) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{27}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PutRecordsRequestEntry) GetData() []byte {
@@ -1963,7 +2120,7 @@ type PutRecordsRequest struct {
 
 func (x *PutRecordsRequest) Reset() {
 	*x = PutRecordsRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[28]
+	mi := &file_riffle_v1_streams_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1975,7 +2132,7 @@ func (x *PutRecordsRequest) String() string {
 func (*PutRecordsRequest) ProtoMessage() {}
 
 func (x *PutRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[28]
+	mi := &file_riffle_v1_streams_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1988,7 +2145,7 @@ func (x *PutRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordsRequest.ProtoReflect.Descriptor instead.
 func (*PutRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{28}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PutRecordsRequest) GetRecords() []*PutRecordsRequestEntry {
@@ -2026,7 +2183,7 @@ type PutRecordsResultEntry struct {
 
 func (x *PutRecordsResultEntry) Reset() {
 	*x = PutRecordsResultEntry{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[29]
+	mi := &file_riffle_v1_streams_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2038,7 +2195,7 @@ func (x *PutRecordsResultEntry) String() string {
 func (*PutRecordsResultEntry) ProtoMessage() {}
 
 func (x *PutRecordsResultEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[29]
+	mi := &file_riffle_v1_streams_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2051,7 +2208,7 @@ func (x *PutRecordsResultEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordsResultEntry.ProtoReflect.Descriptor instead.
 func (*PutRecordsResultEntry) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{29}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PutRecordsResultEntry) GetSequenceNumber() string {
@@ -2093,7 +2250,7 @@ type PutRecordsResponse struct {
 
 func (x *PutRecordsResponse) Reset() {
 	*x = PutRecordsResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[30]
+	mi := &file_riffle_v1_streams_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2262,7 @@ func (x *PutRecordsResponse) String() string {
 func (*PutRecordsResponse) ProtoMessage() {}
 
 func (x *PutRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[30]
+	mi := &file_riffle_v1_streams_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2275,7 @@ func (x *PutRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordsResponse.ProtoReflect.Descriptor instead.
 func (*PutRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{30}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PutRecordsResponse) GetFailedRecordCount() int32 {
@@ -2149,7 +2306,7 @@ type GetShardIteratorRequest struct {
 
 func (x *GetShardIteratorRequest) Reset() {
 	*x = GetShardIteratorRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[31]
+	mi := &file_riffle_v1_streams_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2161,7 +2318,7 @@ func (x *GetShardIteratorRequest) String() string {
 func (*GetShardIteratorRequest) ProtoMessage() {}
 
 func (x *GetShardIteratorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[31]
+	mi := &file_riffle_v1_streams_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2174,7 +2331,7 @@ func (x *GetShardIteratorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardIteratorRequest.ProtoReflect.Descriptor instead.
 func (*GetShardIteratorRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{31}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetShardIteratorRequest) GetStreamName() string {
@@ -2228,7 +2385,7 @@ type GetShardIteratorResponse struct {
 
 func (x *GetShardIteratorResponse) Reset() {
 	*x = GetShardIteratorResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[32]
+	mi := &file_riffle_v1_streams_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2240,7 +2397,7 @@ func (x *GetShardIteratorResponse) String() string {
 func (*GetShardIteratorResponse) ProtoMessage() {}
 
 func (x *GetShardIteratorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[32]
+	mi := &file_riffle_v1_streams_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2253,7 +2410,7 @@ func (x *GetShardIteratorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardIteratorResponse.ProtoReflect.Descriptor instead.
 func (*GetShardIteratorResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{32}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetShardIteratorResponse) GetShardIterator() string {
@@ -2275,7 +2432,7 @@ type Record struct {
 
 func (x *Record) Reset() {
 	*x = Record{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[33]
+	mi := &file_riffle_v1_streams_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2287,7 +2444,7 @@ func (x *Record) String() string {
 func (*Record) ProtoMessage() {}
 
 func (x *Record) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[33]
+	mi := &file_riffle_v1_streams_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2300,7 +2457,7 @@ func (x *Record) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Record.ProtoReflect.Descriptor instead.
 func (*Record) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{33}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Record) GetSequenceNumber() string {
@@ -2343,7 +2500,7 @@ type GetRecordsRequest struct {
 
 func (x *GetRecordsRequest) Reset() {
 	*x = GetRecordsRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[34]
+	mi := &file_riffle_v1_streams_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2355,7 +2512,7 @@ func (x *GetRecordsRequest) String() string {
 func (*GetRecordsRequest) ProtoMessage() {}
 
 func (x *GetRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[34]
+	mi := &file_riffle_v1_streams_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2368,7 +2525,7 @@ func (x *GetRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRecordsRequest.ProtoReflect.Descriptor instead.
 func (*GetRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{34}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetRecordsRequest) GetShardIterator() string {
@@ -2406,7 +2563,7 @@ type GetRecordsResponse struct {
 
 func (x *GetRecordsResponse) Reset() {
 	*x = GetRecordsResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[35]
+	mi := &file_riffle_v1_streams_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2418,7 +2575,7 @@ func (x *GetRecordsResponse) String() string {
 func (*GetRecordsResponse) ProtoMessage() {}
 
 func (x *GetRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[35]
+	mi := &file_riffle_v1_streams_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2431,7 +2588,7 @@ func (x *GetRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRecordsResponse.ProtoReflect.Descriptor instead.
 func (*GetRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{35}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetRecordsResponse) GetRecords() []*Record {
@@ -2462,6 +2619,801 @@ func (x *GetRecordsResponse) GetChildShards() []*ChildShard {
 	return nil
 }
 
+// Consumer is a registered enhanced fan-out consumer. Its ARN names the
+// stream, the consumer and its creation time, so a consumer registered again
+// under the same name gets a new ARN.
+type Consumer struct {
+	state                     protoimpl.MessageState `protogen:"open.v1"`
+	ConsumerName              string                 `protobuf:"bytes,1,opt,name=consumer_name,json=consumerName,proto3" json:"consumer_name,omitempty"`
+	ConsumerArn               string                 `protobuf:"bytes,2,opt,name=consumer_arn,json=consumerArn,proto3" json:"consumer_arn,omitempty"`
+	ConsumerStatus            ConsumerStatus         `protobuf:"varint,3,opt,name=consumer_status,json=consumerStatus,proto3,enum=riffle.v1.ConsumerStatus" json:"consumer_status,omitempty"`
+	ConsumerCreationTimestamp *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=consumer_creation_timestamp,json=consumerCreationTimestamp,proto3" json:"consumer_creation_timestamp,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
+}
+
+func (x *Consumer) Reset() {
+	*x = Consumer{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Consumer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Consumer) ProtoMessage() {}
+
+func (x *Consumer) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Consumer.ProtoReflect.Descriptor instead.
+func (*Consumer) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *Consumer) GetConsumerName() string {
+	if x != nil {
+		return x.ConsumerName
+	}
+	return ""
+}
+
+func (x *Consumer) GetConsumerArn() string {
+	if x != nil {
+		return x.ConsumerArn
+	}
+	return ""
+}
+
+func (x *Consumer) GetConsumerStatus() ConsumerStatus {
+	if x != nil {
+		return x.ConsumerStatus
+	}
+	return ConsumerStatus_CONSUMER_STATUS_UNSPECIFIED
+}
+
+func (x *Consumer) GetConsumerCreationTimestamp() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConsumerCreationTimestamp
+	}
+	return nil
+}
+
+type ConsumerDescription struct {
+	state                     protoimpl.MessageState `protogen:"open.v1"`
+	ConsumerName              string                 `protobuf:"bytes,1,opt,name=consumer_name,json=consumerName,proto3" json:"consumer_name,omitempty"`
+	ConsumerArn               string                 `protobuf:"bytes,2,opt,name=consumer_arn,json=consumerArn,proto3" json:"consumer_arn,omitempty"`
+	ConsumerStatus            ConsumerStatus         `protobuf:"varint,3,opt,name=consumer_status,json=consumerStatus,proto3,enum=riffle.v1.ConsumerStatus" json:"consumer_status,omitempty"`
+	ConsumerCreationTimestamp *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=consumer_creation_timestamp,json=consumerCreationTimestamp,proto3" json:"consumer_creation_timestamp,omitempty"`
+	StreamArn                 string                 `protobuf:"bytes,5,opt,name=stream_arn,json=streamArn,proto3" json:"stream_arn,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
+}
+
+func (x *ConsumerDescription) Reset() {
+	*x = ConsumerDescription{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerDescription) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerDescription) ProtoMessage() {}
+
+func (x *ConsumerDescription) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerDescription.ProtoReflect.Descriptor instead.
+func (*ConsumerDescription) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ConsumerDescription) GetConsumerName() string {
+	if x != nil {
+		return x.ConsumerName
+	}
+	return ""
+}
+
+func (x *ConsumerDescription) GetConsumerArn() string {
+	if x != nil {
+		return x.ConsumerArn
+	}
+	return ""
+}
+
+func (x *ConsumerDescription) GetConsumerStatus() ConsumerStatus {
+	if x != nil {
+		return x.ConsumerStatus
+	}
+	return ConsumerStatus_CONSUMER_STATUS_UNSPECIFIED
+}
+
+func (x *ConsumerDescription) GetConsumerCreationTimestamp() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConsumerCreationTimestamp
+	}
+	return nil
+}
+
+func (x *ConsumerDescription) GetStreamArn() string {
+	if x != nil {
+		return x.StreamArn
+	}
+	return ""
+}
+
+// The stream is named by stream_arn as in Kinesis, or by stream_name (a
+// Riffle convenience); giving both requires them to agree.
+type RegisterStreamConsumerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StreamArn     string                 `protobuf:"bytes,1,opt,name=stream_arn,json=streamArn,proto3" json:"stream_arn,omitempty"`
+	ConsumerName  string                 `protobuf:"bytes,2,opt,name=consumer_name,json=consumerName,proto3" json:"consumer_name,omitempty"`
+	StreamName    string                 `protobuf:"bytes,3,opt,name=stream_name,json=streamName,proto3" json:"stream_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterStreamConsumerRequest) Reset() {
+	*x = RegisterStreamConsumerRequest{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterStreamConsumerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterStreamConsumerRequest) ProtoMessage() {}
+
+func (x *RegisterStreamConsumerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterStreamConsumerRequest.ProtoReflect.Descriptor instead.
+func (*RegisterStreamConsumerRequest) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *RegisterStreamConsumerRequest) GetStreamArn() string {
+	if x != nil {
+		return x.StreamArn
+	}
+	return ""
+}
+
+func (x *RegisterStreamConsumerRequest) GetConsumerName() string {
+	if x != nil {
+		return x.ConsumerName
+	}
+	return ""
+}
+
+func (x *RegisterStreamConsumerRequest) GetStreamName() string {
+	if x != nil {
+		return x.StreamName
+	}
+	return ""
+}
+
+type RegisterStreamConsumerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Consumer      *Consumer              `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterStreamConsumerResponse) Reset() {
+	*x = RegisterStreamConsumerResponse{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterStreamConsumerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterStreamConsumerResponse) ProtoMessage() {}
+
+func (x *RegisterStreamConsumerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterStreamConsumerResponse.ProtoReflect.Descriptor instead.
+func (*RegisterStreamConsumerResponse) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *RegisterStreamConsumerResponse) GetConsumer() *Consumer {
+	if x != nil {
+		return x.Consumer
+	}
+	return nil
+}
+
+// A consumer is named by consumer_arn, or by stream and consumer_name.
+type DeregisterStreamConsumerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StreamArn     string                 `protobuf:"bytes,1,opt,name=stream_arn,json=streamArn,proto3" json:"stream_arn,omitempty"`
+	ConsumerName  string                 `protobuf:"bytes,2,opt,name=consumer_name,json=consumerName,proto3" json:"consumer_name,omitempty"`
+	ConsumerArn   string                 `protobuf:"bytes,3,opt,name=consumer_arn,json=consumerArn,proto3" json:"consumer_arn,omitempty"`
+	StreamName    string                 `protobuf:"bytes,4,opt,name=stream_name,json=streamName,proto3" json:"stream_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeregisterStreamConsumerRequest) Reset() {
+	*x = DeregisterStreamConsumerRequest{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeregisterStreamConsumerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeregisterStreamConsumerRequest) ProtoMessage() {}
+
+func (x *DeregisterStreamConsumerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeregisterStreamConsumerRequest.ProtoReflect.Descriptor instead.
+func (*DeregisterStreamConsumerRequest) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *DeregisterStreamConsumerRequest) GetStreamArn() string {
+	if x != nil {
+		return x.StreamArn
+	}
+	return ""
+}
+
+func (x *DeregisterStreamConsumerRequest) GetConsumerName() string {
+	if x != nil {
+		return x.ConsumerName
+	}
+	return ""
+}
+
+func (x *DeregisterStreamConsumerRequest) GetConsumerArn() string {
+	if x != nil {
+		return x.ConsumerArn
+	}
+	return ""
+}
+
+func (x *DeregisterStreamConsumerRequest) GetStreamName() string {
+	if x != nil {
+		return x.StreamName
+	}
+	return ""
+}
+
+type DeregisterStreamConsumerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeregisterStreamConsumerResponse) Reset() {
+	*x = DeregisterStreamConsumerResponse{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeregisterStreamConsumerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeregisterStreamConsumerResponse) ProtoMessage() {}
+
+func (x *DeregisterStreamConsumerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeregisterStreamConsumerResponse.ProtoReflect.Descriptor instead.
+func (*DeregisterStreamConsumerResponse) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{42}
+}
+
+type DescribeStreamConsumerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StreamArn     string                 `protobuf:"bytes,1,opt,name=stream_arn,json=streamArn,proto3" json:"stream_arn,omitempty"`
+	ConsumerName  string                 `protobuf:"bytes,2,opt,name=consumer_name,json=consumerName,proto3" json:"consumer_name,omitempty"`
+	ConsumerArn   string                 `protobuf:"bytes,3,opt,name=consumer_arn,json=consumerArn,proto3" json:"consumer_arn,omitempty"`
+	StreamName    string                 `protobuf:"bytes,4,opt,name=stream_name,json=streamName,proto3" json:"stream_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeStreamConsumerRequest) Reset() {
+	*x = DescribeStreamConsumerRequest{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeStreamConsumerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeStreamConsumerRequest) ProtoMessage() {}
+
+func (x *DescribeStreamConsumerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeStreamConsumerRequest.ProtoReflect.Descriptor instead.
+func (*DescribeStreamConsumerRequest) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *DescribeStreamConsumerRequest) GetStreamArn() string {
+	if x != nil {
+		return x.StreamArn
+	}
+	return ""
+}
+
+func (x *DescribeStreamConsumerRequest) GetConsumerName() string {
+	if x != nil {
+		return x.ConsumerName
+	}
+	return ""
+}
+
+func (x *DescribeStreamConsumerRequest) GetConsumerArn() string {
+	if x != nil {
+		return x.ConsumerArn
+	}
+	return ""
+}
+
+func (x *DescribeStreamConsumerRequest) GetStreamName() string {
+	if x != nil {
+		return x.StreamName
+	}
+	return ""
+}
+
+type DescribeStreamConsumerResponse struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	ConsumerDescription *ConsumerDescription   `protobuf:"bytes,1,opt,name=consumer_description,json=consumerDescription,proto3" json:"consumer_description,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *DescribeStreamConsumerResponse) Reset() {
+	*x = DescribeStreamConsumerResponse{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeStreamConsumerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeStreamConsumerResponse) ProtoMessage() {}
+
+func (x *DescribeStreamConsumerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeStreamConsumerResponse.ProtoReflect.Descriptor instead.
+func (*DescribeStreamConsumerResponse) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *DescribeStreamConsumerResponse) GetConsumerDescription() *ConsumerDescription {
+	if x != nil {
+		return x.ConsumerDescription
+	}
+	return nil
+}
+
+type ListStreamConsumersRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	StreamArn string                 `protobuf:"bytes,1,opt,name=stream_arn,json=streamArn,proto3" json:"stream_arn,omitempty"`
+	// Continues an earlier listing.
+	NextToken string `protobuf:"bytes,2,opt,name=next_token,json=nextToken,proto3" json:"next_token,omitempty"`
+	// At most this many consumers (1..10000, default 100).
+	MaxResults              int32                  `protobuf:"varint,3,opt,name=max_results,json=maxResults,proto3" json:"max_results,omitempty"`
+	StreamCreationTimestamp *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=stream_creation_timestamp,json=streamCreationTimestamp,proto3" json:"stream_creation_timestamp,omitempty"`
+	StreamName              string                 `protobuf:"bytes,5,opt,name=stream_name,json=streamName,proto3" json:"stream_name,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *ListStreamConsumersRequest) Reset() {
+	*x = ListStreamConsumersRequest{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListStreamConsumersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListStreamConsumersRequest) ProtoMessage() {}
+
+func (x *ListStreamConsumersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListStreamConsumersRequest.ProtoReflect.Descriptor instead.
+func (*ListStreamConsumersRequest) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ListStreamConsumersRequest) GetStreamArn() string {
+	if x != nil {
+		return x.StreamArn
+	}
+	return ""
+}
+
+func (x *ListStreamConsumersRequest) GetNextToken() string {
+	if x != nil {
+		return x.NextToken
+	}
+	return ""
+}
+
+func (x *ListStreamConsumersRequest) GetMaxResults() int32 {
+	if x != nil {
+		return x.MaxResults
+	}
+	return 0
+}
+
+func (x *ListStreamConsumersRequest) GetStreamCreationTimestamp() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StreamCreationTimestamp
+	}
+	return nil
+}
+
+func (x *ListStreamConsumersRequest) GetStreamName() string {
+	if x != nil {
+		return x.StreamName
+	}
+	return ""
+}
+
+type ListStreamConsumersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Consumers     []*Consumer            `protobuf:"bytes,1,rep,name=consumers,proto3" json:"consumers,omitempty"`
+	NextToken     string                 `protobuf:"bytes,2,opt,name=next_token,json=nextToken,proto3" json:"next_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListStreamConsumersResponse) Reset() {
+	*x = ListStreamConsumersResponse{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListStreamConsumersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListStreamConsumersResponse) ProtoMessage() {}
+
+func (x *ListStreamConsumersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListStreamConsumersResponse.ProtoReflect.Descriptor instead.
+func (*ListStreamConsumersResponse) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ListStreamConsumersResponse) GetConsumers() []*Consumer {
+	if x != nil {
+		return x.Consumers
+	}
+	return nil
+}
+
+func (x *ListStreamConsumersResponse) GetNextToken() string {
+	if x != nil {
+		return x.NextToken
+	}
+	return ""
+}
+
+// StartingPosition is where a subscription starts: the iterator types of
+// GetShardIterator.
+type StartingPosition struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Type           ShardIteratorType      `protobuf:"varint,1,opt,name=type,proto3,enum=riffle.v1.ShardIteratorType" json:"type,omitempty"`
+	SequenceNumber string                 `protobuf:"bytes,2,opt,name=sequence_number,json=sequenceNumber,proto3" json:"sequence_number,omitempty"`
+	Timestamp      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *StartingPosition) Reset() {
+	*x = StartingPosition{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartingPosition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartingPosition) ProtoMessage() {}
+
+func (x *StartingPosition) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartingPosition.ProtoReflect.Descriptor instead.
+func (*StartingPosition) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *StartingPosition) GetType() ShardIteratorType {
+	if x != nil {
+		return x.Type
+	}
+	return ShardIteratorType_SHARD_ITERATOR_TYPE_UNSPECIFIED
+}
+
+func (x *StartingPosition) GetSequenceNumber() string {
+	if x != nil {
+		return x.SequenceNumber
+	}
+	return ""
+}
+
+func (x *StartingPosition) GetTimestamp() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Timestamp
+	}
+	return nil
+}
+
+type SubscribeToShardRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	ConsumerArn      string                 `protobuf:"bytes,1,opt,name=consumer_arn,json=consumerArn,proto3" json:"consumer_arn,omitempty"`
+	ShardId          string                 `protobuf:"bytes,2,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	StartingPosition *StartingPosition      `protobuf:"bytes,3,opt,name=starting_position,json=startingPosition,proto3" json:"starting_position,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SubscribeToShardRequest) Reset() {
+	*x = SubscribeToShardRequest{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeToShardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeToShardRequest) ProtoMessage() {}
+
+func (x *SubscribeToShardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeToShardRequest.ProtoReflect.Descriptor instead.
+func (*SubscribeToShardRequest) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *SubscribeToShardRequest) GetConsumerArn() string {
+	if x != nil {
+		return x.ConsumerArn
+	}
+	return ""
+}
+
+func (x *SubscribeToShardRequest) GetShardId() string {
+	if x != nil {
+		return x.ShardId
+	}
+	return ""
+}
+
+func (x *SubscribeToShardRequest) GetStartingPosition() *StartingPosition {
+	if x != nil {
+		return x.StartingPosition
+	}
+	return nil
+}
+
+// SubscribeToShardEvent carries the records committed since the previous
+// event (possibly none: a quiet shard still gets an event every few
+// seconds). Resume after continuation_sequence_number with
+// AFTER_SEQUENCE_NUMBER; it is empty in the last event of a closed shard,
+// which names child_shards instead.
+type SubscribeToShardEvent struct {
+	state                      protoimpl.MessageState `protogen:"open.v1"`
+	Records                    []*Record              `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	ContinuationSequenceNumber string                 `protobuf:"bytes,2,opt,name=continuation_sequence_number,json=continuationSequenceNumber,proto3" json:"continuation_sequence_number,omitempty"`
+	MillisBehindLatest         int64                  `protobuf:"varint,3,opt,name=millis_behind_latest,json=millisBehindLatest,proto3" json:"millis_behind_latest,omitempty"`
+	ChildShards                []*ChildShard          `protobuf:"bytes,4,rep,name=child_shards,json=childShards,proto3" json:"child_shards,omitempty"`
+	unknownFields              protoimpl.UnknownFields
+	sizeCache                  protoimpl.SizeCache
+}
+
+func (x *SubscribeToShardEvent) Reset() {
+	*x = SubscribeToShardEvent{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeToShardEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeToShardEvent) ProtoMessage() {}
+
+func (x *SubscribeToShardEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeToShardEvent.ProtoReflect.Descriptor instead.
+func (*SubscribeToShardEvent) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *SubscribeToShardEvent) GetRecords() []*Record {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *SubscribeToShardEvent) GetContinuationSequenceNumber() string {
+	if x != nil {
+		return x.ContinuationSequenceNumber
+	}
+	return ""
+}
+
+func (x *SubscribeToShardEvent) GetMillisBehindLatest() int64 {
+	if x != nil {
+		return x.MillisBehindLatest
+	}
+	return 0
+}
+
+func (x *SubscribeToShardEvent) GetChildShards() []*ChildShard {
+	if x != nil {
+		return x.ChildShards
+	}
+	return nil
+}
+
 var File_riffle_v1_streams_proto protoreflect.FileDescriptor
 
 const file_riffle_v1_streams_proto_rawDesc = "" +
@@ -2486,14 +3438,26 @@ const file_riffle_v1_streams_proto_rawDesc = "" +
 	"ChildShard\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12#\n" +
 	"\rparent_shards\x18\x02 \x03(\tR\fparentShards\x12=\n" +
-	"\x0ehash_key_range\x18\x03 \x01(\v2\x17.riffle.v1.HashKeyRangeR\fhashKeyRange\"\x9c\x02\n" +
+	"\x0ehash_key_range\x18\x03 \x01(\v2\x17.riffle.v1.HashKeyRangeR\fhashKeyRange\"\xbb\x03\n" +
+	"\vShardLimits\x128\n" +
+	"\x16write_bytes_per_second\x18\x01 \x01(\x03H\x00R\x13writeBytesPerSecond\x88\x01\x01\x12<\n" +
+	"\x18write_records_per_second\x18\x02 \x01(\x03H\x01R\x15writeRecordsPerSecond\x88\x01\x01\x126\n" +
+	"\x15read_bytes_per_second\x18\x03 \x01(\x03H\x02R\x12readBytesPerSecond\x88\x01\x01\x126\n" +
+	"\x15read_calls_per_second\x18\x04 \x01(\x03H\x03R\x12readCallsPerSecond\x88\x01\x01\x12;\n" +
+	"\x18fan_out_bytes_per_second\x18\x05 \x01(\x03H\x04R\x14fanOutBytesPerSecond\x88\x01\x01B\x19\n" +
+	"\x17_write_bytes_per_secondB\x1b\n" +
+	"\x19_write_records_per_secondB\x18\n" +
+	"\x16_read_bytes_per_secondB\x18\n" +
+	"\x16_read_calls_per_secondB\x1b\n" +
+	"\x19_fan_out_bytes_per_second\"\xd7\x02\n" +
 	"\x13CreateStreamRequest\x12\x1f\n" +
 	"\vstream_name\x18\x01 \x01(\tR\n" +
 	"streamName\x12\x1f\n" +
 	"\vshard_count\x18\x02 \x01(\x05R\n" +
 	"shardCount\x12L\n" +
 	"\x13stream_mode_details\x18\x03 \x01(\v2\x1c.riffle.v1.StreamModeDetailsR\x11streamModeDetails\x12<\n" +
-	"\x04tags\x18\x04 \x03(\v2(.riffle.v1.CreateStreamRequest.TagsEntryR\x04tags\x1a7\n" +
+	"\x04tags\x18\x04 \x03(\v2(.riffle.v1.CreateStreamRequest.TagsEntryR\x04tags\x129\n" +
+	"\fshard_limits\x18d \x01(\v2\x16.riffle.v1.ShardLimitsR\vshardLimits\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x16\n" +
@@ -2529,7 +3493,7 @@ const file_riffle_v1_streams_proto_rawDesc = "" +
 	"\vstream_name\x18\x01 \x01(\tR\n" +
 	"streamName\x12\x1d\n" +
 	"\n" +
-	"stream_arn\x18\x02 \x01(\tR\tstreamArn\"\xc5\x03\n" +
+	"stream_arn\x18\x02 \x01(\tR\tstreamArn\"\x80\x04\n" +
 	"\x18StreamDescriptionSummary\x12\x1f\n" +
 	"\vstream_name\x18\x01 \x01(\tR\n" +
 	"streamName\x12\x1d\n" +
@@ -2540,7 +3504,8 @@ const file_riffle_v1_streams_proto_rawDesc = "" +
 	"\x16retention_period_hours\x18\x05 \x01(\x05R\x14retentionPeriodHours\x12V\n" +
 	"\x19stream_creation_timestamp\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x17streamCreationTimestamp\x12(\n" +
 	"\x10open_shard_count\x18\a \x01(\x05R\x0eopenShardCount\x12%\n" +
-	"\x0econsumer_count\x18\b \x01(\x05R\rconsumerCount\"\x82\x01\n" +
+	"\x0econsumer_count\x18\b \x01(\x05R\rconsumerCount\x129\n" +
+	"\fshard_limits\x18d \x01(\v2\x16.riffle.v1.ShardLimitsR\vshardLimits\"\x82\x01\n" +
 	"\x1dDescribeStreamSummaryResponse\x12a\n" +
 	"\x1astream_description_summary\x18\x01 \x01(\v2#.riffle.v1.StreamDescriptionSummaryR\x18streamDescriptionSummary\"\x88\x01\n" +
 	"\x12ListStreamsRequest\x12\x14\n" +
@@ -2652,6 +3617,70 @@ const file_riffle_v1_streams_proto_rawDesc = "" +
 	"\arecords\x18\x01 \x03(\v2\x11.riffle.v1.RecordR\arecords\x12.\n" +
 	"\x13next_shard_iterator\x18\x02 \x01(\tR\x11nextShardIterator\x120\n" +
 	"\x14millis_behind_latest\x18\x03 \x01(\x03R\x12millisBehindLatest\x128\n" +
+	"\fchild_shards\x18\x04 \x03(\v2\x15.riffle.v1.ChildShardR\vchildShards\"\xf2\x01\n" +
+	"\bConsumer\x12#\n" +
+	"\rconsumer_name\x18\x01 \x01(\tR\fconsumerName\x12!\n" +
+	"\fconsumer_arn\x18\x02 \x01(\tR\vconsumerArn\x12B\n" +
+	"\x0fconsumer_status\x18\x03 \x01(\x0e2\x19.riffle.v1.ConsumerStatusR\x0econsumerStatus\x12Z\n" +
+	"\x1bconsumer_creation_timestamp\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x19consumerCreationTimestamp\"\x9c\x02\n" +
+	"\x13ConsumerDescription\x12#\n" +
+	"\rconsumer_name\x18\x01 \x01(\tR\fconsumerName\x12!\n" +
+	"\fconsumer_arn\x18\x02 \x01(\tR\vconsumerArn\x12B\n" +
+	"\x0fconsumer_status\x18\x03 \x01(\x0e2\x19.riffle.v1.ConsumerStatusR\x0econsumerStatus\x12Z\n" +
+	"\x1bconsumer_creation_timestamp\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x19consumerCreationTimestamp\x12\x1d\n" +
+	"\n" +
+	"stream_arn\x18\x05 \x01(\tR\tstreamArn\"\x84\x01\n" +
+	"\x1dRegisterStreamConsumerRequest\x12\x1d\n" +
+	"\n" +
+	"stream_arn\x18\x01 \x01(\tR\tstreamArn\x12#\n" +
+	"\rconsumer_name\x18\x02 \x01(\tR\fconsumerName\x12\x1f\n" +
+	"\vstream_name\x18\x03 \x01(\tR\n" +
+	"streamName\"Q\n" +
+	"\x1eRegisterStreamConsumerResponse\x12/\n" +
+	"\bconsumer\x18\x01 \x01(\v2\x13.riffle.v1.ConsumerR\bconsumer\"\xa9\x01\n" +
+	"\x1fDeregisterStreamConsumerRequest\x12\x1d\n" +
+	"\n" +
+	"stream_arn\x18\x01 \x01(\tR\tstreamArn\x12#\n" +
+	"\rconsumer_name\x18\x02 \x01(\tR\fconsumerName\x12!\n" +
+	"\fconsumer_arn\x18\x03 \x01(\tR\vconsumerArn\x12\x1f\n" +
+	"\vstream_name\x18\x04 \x01(\tR\n" +
+	"streamName\"\"\n" +
+	" DeregisterStreamConsumerResponse\"\xa7\x01\n" +
+	"\x1dDescribeStreamConsumerRequest\x12\x1d\n" +
+	"\n" +
+	"stream_arn\x18\x01 \x01(\tR\tstreamArn\x12#\n" +
+	"\rconsumer_name\x18\x02 \x01(\tR\fconsumerName\x12!\n" +
+	"\fconsumer_arn\x18\x03 \x01(\tR\vconsumerArn\x12\x1f\n" +
+	"\vstream_name\x18\x04 \x01(\tR\n" +
+	"streamName\"s\n" +
+	"\x1eDescribeStreamConsumerResponse\x12Q\n" +
+	"\x14consumer_description\x18\x01 \x01(\v2\x1e.riffle.v1.ConsumerDescriptionR\x13consumerDescription\"\xf4\x01\n" +
+	"\x1aListStreamConsumersRequest\x12\x1d\n" +
+	"\n" +
+	"stream_arn\x18\x01 \x01(\tR\tstreamArn\x12\x1d\n" +
+	"\n" +
+	"next_token\x18\x02 \x01(\tR\tnextToken\x12\x1f\n" +
+	"\vmax_results\x18\x03 \x01(\x05R\n" +
+	"maxResults\x12V\n" +
+	"\x19stream_creation_timestamp\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x17streamCreationTimestamp\x12\x1f\n" +
+	"\vstream_name\x18\x05 \x01(\tR\n" +
+	"streamName\"o\n" +
+	"\x1bListStreamConsumersResponse\x121\n" +
+	"\tconsumers\x18\x01 \x03(\v2\x13.riffle.v1.ConsumerR\tconsumers\x12\x1d\n" +
+	"\n" +
+	"next_token\x18\x02 \x01(\tR\tnextToken\"\xa7\x01\n" +
+	"\x10StartingPosition\x120\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x1c.riffle.v1.ShardIteratorTypeR\x04type\x12'\n" +
+	"\x0fsequence_number\x18\x02 \x01(\tR\x0esequenceNumber\x128\n" +
+	"\ttimestamp\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\"\xa1\x01\n" +
+	"\x17SubscribeToShardRequest\x12!\n" +
+	"\fconsumer_arn\x18\x01 \x01(\tR\vconsumerArn\x12\x19\n" +
+	"\bshard_id\x18\x02 \x01(\tR\ashardId\x12H\n" +
+	"\x11starting_position\x18\x03 \x01(\v2\x1b.riffle.v1.StartingPositionR\x10startingPosition\"\xf2\x01\n" +
+	"\x15SubscribeToShardEvent\x12+\n" +
+	"\arecords\x18\x01 \x03(\v2\x11.riffle.v1.RecordR\arecords\x12@\n" +
+	"\x1ccontinuation_sequence_number\x18\x02 \x01(\tR\x1acontinuationSequenceNumber\x120\n" +
+	"\x14millis_behind_latest\x18\x03 \x01(\x03R\x12millisBehindLatest\x128\n" +
 	"\fchild_shards\x18\x04 \x03(\v2\x15.riffle.v1.ChildShardR\vchildShards*\x9b\x01\n" +
 	"\fStreamStatus\x12\x1d\n" +
 	"\x19STREAM_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
@@ -2678,7 +3707,12 @@ const file_riffle_v1_streams_proto_rawDesc = "" +
 	"#SHARD_FILTER_TYPE_FROM_TRIM_HORIZON\x10\x03\x12\x1f\n" +
 	"\x1bSHARD_FILTER_TYPE_AT_LATEST\x10\x04\x12\"\n" +
 	"\x1eSHARD_FILTER_TYPE_AT_TIMESTAMP\x10\x05\x12$\n" +
-	" SHARD_FILTER_TYPE_FROM_TIMESTAMP\x10\x062\xcc\b\n" +
+	" SHARD_FILTER_TYPE_FROM_TIMESTAMP\x10\x06*\x89\x01\n" +
+	"\x0eConsumerStatus\x12\x1f\n" +
+	"\x1bCONSUMER_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18CONSUMER_STATUS_CREATING\x10\x01\x12\x1c\n" +
+	"\x18CONSUMER_STATUS_DELETING\x10\x02\x12\x1a\n" +
+	"\x16CONSUMER_STATUS_ACTIVE\x10\x032\xe1\f\n" +
 	"\aStreams\x12O\n" +
 	"\fCreateStream\x12\x1e.riffle.v1.CreateStreamRequest\x1a\x1f.riffle.v1.CreateStreamResponse\x12O\n" +
 	"\fDeleteStream\x12\x1e.riffle.v1.DeleteStreamRequest\x1a\x1f.riffle.v1.DeleteStreamResponse\x12U\n" +
@@ -2694,7 +3728,12 @@ const file_riffle_v1_streams_proto_rawDesc = "" +
 	"PutRecords\x12\x1c.riffle.v1.PutRecordsRequest\x1a\x1d.riffle.v1.PutRecordsResponse\x12[\n" +
 	"\x10GetShardIterator\x12\".riffle.v1.GetShardIteratorRequest\x1a#.riffle.v1.GetShardIteratorResponse\x12I\n" +
 	"\n" +
-	"GetRecords\x12\x1c.riffle.v1.GetRecordsRequest\x1a\x1d.riffle.v1.GetRecordsResponseB;Z9github.com/riffle-streams/riffle/proto/riffle/v1;rifflev1b\x06proto3"
+	"GetRecords\x12\x1c.riffle.v1.GetRecordsRequest\x1a\x1d.riffle.v1.GetRecordsResponse\x12m\n" +
+	"\x16RegisterStreamConsumer\x12(.riffle.v1.RegisterStreamConsumerRequest\x1a).riffle.v1.RegisterStreamConsumerResponse\x12s\n" +
+	"\x18DeregisterStreamConsumer\x12*.riffle.v1.DeregisterStreamConsumerRequest\x1a+.riffle.v1.DeregisterStreamConsumerResponse\x12m\n" +
+	"\x16DescribeStreamConsumer\x12(.riffle.v1.DescribeStreamConsumerRequest\x1a).riffle.v1.DescribeStreamConsumerResponse\x12d\n" +
+	"\x13ListStreamConsumers\x12%.riffle.v1.ListStreamConsumersRequest\x1a&.riffle.v1.ListStreamConsumersResponse\x12Z\n" +
+	"\x10SubscribeToShard\x12\".riffle.v1.SubscribeToShardRequest\x1a .riffle.v1.SubscribeToShardEvent0\x01B;Z9github.com/riffle-streams/riffle/proto/riffle/v1;rifflev1b\x06proto3"
 
 var (
 	file_riffle_v1_streams_proto_rawDescOnce sync.Once
@@ -2708,113 +3747,153 @@ func file_riffle_v1_streams_proto_rawDescGZIP() []byte {
 	return file_riffle_v1_streams_proto_rawDescData
 }
 
-var file_riffle_v1_streams_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_riffle_v1_streams_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_riffle_v1_streams_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_riffle_v1_streams_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_riffle_v1_streams_proto_goTypes = []any{
 	(StreamStatus)(0),                             // 0: riffle.v1.StreamStatus
 	(StreamMode)(0),                               // 1: riffle.v1.StreamMode
 	(ShardIteratorType)(0),                        // 2: riffle.v1.ShardIteratorType
 	(ShardFilterType)(0),                          // 3: riffle.v1.ShardFilterType
-	(*StreamModeDetails)(nil),                     // 4: riffle.v1.StreamModeDetails
-	(*HashKeyRange)(nil),                          // 5: riffle.v1.HashKeyRange
-	(*SequenceNumberRange)(nil),                   // 6: riffle.v1.SequenceNumberRange
-	(*Shard)(nil),                                 // 7: riffle.v1.Shard
-	(*ChildShard)(nil),                            // 8: riffle.v1.ChildShard
-	(*CreateStreamRequest)(nil),                   // 9: riffle.v1.CreateStreamRequest
-	(*CreateStreamResponse)(nil),                  // 10: riffle.v1.CreateStreamResponse
-	(*DeleteStreamRequest)(nil),                   // 11: riffle.v1.DeleteStreamRequest
-	(*DeleteStreamResponse)(nil),                  // 12: riffle.v1.DeleteStreamResponse
-	(*DescribeStreamRequest)(nil),                 // 13: riffle.v1.DescribeStreamRequest
-	(*StreamDescription)(nil),                     // 14: riffle.v1.StreamDescription
-	(*DescribeStreamResponse)(nil),                // 15: riffle.v1.DescribeStreamResponse
-	(*DescribeStreamSummaryRequest)(nil),          // 16: riffle.v1.DescribeStreamSummaryRequest
-	(*StreamDescriptionSummary)(nil),              // 17: riffle.v1.StreamDescriptionSummary
-	(*DescribeStreamSummaryResponse)(nil),         // 18: riffle.v1.DescribeStreamSummaryResponse
-	(*ListStreamsRequest)(nil),                    // 19: riffle.v1.ListStreamsRequest
-	(*StreamSummary)(nil),                         // 20: riffle.v1.StreamSummary
-	(*ListStreamsResponse)(nil),                   // 21: riffle.v1.ListStreamsResponse
-	(*ShardFilter)(nil),                           // 22: riffle.v1.ShardFilter
-	(*ListShardsRequest)(nil),                     // 23: riffle.v1.ListShardsRequest
-	(*ListShardsResponse)(nil),                    // 24: riffle.v1.ListShardsResponse
-	(*IncreaseStreamRetentionPeriodRequest)(nil),  // 25: riffle.v1.IncreaseStreamRetentionPeriodRequest
-	(*IncreaseStreamRetentionPeriodResponse)(nil), // 26: riffle.v1.IncreaseStreamRetentionPeriodResponse
-	(*DecreaseStreamRetentionPeriodRequest)(nil),  // 27: riffle.v1.DecreaseStreamRetentionPeriodRequest
-	(*DecreaseStreamRetentionPeriodResponse)(nil), // 28: riffle.v1.DecreaseStreamRetentionPeriodResponse
-	(*PutRecordRequest)(nil),                      // 29: riffle.v1.PutRecordRequest
-	(*PutRecordResponse)(nil),                     // 30: riffle.v1.PutRecordResponse
-	(*PutRecordsRequestEntry)(nil),                // 31: riffle.v1.PutRecordsRequestEntry
-	(*PutRecordsRequest)(nil),                     // 32: riffle.v1.PutRecordsRequest
-	(*PutRecordsResultEntry)(nil),                 // 33: riffle.v1.PutRecordsResultEntry
-	(*PutRecordsResponse)(nil),                    // 34: riffle.v1.PutRecordsResponse
-	(*GetShardIteratorRequest)(nil),               // 35: riffle.v1.GetShardIteratorRequest
-	(*GetShardIteratorResponse)(nil),              // 36: riffle.v1.GetShardIteratorResponse
-	(*Record)(nil),                                // 37: riffle.v1.Record
-	(*GetRecordsRequest)(nil),                     // 38: riffle.v1.GetRecordsRequest
-	(*GetRecordsResponse)(nil),                    // 39: riffle.v1.GetRecordsResponse
-	nil,                                           // 40: riffle.v1.CreateStreamRequest.TagsEntry
-	(*timestamppb.Timestamp)(nil),                 // 41: google.protobuf.Timestamp
+	(ConsumerStatus)(0),                           // 4: riffle.v1.ConsumerStatus
+	(*StreamModeDetails)(nil),                     // 5: riffle.v1.StreamModeDetails
+	(*HashKeyRange)(nil),                          // 6: riffle.v1.HashKeyRange
+	(*SequenceNumberRange)(nil),                   // 7: riffle.v1.SequenceNumberRange
+	(*Shard)(nil),                                 // 8: riffle.v1.Shard
+	(*ChildShard)(nil),                            // 9: riffle.v1.ChildShard
+	(*ShardLimits)(nil),                           // 10: riffle.v1.ShardLimits
+	(*CreateStreamRequest)(nil),                   // 11: riffle.v1.CreateStreamRequest
+	(*CreateStreamResponse)(nil),                  // 12: riffle.v1.CreateStreamResponse
+	(*DeleteStreamRequest)(nil),                   // 13: riffle.v1.DeleteStreamRequest
+	(*DeleteStreamResponse)(nil),                  // 14: riffle.v1.DeleteStreamResponse
+	(*DescribeStreamRequest)(nil),                 // 15: riffle.v1.DescribeStreamRequest
+	(*StreamDescription)(nil),                     // 16: riffle.v1.StreamDescription
+	(*DescribeStreamResponse)(nil),                // 17: riffle.v1.DescribeStreamResponse
+	(*DescribeStreamSummaryRequest)(nil),          // 18: riffle.v1.DescribeStreamSummaryRequest
+	(*StreamDescriptionSummary)(nil),              // 19: riffle.v1.StreamDescriptionSummary
+	(*DescribeStreamSummaryResponse)(nil),         // 20: riffle.v1.DescribeStreamSummaryResponse
+	(*ListStreamsRequest)(nil),                    // 21: riffle.v1.ListStreamsRequest
+	(*StreamSummary)(nil),                         // 22: riffle.v1.StreamSummary
+	(*ListStreamsResponse)(nil),                   // 23: riffle.v1.ListStreamsResponse
+	(*ShardFilter)(nil),                           // 24: riffle.v1.ShardFilter
+	(*ListShardsRequest)(nil),                     // 25: riffle.v1.ListShardsRequest
+	(*ListShardsResponse)(nil),                    // 26: riffle.v1.ListShardsResponse
+	(*IncreaseStreamRetentionPeriodRequest)(nil),  // 27: riffle.v1.IncreaseStreamRetentionPeriodRequest
+	(*IncreaseStreamRetentionPeriodResponse)(nil), // 28: riffle.v1.IncreaseStreamRetentionPeriodResponse
+	(*DecreaseStreamRetentionPeriodRequest)(nil),  // 29: riffle.v1.DecreaseStreamRetentionPeriodRequest
+	(*DecreaseStreamRetentionPeriodResponse)(nil), // 30: riffle.v1.DecreaseStreamRetentionPeriodResponse
+	(*PutRecordRequest)(nil),                      // 31: riffle.v1.PutRecordRequest
+	(*PutRecordResponse)(nil),                     // 32: riffle.v1.PutRecordResponse
+	(*PutRecordsRequestEntry)(nil),                // 33: riffle.v1.PutRecordsRequestEntry
+	(*PutRecordsRequest)(nil),                     // 34: riffle.v1.PutRecordsRequest
+	(*PutRecordsResultEntry)(nil),                 // 35: riffle.v1.PutRecordsResultEntry
+	(*PutRecordsResponse)(nil),                    // 36: riffle.v1.PutRecordsResponse
+	(*GetShardIteratorRequest)(nil),               // 37: riffle.v1.GetShardIteratorRequest
+	(*GetShardIteratorResponse)(nil),              // 38: riffle.v1.GetShardIteratorResponse
+	(*Record)(nil),                                // 39: riffle.v1.Record
+	(*GetRecordsRequest)(nil),                     // 40: riffle.v1.GetRecordsRequest
+	(*GetRecordsResponse)(nil),                    // 41: riffle.v1.GetRecordsResponse
+	(*Consumer)(nil),                              // 42: riffle.v1.Consumer
+	(*ConsumerDescription)(nil),                   // 43: riffle.v1.ConsumerDescription
+	(*RegisterStreamConsumerRequest)(nil),         // 44: riffle.v1.RegisterStreamConsumerRequest
+	(*RegisterStreamConsumerResponse)(nil),        // 45: riffle.v1.RegisterStreamConsumerResponse
+	(*DeregisterStreamConsumerRequest)(nil),       // 46: riffle.v1.DeregisterStreamConsumerRequest
+	(*DeregisterStreamConsumerResponse)(nil),      // 47: riffle.v1.DeregisterStreamConsumerResponse
+	(*DescribeStreamConsumerRequest)(nil),         // 48: riffle.v1.DescribeStreamConsumerRequest
+	(*DescribeStreamConsumerResponse)(nil),        // 49: riffle.v1.DescribeStreamConsumerResponse
+	(*ListStreamConsumersRequest)(nil),            // 50: riffle.v1.ListStreamConsumersRequest
+	(*ListStreamConsumersResponse)(nil),           // 51: riffle.v1.ListStreamConsumersResponse
+	(*StartingPosition)(nil),                      // 52: riffle.v1.StartingPosition
+	(*SubscribeToShardRequest)(nil),               // 53: riffle.v1.SubscribeToShardRequest
+	(*SubscribeToShardEvent)(nil),                 // 54: riffle.v1.SubscribeToShardEvent
+	nil,                                           // 55: riffle.v1.CreateStreamRequest.TagsEntry
+	(*timestamppb.Timestamp)(nil),                 // 56: google.protobuf.Timestamp
 }
 var file_riffle_v1_streams_proto_depIdxs = []int32{
 	1,  // 0: riffle.v1.StreamModeDetails.stream_mode:type_name -> riffle.v1.StreamMode
-	5,  // 1: riffle.v1.Shard.hash_key_range:type_name -> riffle.v1.HashKeyRange
-	6,  // 2: riffle.v1.Shard.sequence_number_range:type_name -> riffle.v1.SequenceNumberRange
-	5,  // 3: riffle.v1.ChildShard.hash_key_range:type_name -> riffle.v1.HashKeyRange
-	4,  // 4: riffle.v1.CreateStreamRequest.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
-	40, // 5: riffle.v1.CreateStreamRequest.tags:type_name -> riffle.v1.CreateStreamRequest.TagsEntry
-	0,  // 6: riffle.v1.StreamDescription.stream_status:type_name -> riffle.v1.StreamStatus
-	4,  // 7: riffle.v1.StreamDescription.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
-	7,  // 8: riffle.v1.StreamDescription.shards:type_name -> riffle.v1.Shard
-	41, // 9: riffle.v1.StreamDescription.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
-	14, // 10: riffle.v1.DescribeStreamResponse.stream_description:type_name -> riffle.v1.StreamDescription
-	0,  // 11: riffle.v1.StreamDescriptionSummary.stream_status:type_name -> riffle.v1.StreamStatus
-	4,  // 12: riffle.v1.StreamDescriptionSummary.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
-	41, // 13: riffle.v1.StreamDescriptionSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
-	17, // 14: riffle.v1.DescribeStreamSummaryResponse.stream_description_summary:type_name -> riffle.v1.StreamDescriptionSummary
-	0,  // 15: riffle.v1.StreamSummary.stream_status:type_name -> riffle.v1.StreamStatus
-	4,  // 16: riffle.v1.StreamSummary.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
-	41, // 17: riffle.v1.StreamSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
-	20, // 18: riffle.v1.ListStreamsResponse.stream_summaries:type_name -> riffle.v1.StreamSummary
-	3,  // 19: riffle.v1.ShardFilter.type:type_name -> riffle.v1.ShardFilterType
-	41, // 20: riffle.v1.ShardFilter.timestamp:type_name -> google.protobuf.Timestamp
-	41, // 21: riffle.v1.ListShardsRequest.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
-	22, // 22: riffle.v1.ListShardsRequest.shard_filter:type_name -> riffle.v1.ShardFilter
-	7,  // 23: riffle.v1.ListShardsResponse.shards:type_name -> riffle.v1.Shard
-	31, // 24: riffle.v1.PutRecordsRequest.records:type_name -> riffle.v1.PutRecordsRequestEntry
-	33, // 25: riffle.v1.PutRecordsResponse.records:type_name -> riffle.v1.PutRecordsResultEntry
-	2,  // 26: riffle.v1.GetShardIteratorRequest.shard_iterator_type:type_name -> riffle.v1.ShardIteratorType
-	41, // 27: riffle.v1.GetShardIteratorRequest.timestamp:type_name -> google.protobuf.Timestamp
-	41, // 28: riffle.v1.Record.approximate_arrival_timestamp:type_name -> google.protobuf.Timestamp
-	37, // 29: riffle.v1.GetRecordsResponse.records:type_name -> riffle.v1.Record
-	8,  // 30: riffle.v1.GetRecordsResponse.child_shards:type_name -> riffle.v1.ChildShard
-	9,  // 31: riffle.v1.Streams.CreateStream:input_type -> riffle.v1.CreateStreamRequest
-	11, // 32: riffle.v1.Streams.DeleteStream:input_type -> riffle.v1.DeleteStreamRequest
-	13, // 33: riffle.v1.Streams.DescribeStream:input_type -> riffle.v1.DescribeStreamRequest
-	16, // 34: riffle.v1.Streams.DescribeStreamSummary:input_type -> riffle.v1.DescribeStreamSummaryRequest
-	19, // 35: riffle.v1.Streams.ListStreams:input_type -> riffle.v1.ListStreamsRequest
-	23, // 36: riffle.v1.Streams.ListShards:input_type -> riffle.v1.ListShardsRequest
-	25, // 37: riffle.v1.Streams.IncreaseStreamRetentionPeriod:input_type -> riffle.v1.IncreaseStreamRetentionPeriodRequest
-	27, // 38: riffle.v1.Streams.DecreaseStreamRetentionPeriod:input_type -> riffle.v1.DecreaseStreamRetentionPeriodRequest
-	29, // 39: riffle.v1.Streams.PutRecord:input_type -> riffle.v1.PutRecordRequest
-	32, // 40: riffle.v1.Streams.PutRecords:input_type -> riffle.v1.PutRecordsRequest
-	35, // 41: riffle.v1.Streams.GetShardIterator:input_type -> riffle.v1.GetShardIteratorRequest
-	38, // 42: riffle.v1.Streams.GetRecords:input_type -> riffle.v1.GetRecordsRequest
-	10, // 43: riffle.v1.Streams.CreateStream:output_type -> riffle.v1.CreateStreamResponse
-	12, // 44: riffle.v1.Streams.DeleteStream:output_type -> riffle.v1.DeleteStreamResponse
-	15, // 45: riffle.v1.Streams.DescribeStream:output_type -> riffle.v1.DescribeStreamResponse
-	18, // 46: riffle.v1.Streams.DescribeStreamSummary:output_type -> riffle.v1.DescribeStreamSummaryResponse
-	21, // 47: riffle.v1.Streams.ListStreams:output_type -> riffle.v1.ListStreamsResponse
-	24, // 48: riffle.v1.Streams.ListShards:output_type -> riffle.v1.ListShardsResponse
-	26, // 49: riffle.v1.Streams.IncreaseStreamRetentionPeriod:output_type -> riffle.v1.IncreaseStreamRetentionPeriodResponse
-	28, // 50: riffle.v1.Streams.DecreaseStreamRetentionPeriod:output_type -> riffle.v1.DecreaseStreamRetentionPeriodResponse
-	30, // 51: riffle.v1.Streams.PutRecord:output_type -> riffle.v1.PutRecordResponse
-	34, // 52: riffle.v1.Streams.PutRecords:output_type -> riffle.v1.PutRecordsResponse
-	36, // 53: riffle.v1.Streams.GetShardIterator:output_type -> riffle.v1.GetShardIteratorResponse
-	39, // 54: riffle.v1.Streams.GetRecords:output_type -> riffle.v1.GetRecordsResponse
-	43, // [43:55] is the sub-list for method output_type
-	31, // [31:43] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	6,  // 1: riffle.v1.Shard.hash_key_range:type_name -> riffle.v1.HashKeyRange
+	7,  // 2: riffle.v1.Shard.sequence_number_range:type_name -> riffle.v1.SequenceNumberRange
+	6,  // 3: riffle.v1.ChildShard.hash_key_range:type_name -> riffle.v1.HashKeyRange
+	5,  // 4: riffle.v1.CreateStreamRequest.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
+	55, // 5: riffle.v1.CreateStreamRequest.tags:type_name -> riffle.v1.CreateStreamRequest.TagsEntry
+	10, // 6: riffle.v1.CreateStreamRequest.shard_limits:type_name -> riffle.v1.ShardLimits
+	0,  // 7: riffle.v1.StreamDescription.stream_status:type_name -> riffle.v1.StreamStatus
+	5,  // 8: riffle.v1.StreamDescription.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
+	8,  // 9: riffle.v1.StreamDescription.shards:type_name -> riffle.v1.Shard
+	56, // 10: riffle.v1.StreamDescription.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	16, // 11: riffle.v1.DescribeStreamResponse.stream_description:type_name -> riffle.v1.StreamDescription
+	0,  // 12: riffle.v1.StreamDescriptionSummary.stream_status:type_name -> riffle.v1.StreamStatus
+	5,  // 13: riffle.v1.StreamDescriptionSummary.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
+	56, // 14: riffle.v1.StreamDescriptionSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	10, // 15: riffle.v1.StreamDescriptionSummary.shard_limits:type_name -> riffle.v1.ShardLimits
+	19, // 16: riffle.v1.DescribeStreamSummaryResponse.stream_description_summary:type_name -> riffle.v1.StreamDescriptionSummary
+	0,  // 17: riffle.v1.StreamSummary.stream_status:type_name -> riffle.v1.StreamStatus
+	5,  // 18: riffle.v1.StreamSummary.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
+	56, // 19: riffle.v1.StreamSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	22, // 20: riffle.v1.ListStreamsResponse.stream_summaries:type_name -> riffle.v1.StreamSummary
+	3,  // 21: riffle.v1.ShardFilter.type:type_name -> riffle.v1.ShardFilterType
+	56, // 22: riffle.v1.ShardFilter.timestamp:type_name -> google.protobuf.Timestamp
+	56, // 23: riffle.v1.ListShardsRequest.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	24, // 24: riffle.v1.ListShardsRequest.shard_filter:type_name -> riffle.v1.ShardFilter
+	8,  // 25: riffle.v1.ListShardsResponse.shards:type_name -> riffle.v1.Shard
+	33, // 26: riffle.v1.PutRecordsRequest.records:type_name -> riffle.v1.PutRecordsRequestEntry
+	35, // 27: riffle.v1.PutRecordsResponse.records:type_name -> riffle.v1.PutRecordsResultEntry
+	2,  // 28: riffle.v1.GetShardIteratorRequest.shard_iterator_type:type_name -> riffle.v1.ShardIteratorType
+	56, // 29: riffle.v1.GetShardIteratorRequest.timestamp:type_name -> google.protobuf.Timestamp
+	56, // 30: riffle.v1.Record.approximate_arrival_timestamp:type_name -> google.protobuf.Timestamp
+	39, // 31: riffle.v1.GetRecordsResponse.records:type_name -> riffle.v1.Record
+	9,  // 32: riffle.v1.GetRecordsResponse.child_shards:type_name -> riffle.v1.ChildShard
+	4,  // 33: riffle.v1.Consumer.consumer_status:type_name -> riffle.v1.ConsumerStatus
+	56, // 34: riffle.v1.Consumer.consumer_creation_timestamp:type_name -> google.protobuf.Timestamp
+	4,  // 35: riffle.v1.ConsumerDescription.consumer_status:type_name -> riffle.v1.ConsumerStatus
+	56, // 36: riffle.v1.ConsumerDescription.consumer_creation_timestamp:type_name -> google.protobuf.Timestamp
+	42, // 37: riffle.v1.RegisterStreamConsumerResponse.consumer:type_name -> riffle.v1.Consumer
+	43, // 38: riffle.v1.DescribeStreamConsumerResponse.consumer_description:type_name -> riffle.v1.ConsumerDescription
+	56, // 39: riffle.v1.ListStreamConsumersRequest.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	42, // 40: riffle.v1.ListStreamConsumersResponse.consumers:type_name -> riffle.v1.Consumer
+	2,  // 41: riffle.v1.StartingPosition.type:type_name -> riffle.v1.ShardIteratorType
+	56, // 42: riffle.v1.StartingPosition.timestamp:type_name -> google.protobuf.Timestamp
+	52, // 43: riffle.v1.SubscribeToShardRequest.starting_position:type_name -> riffle.v1.StartingPosition
+	39, // 44: riffle.v1.SubscribeToShardEvent.records:type_name -> riffle.v1.Record
+	9,  // 45: riffle.v1.SubscribeToShardEvent.child_shards:type_name -> riffle.v1.ChildShard
+	11, // 46: riffle.v1.Streams.CreateStream:input_type -> riffle.v1.CreateStreamRequest
+	13, // 47: riffle.v1.Streams.DeleteStream:input_type -> riffle.v1.DeleteStreamRequest
+	15, // 48: riffle.v1.Streams.DescribeStream:input_type -> riffle.v1.DescribeStreamRequest
+	18, // 49: riffle.v1.Streams.DescribeStreamSummary:input_type -> riffle.v1.DescribeStreamSummaryRequest
+	21, // 50: riffle.v1.Streams.ListStreams:input_type -> riffle.v1.ListStreamsRequest
+	25, // 51: riffle.v1.Streams.ListShards:input_type -> riffle.v1.ListShardsRequest
+	27, // 52: riffle.v1.Streams.IncreaseStreamRetentionPeriod:input_type -> riffle.v1.IncreaseStreamRetentionPeriodRequest
+	29, // 53: riffle.v1.Streams.DecreaseStreamRetentionPeriod:input_type -> riffle.v1.DecreaseStreamRetentionPeriodRequest
+	31, // 54: riffle.v1.Streams.PutRecord:input_type -> riffle.v1.PutRecordRequest
+	34, // 55: riffle.v1.Streams.PutRecords:input_type -> riffle.v1.PutRecordsRequest
+	37, // 56: riffle.v1.Streams.GetShardIterator:input_type -> riffle.v1.GetShardIteratorRequest
+	40, // 57: riffle.v1.Streams.GetRecords:input_type -> riffle.v1.GetRecordsRequest
+	44, // 58: riffle.v1.Streams.RegisterStreamConsumer:input_type -> riffle.v1.RegisterStreamConsumerRequest
+	46, // 59: riffle.v1.Streams.DeregisterStreamConsumer:input_type -> riffle.v1.DeregisterStreamConsumerRequest
+	48, // 60: riffle.v1.Streams.DescribeStreamConsumer:input_type -> riffle.v1.DescribeStreamConsumerRequest
+	50, // 61: riffle.v1.Streams.ListStreamConsumers:input_type -> riffle.v1.ListStreamConsumersRequest
+	53, // 62: riffle.v1.Streams.SubscribeToShard:input_type -> riffle.v1.SubscribeToShardRequest
+	12, // 63: riffle.v1.Streams.CreateStream:output_type -> riffle.v1.CreateStreamResponse
+	14, // 64: riffle.v1.Streams.DeleteStream:output_type -> riffle.v1.DeleteStreamResponse
+	17, // 65: riffle.v1.Streams.DescribeStream:output_type -> riffle.v1.DescribeStreamResponse
+	20, // 66: riffle.v1.Streams.DescribeStreamSummary:output_type -> riffle.v1.DescribeStreamSummaryResponse
+	23, // 67: riffle.v1.Streams.ListStreams:output_type -> riffle.v1.ListStreamsResponse
+	26, // 68: riffle.v1.Streams.ListShards:output_type -> riffle.v1.ListShardsResponse
+	28, // 69: riffle.v1.Streams.IncreaseStreamRetentionPeriod:output_type -> riffle.v1.IncreaseStreamRetentionPeriodResponse
+	30, // 70: riffle.v1.Streams.DecreaseStreamRetentionPeriod:output_type -> riffle.v1.DecreaseStreamRetentionPeriodResponse
+	32, // 71: riffle.v1.Streams.PutRecord:output_type -> riffle.v1.PutRecordResponse
+	36, // 72: riffle.v1.Streams.PutRecords:output_type -> riffle.v1.PutRecordsResponse
+	38, // 73: riffle.v1.Streams.GetShardIterator:output_type -> riffle.v1.GetShardIteratorResponse
+	41, // 74: riffle.v1.Streams.GetRecords:output_type -> riffle.v1.GetRecordsResponse
+	45, // 75: riffle.v1.Streams.RegisterStreamConsumer:output_type -> riffle.v1.RegisterStreamConsumerResponse
+	47, // 76: riffle.v1.Streams.DeregisterStreamConsumer:output_type -> riffle.v1.DeregisterStreamConsumerResponse
+	49, // 77: riffle.v1.Streams.DescribeStreamConsumer:output_type -> riffle.v1.DescribeStreamConsumerResponse
+	51, // 78: riffle.v1.Streams.ListStreamConsumers:output_type -> riffle.v1.ListStreamConsumersResponse
+	54, // 79: riffle.v1.Streams.SubscribeToShard:output_type -> riffle.v1.SubscribeToShardEvent
+	63, // [63:80] is the sub-list for method output_type
+	46, // [46:63] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_riffle_v1_streams_proto_init() }
@@ -2822,13 +3901,14 @@ func file_riffle_v1_streams_proto_init() {
 	if File_riffle_v1_streams_proto != nil {
 		return
 	}
+	file_riffle_v1_streams_proto_msgTypes[5].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_riffle_v1_streams_proto_rawDesc), len(file_riffle_v1_streams_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   37,
+			NumEnums:      5,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

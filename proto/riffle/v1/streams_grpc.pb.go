@@ -41,6 +41,11 @@ const (
 	Streams_PutRecords_FullMethodName                    = "/riffle.v1.Streams/PutRecords"
 	Streams_GetShardIterator_FullMethodName              = "/riffle.v1.Streams/GetShardIterator"
 	Streams_GetRecords_FullMethodName                    = "/riffle.v1.Streams/GetRecords"
+	Streams_RegisterStreamConsumer_FullMethodName        = "/riffle.v1.Streams/RegisterStreamConsumer"
+	Streams_DeregisterStreamConsumer_FullMethodName      = "/riffle.v1.Streams/DeregisterStreamConsumer"
+	Streams_DescribeStreamConsumer_FullMethodName        = "/riffle.v1.Streams/DescribeStreamConsumer"
+	Streams_ListStreamConsumers_FullMethodName           = "/riffle.v1.Streams/ListStreamConsumers"
+	Streams_SubscribeToShard_FullMethodName              = "/riffle.v1.Streams/SubscribeToShard"
 )
 
 // StreamsClient is the client API for Streams service.
@@ -61,6 +66,18 @@ type StreamsClient interface {
 	PutRecords(ctx context.Context, in *PutRecordsRequest, opts ...grpc.CallOption) (*PutRecordsResponse, error)
 	GetShardIterator(ctx context.Context, in *GetShardIteratorRequest, opts ...grpc.CallOption) (*GetShardIteratorResponse, error)
 	GetRecords(ctx context.Context, in *GetRecordsRequest, opts ...grpc.CallOption) (*GetRecordsResponse, error)
+	// Enhanced fan-out: registered consumers, each with its own throughput
+	// per shard, and push subscriptions.
+	RegisterStreamConsumer(ctx context.Context, in *RegisterStreamConsumerRequest, opts ...grpc.CallOption) (*RegisterStreamConsumerResponse, error)
+	DeregisterStreamConsumer(ctx context.Context, in *DeregisterStreamConsumerRequest, opts ...grpc.CallOption) (*DeregisterStreamConsumerResponse, error)
+	DescribeStreamConsumer(ctx context.Context, in *DescribeStreamConsumerRequest, opts ...grpc.CallOption) (*DescribeStreamConsumerResponse, error)
+	ListStreamConsumers(ctx context.Context, in *ListStreamConsumersRequest, opts ...grpc.CallOption) (*ListStreamConsumersResponse, error)
+	// SubscribeToShard pushes a shard's records to a registered consumer as
+	// they commit. The stream ends cleanly after the subscription's lifetime
+	// (5 minutes by default); the client subscribes again from the last
+	// continuation_sequence_number. At the end of a closed shard the last
+	// event names the child shards and has no continuation number.
+	SubscribeToShard(ctx context.Context, in *SubscribeToShardRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeToShardEvent], error)
 }
 
 type streamsClient struct {
@@ -191,6 +208,65 @@ func (c *streamsClient) GetRecords(ctx context.Context, in *GetRecordsRequest, o
 	return out, nil
 }
 
+func (c *streamsClient) RegisterStreamConsumer(ctx context.Context, in *RegisterStreamConsumerRequest, opts ...grpc.CallOption) (*RegisterStreamConsumerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RegisterStreamConsumerResponse)
+	err := c.cc.Invoke(ctx, Streams_RegisterStreamConsumer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamsClient) DeregisterStreamConsumer(ctx context.Context, in *DeregisterStreamConsumerRequest, opts ...grpc.CallOption) (*DeregisterStreamConsumerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeregisterStreamConsumerResponse)
+	err := c.cc.Invoke(ctx, Streams_DeregisterStreamConsumer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamsClient) DescribeStreamConsumer(ctx context.Context, in *DescribeStreamConsumerRequest, opts ...grpc.CallOption) (*DescribeStreamConsumerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DescribeStreamConsumerResponse)
+	err := c.cc.Invoke(ctx, Streams_DescribeStreamConsumer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamsClient) ListStreamConsumers(ctx context.Context, in *ListStreamConsumersRequest, opts ...grpc.CallOption) (*ListStreamConsumersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListStreamConsumersResponse)
+	err := c.cc.Invoke(ctx, Streams_ListStreamConsumers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamsClient) SubscribeToShard(ctx context.Context, in *SubscribeToShardRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeToShardEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Streams_ServiceDesc.Streams[0], Streams_SubscribeToShard_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SubscribeToShardRequest, SubscribeToShardEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Streams_SubscribeToShardClient = grpc.ServerStreamingClient[SubscribeToShardEvent]
+
 // StreamsServer is the server API for Streams service.
 // All implementations must embed UnimplementedStreamsServer
 // for forward compatibility.
@@ -209,6 +285,18 @@ type StreamsServer interface {
 	PutRecords(context.Context, *PutRecordsRequest) (*PutRecordsResponse, error)
 	GetShardIterator(context.Context, *GetShardIteratorRequest) (*GetShardIteratorResponse, error)
 	GetRecords(context.Context, *GetRecordsRequest) (*GetRecordsResponse, error)
+	// Enhanced fan-out: registered consumers, each with its own throughput
+	// per shard, and push subscriptions.
+	RegisterStreamConsumer(context.Context, *RegisterStreamConsumerRequest) (*RegisterStreamConsumerResponse, error)
+	DeregisterStreamConsumer(context.Context, *DeregisterStreamConsumerRequest) (*DeregisterStreamConsumerResponse, error)
+	DescribeStreamConsumer(context.Context, *DescribeStreamConsumerRequest) (*DescribeStreamConsumerResponse, error)
+	ListStreamConsumers(context.Context, *ListStreamConsumersRequest) (*ListStreamConsumersResponse, error)
+	// SubscribeToShard pushes a shard's records to a registered consumer as
+	// they commit. The stream ends cleanly after the subscription's lifetime
+	// (5 minutes by default); the client subscribes again from the last
+	// continuation_sequence_number. At the end of a closed shard the last
+	// event names the child shards and has no continuation number.
+	SubscribeToShard(*SubscribeToShardRequest, grpc.ServerStreamingServer[SubscribeToShardEvent]) error
 	mustEmbedUnimplementedStreamsServer()
 }
 
@@ -254,6 +342,21 @@ func (UnimplementedStreamsServer) GetShardIterator(context.Context, *GetShardIte
 }
 func (UnimplementedStreamsServer) GetRecords(context.Context, *GetRecordsRequest) (*GetRecordsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetRecords not implemented")
+}
+func (UnimplementedStreamsServer) RegisterStreamConsumer(context.Context, *RegisterStreamConsumerRequest) (*RegisterStreamConsumerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RegisterStreamConsumer not implemented")
+}
+func (UnimplementedStreamsServer) DeregisterStreamConsumer(context.Context, *DeregisterStreamConsumerRequest) (*DeregisterStreamConsumerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeregisterStreamConsumer not implemented")
+}
+func (UnimplementedStreamsServer) DescribeStreamConsumer(context.Context, *DescribeStreamConsumerRequest) (*DescribeStreamConsumerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DescribeStreamConsumer not implemented")
+}
+func (UnimplementedStreamsServer) ListStreamConsumers(context.Context, *ListStreamConsumersRequest) (*ListStreamConsumersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListStreamConsumers not implemented")
+}
+func (UnimplementedStreamsServer) SubscribeToShard(*SubscribeToShardRequest, grpc.ServerStreamingServer[SubscribeToShardEvent]) error {
+	return status.Error(codes.Unimplemented, "method SubscribeToShard not implemented")
 }
 func (UnimplementedStreamsServer) mustEmbedUnimplementedStreamsServer() {}
 func (UnimplementedStreamsServer) testEmbeddedByValue()                 {}
@@ -492,6 +595,89 @@ func _Streams_GetRecords_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Streams_RegisterStreamConsumer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RegisterStreamConsumerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).RegisterStreamConsumer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_RegisterStreamConsumer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).RegisterStreamConsumer(ctx, req.(*RegisterStreamConsumerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Streams_DeregisterStreamConsumer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeregisterStreamConsumerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).DeregisterStreamConsumer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_DeregisterStreamConsumer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).DeregisterStreamConsumer(ctx, req.(*DeregisterStreamConsumerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Streams_DescribeStreamConsumer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DescribeStreamConsumerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).DescribeStreamConsumer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_DescribeStreamConsumer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).DescribeStreamConsumer(ctx, req.(*DescribeStreamConsumerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Streams_ListStreamConsumers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListStreamConsumersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).ListStreamConsumers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_ListStreamConsumers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).ListStreamConsumers(ctx, req.(*ListStreamConsumersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Streams_SubscribeToShard_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SubscribeToShardRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(StreamsServer).SubscribeToShard(m, &grpc.GenericServerStream[SubscribeToShardRequest, SubscribeToShardEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Streams_SubscribeToShardServer = grpc.ServerStreamingServer[SubscribeToShardEvent]
+
 // Streams_ServiceDesc is the grpc.ServiceDesc for Streams service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -547,7 +733,29 @@ var Streams_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetRecords",
 			Handler:    _Streams_GetRecords_Handler,
 		},
+		{
+			MethodName: "RegisterStreamConsumer",
+			Handler:    _Streams_RegisterStreamConsumer_Handler,
+		},
+		{
+			MethodName: "DeregisterStreamConsumer",
+			Handler:    _Streams_DeregisterStreamConsumer_Handler,
+		},
+		{
+			MethodName: "DescribeStreamConsumer",
+			Handler:    _Streams_DescribeStreamConsumer_Handler,
+		},
+		{
+			MethodName: "ListStreamConsumers",
+			Handler:    _Streams_ListStreamConsumers_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SubscribeToShard",
+			Handler:       _Streams_SubscribeToShard_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "riffle/v1/streams.proto",
 }
