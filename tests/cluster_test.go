@@ -35,6 +35,11 @@ type testCluster struct {
 	// raft is every node's raft timing.
 	raft   shardlog.RaftTiming
 	expect int
+	// limits are every node's default shard limits; zero is unlimited.
+	limits cluster.Limits
+	// subLifetime and subHeartbeat set subscription timing; zero keeps
+	// the defaults.
+	subLifetime, subHeartbeat time.Duration
 }
 
 // startCluster starts n nodes with bootstrap-expect n and waits until every
@@ -96,7 +101,11 @@ func (c *testCluster) startNode(i int) *testNode {
 		Raft:            c.raft,
 		BalanceInterval: 300 * time.Millisecond,
 		DeadNodeGrace:   c.deadNodeGrace,
-		Logger:          logger,
+		ShardLimits:     c.limits,
+
+		SubscriptionLifetime:  c.subLifetime,
+		SubscriptionHeartbeat: c.subHeartbeat,
+		Logger:                logger,
 	})
 	if err != nil {
 		c.t.Errorf("start node %d: %v", i+1, err)

@@ -37,18 +37,21 @@ type testNode struct {
 // until it is ready. It is stopped when the test ends unless stopped first.
 func startNode(t testing.TB, dir string) *testNode {
 	t.Helper()
+	return startNodeConfig(t, node.Config{DataDir: dir})
+}
+
+// startNodeConfig is startNode with the caller's settings (limits,
+// subscription timing); addresses, raft timing and logging are filled in.
+func startNodeConfig(t testing.TB, cfg node.Config) *testNode {
+	t.Helper()
+	dir := cfg.DataDir
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	n, err := node.Start(context.Background(), node.Config{
-		NodeID:    "n1",
-		DataDir:   dir,
-		GRPCAddr:  "127.0.0.1:0",
-		AdminAddr: "127.0.0.1:0",
-		Raft:      fastRaft,
-		Logger:    logger,
-	})
+	cfg.NodeID, cfg.GRPCAddr, cfg.AdminAddr = "n1", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Raft, cfg.Logger = fastRaft, logger
+	n, err := node.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("start node: %v", err)
 	}
