@@ -113,6 +113,14 @@ func toForwardError(err error, leader string) *internalv1.ForwardError {
 		kind = internalv1.ForwardError_KIND_STREAM_IN_USE
 	case errors.Is(err, ErrInvalidCommand):
 		kind = internalv1.ForwardError_KIND_INVALID
+	case errors.Is(err, ErrConsumerExists):
+		kind = internalv1.ForwardError_KIND_CONSUMER_EXISTS
+	case errors.Is(err, ErrConsumerNotFound):
+		kind = internalv1.ForwardError_KIND_CONSUMER_NOT_FOUND
+	case errors.Is(err, ErrConsumerLimit):
+		kind = internalv1.ForwardError_KIND_CONSUMER_LIMIT
+	case errors.Is(err, ErrStreamHasConsumers):
+		kind = internalv1.ForwardError_KIND_STREAM_HAS_CONSUMERS
 	case errors.Is(err, ErrNoReplica), errors.Is(err, shardlog.ErrShardClosed):
 		kind = internalv1.ForwardError_KIND_NO_REPLICA
 	case errors.As(err, &unknown), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
@@ -140,6 +148,14 @@ func fromForwardError(e *internalv1.ForwardError) error {
 		return fmt.Errorf("%w (%v)", ErrInvalidCommand, msg)
 	case internalv1.ForwardError_KIND_NO_REPLICA:
 		return fmt.Errorf("%w (%v)", ErrNoReplica, msg)
+	case internalv1.ForwardError_KIND_CONSUMER_EXISTS:
+		return fmt.Errorf("%w (%v)", ErrConsumerExists, msg)
+	case internalv1.ForwardError_KIND_CONSUMER_NOT_FOUND:
+		return fmt.Errorf("%w (%v)", ErrConsumerNotFound, msg)
+	case internalv1.ForwardError_KIND_CONSUMER_LIMIT:
+		return fmt.Errorf("%w (%v)", ErrConsumerLimit, msg)
+	case internalv1.ForwardError_KIND_STREAM_HAS_CONSUMERS:
+		return fmt.Errorf("%w (%v)", ErrStreamHasConsumers, msg)
 	case internalv1.ForwardError_KIND_OUTCOME_UNKNOWN:
 		return &shardlog.OutcomeUnknownError{Err: msg}
 	}

@@ -28,40 +28,52 @@ const (
 type ForwardError_Kind int32
 
 const (
-	ForwardError_KIND_UNSPECIFIED      ForwardError_Kind = 0
-	ForwardError_KIND_NOT_LEADER       ForwardError_Kind = 1
-	ForwardError_KIND_STREAM_NOT_FOUND ForwardError_Kind = 2
-	ForwardError_KIND_STREAM_EXISTS    ForwardError_Kind = 3
-	ForwardError_KIND_STREAM_IN_USE    ForwardError_Kind = 4
-	ForwardError_KIND_INVALID          ForwardError_Kind = 5
-	ForwardError_KIND_NO_REPLICA       ForwardError_Kind = 6
-	ForwardError_KIND_OUTCOME_UNKNOWN  ForwardError_Kind = 7
-	ForwardError_KIND_INTERNAL         ForwardError_Kind = 8
+	ForwardError_KIND_UNSPECIFIED          ForwardError_Kind = 0
+	ForwardError_KIND_NOT_LEADER           ForwardError_Kind = 1
+	ForwardError_KIND_STREAM_NOT_FOUND     ForwardError_Kind = 2
+	ForwardError_KIND_STREAM_EXISTS        ForwardError_Kind = 3
+	ForwardError_KIND_STREAM_IN_USE        ForwardError_Kind = 4
+	ForwardError_KIND_INVALID              ForwardError_Kind = 5
+	ForwardError_KIND_NO_REPLICA           ForwardError_Kind = 6
+	ForwardError_KIND_OUTCOME_UNKNOWN      ForwardError_Kind = 7
+	ForwardError_KIND_INTERNAL             ForwardError_Kind = 8
+	ForwardError_KIND_CONSUMER_EXISTS      ForwardError_Kind = 9
+	ForwardError_KIND_CONSUMER_NOT_FOUND   ForwardError_Kind = 10
+	ForwardError_KIND_CONSUMER_LIMIT       ForwardError_Kind = 11
+	ForwardError_KIND_STREAM_HAS_CONSUMERS ForwardError_Kind = 12
 )
 
 // Enum value maps for ForwardError_Kind.
 var (
 	ForwardError_Kind_name = map[int32]string{
-		0: "KIND_UNSPECIFIED",
-		1: "KIND_NOT_LEADER",
-		2: "KIND_STREAM_NOT_FOUND",
-		3: "KIND_STREAM_EXISTS",
-		4: "KIND_STREAM_IN_USE",
-		5: "KIND_INVALID",
-		6: "KIND_NO_REPLICA",
-		7: "KIND_OUTCOME_UNKNOWN",
-		8: "KIND_INTERNAL",
+		0:  "KIND_UNSPECIFIED",
+		1:  "KIND_NOT_LEADER",
+		2:  "KIND_STREAM_NOT_FOUND",
+		3:  "KIND_STREAM_EXISTS",
+		4:  "KIND_STREAM_IN_USE",
+		5:  "KIND_INVALID",
+		6:  "KIND_NO_REPLICA",
+		7:  "KIND_OUTCOME_UNKNOWN",
+		8:  "KIND_INTERNAL",
+		9:  "KIND_CONSUMER_EXISTS",
+		10: "KIND_CONSUMER_NOT_FOUND",
+		11: "KIND_CONSUMER_LIMIT",
+		12: "KIND_STREAM_HAS_CONSUMERS",
 	}
 	ForwardError_Kind_value = map[string]int32{
-		"KIND_UNSPECIFIED":      0,
-		"KIND_NOT_LEADER":       1,
-		"KIND_STREAM_NOT_FOUND": 2,
-		"KIND_STREAM_EXISTS":    3,
-		"KIND_STREAM_IN_USE":    4,
-		"KIND_INVALID":          5,
-		"KIND_NO_REPLICA":       6,
-		"KIND_OUTCOME_UNKNOWN":  7,
-		"KIND_INTERNAL":         8,
+		"KIND_UNSPECIFIED":          0,
+		"KIND_NOT_LEADER":           1,
+		"KIND_STREAM_NOT_FOUND":     2,
+		"KIND_STREAM_EXISTS":        3,
+		"KIND_STREAM_IN_USE":        4,
+		"KIND_INVALID":              5,
+		"KIND_NO_REPLICA":           6,
+		"KIND_OUTCOME_UNKNOWN":      7,
+		"KIND_INTERNAL":             8,
+		"KIND_CONSUMER_EXISTS":      9,
+		"KIND_CONSUMER_NOT_FOUND":   10,
+		"KIND_CONSUMER_LIMIT":       11,
+		"KIND_STREAM_HAS_CONSUMERS": 12,
 	}
 )
 
@@ -766,11 +778,11 @@ var File_riffle_internalapi_v1_forward_proto protoreflect.FileDescriptor
 
 const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
 	"\n" +
-	"#riffle/internalapi/v1/forward.proto\x12\x12riffle.internal.v1\"\xd3\x02\n" +
+	"#riffle/internalapi/v1/forward.proto\x12\x12riffle.internal.v1\"\xc2\x03\n" +
 	"\fForwardError\x129\n" +
 	"\x04kind\x18\x01 \x01(\x0e2%.riffle.internal.v1.ForwardError.KindR\x04kind\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1b\n" +
-	"\tleader_id\x18\x03 \x01(\tR\bleaderId\"\xd0\x01\n" +
+	"\tleader_id\x18\x03 \x01(\tR\bleaderId\"\xbf\x02\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fKIND_NOT_LEADER\x10\x01\x12\x19\n" +
@@ -780,7 +792,12 @@ const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
 	"\fKIND_INVALID\x10\x05\x12\x13\n" +
 	"\x0fKIND_NO_REPLICA\x10\x06\x12\x18\n" +
 	"\x14KIND_OUTCOME_UNKNOWN\x10\a\x12\x11\n" +
-	"\rKIND_INTERNAL\x10\b\".\n" +
+	"\rKIND_INTERNAL\x10\b\x12\x18\n" +
+	"\x14KIND_CONSUMER_EXISTS\x10\t\x12\x1b\n" +
+	"\x17KIND_CONSUMER_NOT_FOUND\x10\n" +
+	"\x12\x17\n" +
+	"\x13KIND_CONSUMER_LIMIT\x10\v\x12\x1d\n" +
+	"\x19KIND_STREAM_HAS_CONSUMERS\x10\f\".\n" +
 	"\x12ProposeMetaRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"c\n" +
 	"\x13ProposeMetaResponse\x126\n" +
