@@ -44,14 +44,32 @@ const (
 const ErrorDomain = "riffle.v1"
 
 // ExceptionName returns the Kinesis exception name of a broker error, from
-// its ErrorInfo detail, or "" when err carries none (client-side failures
-// such as an unreachable node or an expired deadline).
+// its ErrorInfo detail, or of a *RecordError in err's chain, or "" when err
+// carries none (client-side failures such as an unreachable node or an
+// expired deadline).
 func ExceptionName(err error) string {
 	if info := errorInfo(err); info != nil {
 		return info.GetReason()
 	}
+	var re *RecordError
+	if errors.As(err, &re) {
+		return re.Code
+	}
 	return ""
 }
+
+// RecordError is the failure of one record: the error of a PutRecords
+// result entry, or a record the SDK refused before sending it (with the
+// exception the broker would have answered, ValidationException or
+// InvalidArgumentException). ExceptionName returns its Code.
+type RecordError struct {
+	// Code is the Kinesis exception name.
+	Code string
+	// Message says what went wrong.
+	Message string
+}
+
+func (e *RecordError) Error() string { return e.Code + ": " + e.Message }
 
 // IsRetryable reports whether the failed call may be sent again unchanged.
 //
