@@ -252,8 +252,8 @@ func TestProducerBackpressure(t *testing.T) {
 	}
 	// The buffer is full: a Put waits until its context ends.
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	_, err := p.Put(ctx, "k", []byte("no room")).Wait(context.Background())
-	cancel()
+	defer cancel()
+	_, err := p.Put(ctx, "k", []byte("no room")).Wait(ctx)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Put on a full buffer: %v, want it to block until its deadline", err)
 	}

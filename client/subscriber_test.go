@@ -121,8 +121,10 @@ func TestSubscriberStopsOnTerminalErrors(t *testing.T) {
 			})
 			s := newTestSubscriber(t, f, TrimHorizon(), 5)
 			readN(t, s.Next, 1)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
 			for range 2 {
-				if _, err := s.Next(context.Background()); ExceptionName(err) != exc.name {
+				if _, err := s.Next(ctx); ExceptionName(err) != exc.name {
 					t.Fatalf("err = %v, want %s", err, exc.name)
 				}
 			}
@@ -142,7 +144,9 @@ func TestSubscriberBoundsRetries(t *testing.T) {
 		return status.Error(codes.Unavailable, "connection refused")
 	}
 	s := newTestSubscriber(t, f, TrimHorizon(), 4)
-	if _, err := s.Next(context.Background()); status.Code(err) != codes.Unavailable {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := s.Next(ctx); status.Code(err) != codes.Unavailable {
 		t.Fatalf("err = %v, want Unavailable", err)
 	}
 	s.Close()
