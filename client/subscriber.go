@@ -7,9 +7,18 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	rifflev1 "github.com/riffle-streams/riffle/proto/riffle/v1"
 )
+
+// DefaultIdleTimeout is SubscriberConfig.IdleTimeout's default, several
+// times the broker's heartbeat of 5 seconds.
+const DefaultIdleTimeout = 30 * time.Second
 
 // SubscriberConfig tunes a Subscriber. The zero value takes every default.
 type SubscriberConfig struct {
@@ -17,6 +26,11 @@ type SubscriberConfig struct {
 	// in a row with no event between them end the subscriber with the last
 	// error. AttemptTimeout does not apply: a subscription lasts minutes.
 	Retry RetryPolicy
+	// IdleTimeout is how long a subscription may go without an event before
+	// it is given up as dead and taken up again (the broker sends one every
+	// few seconds even on a quiet shard; a silent connection may be a
+	// network partition); DefaultIdleTimeout when 0.
+	IdleTimeout time.Duration
 	// Logger receives the subscriber's logs; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -71,6 +85,9 @@ type subEvent struct {
 // consumer consumerARN, from start.
 func NewSubscriber(c *Client, consumerARN, shardID string, start StartingPosition, cfg SubscriberConfig) *Subscriber {
 	cfg.Retry = cfg.Retry.withDefaults()
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -202,20 +219,27 @@ func (sh *shardSubscription) subscribe() (*subEvent, error) {
 	s := sh.s
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
+	var idle atomic.Bool
+	timer := time.AfterFunc(s.cfg.IdleTimeout, func() {
+		idle.Store(true)
+		cancel()
+	})
+	defer timer.Stop()
 	stream, err := s.c.Streams().SubscribeToShard(ctx, &rifflev1.SubscribeToShardRequest{
 		ConsumerArn: s.consumerARN, ShardId: sh.shard, StartingPosition: sh.pos.proto(),
 	})
-	if err != nil {
-		return nil, err
-	}
-	for {
-		ev, err := stream.Recv()
+	for err == nil {
+		var ev *rifflev1.SubscribeToShardEvent
+		ev, err = stream.Recv()
 		if errors.Is(err, io.EOF) {
 			return nil, nil
 		}
 		if err != nil {
-			return nil, err
+			break
 		}
+		// A consumer slow to call Next is not a dead subscription: the
+		// clock runs only while waiting for the broker.
+		timer.Stop()
 		sh.failures = 0
 		if err := sh.advance(ev); err != nil {
 			return nil, err
@@ -231,7 +255,12 @@ func (sh *shardSubscription) subscribe() (*subEvent, error) {
 		if len(ev.GetChildShards()) > 0 && ev.GetContinuationSequenceNumber() == "" {
 			return &subEvent{batch: Batch{ShardID: sh.shard}, ended: true, children: ev.GetChildShards()}, nil
 		}
+		timer.Reset(s.cfg.IdleTimeout)
 	}
+	if idle.Load() && s.ctx.Err() == nil {
+		return nil, status.Errorf(codes.DeadlineExceeded, "no event for %v", s.cfg.IdleTimeout)
+	}
+	return nil, err
 }
 
 // advance checks an event against what came before and moves the position

@@ -256,3 +256,23 @@ func TestSubscriberClose(t *testing.T) {
 		t.Errorf("err = %v, want ErrConsumerClosed", err)
 	}
 }
+
+// A subscription that goes silent (no event, not even the broker's
+// heartbeat, for IdleTimeout) is given up and taken up again from the
+// last continuation number.
+func TestSubscriberResubscribesWhenIdle(t *testing.T) {
+	f := newFakeStreams(1)
+	f.subscribe = scripted(
+		script{events: []*rifflev1.SubscribeToShardEvent{fakeEvent(0, fakeSeq(0, 0), 0)}, block: true},
+		script{events: []*rifflev1.SubscribeToShardEvent{fakeEvent(0, fakeSeq(0, 1), 1)}, block: true},
+	)
+	s := NewSubscriber(f.start(t), consumerARN, "shardId-000000000000", TrimHorizon(),
+		SubscriberConfig{Retry: fastPolicy(5), IdleTimeout: 100 * time.Millisecond})
+	defer s.Close()
+	if got, _ := readN(t, s.Next, 2); !slices.Equal(got, []string{"0/0", "0/1"}) {
+		t.Fatalf("received %v", got)
+	}
+	if got := positions(f.subscribeRequests()); got[1] != after+fakeSeq(0, 0) {
+		t.Errorf("subscriptions started at %v", got)
+	}
+}
