@@ -50,6 +50,8 @@ type shardThrottle struct {
 	mu                       sync.Mutex
 	writeBytes, writeRecords *Bucket
 	readBytes, readCalls     *Bucket
+	// readMu is held from a read's admission until its bytes are charged.
+	readMu sync.Mutex
 }
 
 func newShardThrottle(l Limits) *shardThrottle {
@@ -171,32 +173,32 @@ func (h *Host) appendThrottled(ctx context.Context, r *shardlog.Shard, s *Stream
 	return res, throttled
 }
 
-// AdmitRead asks the shard's read limits on this node for one GetRecords
-// call. It returns a *ThrottledError when the calls budget is spent or the
-// bytes budget is in debt; after an admitted read, ChargeRead takes the
-// bytes it returned.
-func (h *Host) AdmitRead(s *Stream, sh *Shard) error {
+// ReadThrottled runs read, a GetRecords read of the shard that returns the
+// bytes it read, if the shard's read limits on this node admit one more
+// call: the calls budget has one and the bytes budget is out of debt. The
+// bytes read are then charged, debt allowed (a read's size is known only
+// once it is done). Reads of a shard run one at a time here, so that each
+// admission sees what the previous read cost; without that, pollers that
+// come back together would all pass an empty budget at once. When the
+// limits refuse the call, read is not run and the error is a
+// *ThrottledError; otherwise it is read's.
+func (h *Host) ReadThrottled(s *Stream, sh *Shard, read func() (int, error)) error {
 	limits := h.Limits(s)
 	if limits.ReadBytes == 0 && limits.ReadCalls == 0 {
-		return nil
+		_, err := read()
+		return err
 	}
-	ok, wait := h.throttles.get(s.GroupID(sh), limits).admitRead()
-	if ok {
-		return nil
+	t := h.throttles.get(s.GroupID(sh), limits)
+	t.readMu.Lock()
+	defer t.readMu.Unlock()
+	if ok, wait := t.admitRead(); !ok {
+		return &ThrottledError{RetryAfter: wait, Reason: fmt.Sprintf(
+			"GetRecords rate exceeded for %s of stream %s (limits: %d calls/s, %d bytes/s, shared by every reader)",
+			sh.ID(), s.Name, limits.ReadCalls, limits.ReadBytes)}
 	}
-	return &ThrottledError{RetryAfter: wait, Reason: fmt.Sprintf(
-		"GetRecords rate exceeded for %s of stream %s (limits: %d calls/s, %d bytes/s, shared by every reader)",
-		sh.ID(), s.Name, limits.ReadCalls, limits.ReadBytes)}
-}
-
-// ChargeRead takes the bytes an admitted GetRecords returned from the
-// shard's read budget on this node; the budget may go into debt.
-func (h *Host) ChargeRead(s *Stream, sh *Shard, bytes int) {
-	limits := h.Limits(s)
-	if limits.ReadBytes == 0 {
-		return
-	}
-	h.throttles.get(s.GroupID(sh), limits).readBytes.Charge(int64(bytes))
+	n, err := read()
+	t.readBytes.Charge(int64(n))
+	return err
 }
 
 func describeWriteLimits(l Limits) string {

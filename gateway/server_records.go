@@ -320,11 +320,6 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 	if err != nil {
 		return nil, err
 	}
-	// The shard's read limits on this node are shared by all its pollers.
-	if err := s.host.AdmitRead(st, sh); err != nil {
-		s.throttled.throttled("GetRecords", st, sh, nil)
-		return nil, err
-	}
 	log := replica.Log()
 	if it.offset >= log.NextOffset() && !replica.IsLeader() {
 		// A follower at its own tip may not have applied writes the leader
@@ -343,17 +338,30 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 		// iterator came from a replica further ahead): nothing to read yet.
 		return &rifflev1.GetRecordsResponse{NextShardIterator: s.issueIterator(st, sh, from)}, nil
 	}
-	recs, err := log.Read(from, limit, MaxGetRecordsBytes)
-	if errors.Is(err, shardlog.ErrOutOfRange) && from < log.TrimOffset() {
-		// Retention removed the position between the two calls above.
-		from = log.TrimOffset()
+	// The shard's read limits on this node, shared by all its pollers,
+	// admit the call and are charged what it read.
+	var recs []shardlog.Record
+	bytes := 0
+	err = s.host.ReadThrottled(st, sh, func() (int, error) {
+		var err error
 		recs, err = log.Read(from, limit, MaxGetRecordsBytes)
+		if errors.Is(err, shardlog.ErrOutOfRange) && from < log.TrimOffset() {
+			// Retention removed the position between the two calls above.
+			from = log.TrimOffset()
+			recs, err = log.Read(from, limit, MaxGetRecordsBytes)
+		}
+		for _, r := range recs {
+			bytes += len(r.Data) + len(r.PartitionKey)
+		}
+		return bytes, err
+	})
+	if errors.Is(err, cluster.ErrThrottled) {
+		s.throttled.throttled("GetRecords", st, sh, nil)
 	}
 	if err != nil {
 		return nil, err
 	}
 	resp := &rifflev1.GetRecordsResponse{Records: make([]*rifflev1.Record, len(recs))}
-	bytes := 0
 	for i, r := range recs {
 		resp.Records[i] = &rifflev1.Record{
 			SequenceNumber:              shardlog.SequenceNumber(sh.Index, r.Offset),
@@ -361,9 +369,7 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 			Data:                        r.Data,
 			PartitionKey:                r.PartitionKey,
 		}
-		bytes += len(r.Data) + len(r.PartitionKey)
 	}
-	s.host.ChargeRead(st, sh, bytes)
 	next := from + uint64(len(recs))
 	s.metrics.recordsOut.WithLabelValues(st.Name, sh.ID()).Add(float64(len(recs)))
 	s.metrics.bytesOut.WithLabelValues(st.Name, sh.ID()).Add(float64(bytes))
