@@ -97,7 +97,7 @@ func asError(err error) *Error {
 		if retry <= 0 {
 			retry = 100 * time.Millisecond
 		}
-		return &Error{Exception: ProvisionedThroughputExceeded, Message: throttled.Error(), Outcome: NotApplied,
+		return &Error{Exception: ProvisionedThroughputExceeded, Message: throttled.Reason, Outcome: NotApplied,
 			Transient: true, RetryAfter: retry}
 	case errors.Is(err, cluster.ErrStreamNotFound), errors.Is(err, cluster.ErrConsumerNotFound):
 		return notFound("%v", err)
