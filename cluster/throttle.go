@@ -54,10 +54,12 @@ type shardThrottle struct {
 	readMu sync.Mutex
 }
 
-func newShardThrottle(l Limits) *shardThrottle {
+// newShardThrottle returns full buckets at the limits l; now is the clock
+// (time.Now when nil).
+func newShardThrottle(l Limits, now func() time.Time) *shardThrottle {
 	return &shardThrottle{
-		writeBytes: NewBucket(l.WriteBytes, nil), writeRecords: NewBucket(l.WriteRecords, nil),
-		readBytes: NewBucket(l.ReadBytes, nil), readCalls: NewBucket(l.ReadCalls, nil),
+		writeBytes: NewBucket(l.WriteBytes, now), writeRecords: NewBucket(l.WriteRecords, now),
+		readBytes: NewBucket(l.ReadBytes, now), readCalls: NewBucket(l.ReadCalls, now),
 	}
 }
 
@@ -132,7 +134,7 @@ func (t *throttles) get(gid string, l Limits) *shardThrottle {
 		if t.groups == nil {
 			t.groups = map[string]*shardThrottle{}
 		}
-		st = newShardThrottle(l)
+		st = newShardThrottle(l, nil)
 		t.groups[gid] = st
 	}
 	t.mu.Unlock()
