@@ -104,19 +104,15 @@ func (l *acceptLog) fail(err error) {
 	l.mu.Unlock()
 }
 
-// windowRate is records and bytes per second acknowledged in [from, to).
-func (l *acceptLog) windowRate(from, to time.Time) (records, bytes float64) {
+// records is how many records were acknowledged.
+func (l *acceptLog) records() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var r, b int
+	n := 0
 	for _, e := range l.events {
-		if !e.at.Before(from) && e.at.Before(to) {
-			r += e.records
-			b += e.bytes
-		}
+		n += e.records
 	}
-	secs := to.Sub(from).Seconds()
-	return float64(r) / secs, float64(b) / secs
+	return n
 }
 
 // callRate measures admissions that each leave a bucket empty (reads): the
@@ -152,7 +148,8 @@ func (l *acceptLog) failures() error {
 // produce runs producers that put batches of new records of size bytes as
 // fast as the shard takes them, until ctx ends: PutRecords calls spread
 // over clients, a short pause after a call with throttled records (as an
-// SDK backs off), nothing retried. Any failure other than throttling is
+// SDK backs off), nothing retried. Calls in flight when ctx ends finish, so
+// that l holds every record written. Any failure other than throttling is
 // logged to l.
 func produce(ctx context.Context, clients []rifflev1.StreamsClient, stream string, producers, batch, size int, l *acceptLog) {
 	var wg sync.WaitGroup
@@ -165,12 +162,11 @@ func produce(ctx context.Context, clients []rifflev1.StreamsClient, stream strin
 				for i := range batch {
 					req.Records = append(req.Records, &rifflev1.PutRecordsRequestEntry{PartitionKey: fmt.Sprintf("%d-%d-%d", p, n, i), Data: data})
 				}
-				out, err := c.PutRecords(ctx, req)
+				callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+				out, err := c.PutRecords(callCtx, req)
+				cancel()
 				if err != nil {
-					// gRPC may report the deadline a moment before ctx does.
-					if ctx.Err() == nil && status.Code(err) != codes.DeadlineExceeded {
-						l.fail(err)
-					}
+					l.fail(err)
 					return
 				}
 				records, bytes, throttled := 0, 0, false
@@ -203,8 +199,12 @@ func produce(ctx context.Context, clients []rifflev1.StreamsClient, stream strin
 	wg.Wait()
 }
 
-// measureWrites runs produce for a burst second plus five and returns the
-// records and bytes per second acknowledged over the last five.
+// measureWrites runs produce against shard 0 of stream for a burst second
+// plus five, and returns the records and bytes per second the shard took
+// over the last five. The rates are counted from the records' arrival
+// timestamps, which the leader sets as it appends them, so the latency of
+// the acknowledgements does not blur the edges of the window; every
+// acknowledged record must be there. The stream's reads must be unlimited.
 func measureWrites(t *testing.T, clients []rifflev1.StreamsClient, stream string, batch, size int) (float64, float64) {
 	t.Helper()
 	const burst, window = time.Second, 5 * time.Second
@@ -216,7 +216,25 @@ func measureWrites(t *testing.T, clients []rifflev1.StreamsClient, stream string
 	if err := l.failures(); err != nil {
 		t.Fatal(err)
 	}
-	return l.windowRate(start.Add(burst), start.Add(burst+window))
+	stored := readShard(t, clients[0], stream, "shardId-000000000000")
+	if acked := l.records(); len(stored) != acked {
+		t.Fatalf("the shard holds %d records, %d were acknowledged", len(stored), acked)
+	}
+	from, to := start.Add(burst).UnixMilli(), start.Add(burst+window).UnixMilli()
+	var records, bytes int
+	for _, r := range stored {
+		if at := r.ApproximateArrivalTimestamp.AsTime().UnixMilli(); at >= from && at < to {
+			records++
+			bytes += len(r.PartitionKey) + len(r.Data)
+		}
+	}
+	return float64(records) / window.Seconds(), float64(bytes) / window.Seconds()
+}
+
+// unlimitedReads are limits that keep the cluster's write limits and lift
+// the read limits, so that a test can read back at once what it wrote.
+func unlimitedReads() *rifflev1.ShardLimits {
+	return &rifflev1.ShardLimits{ReadCallsPerSecond: int64p(0), ReadBytesPerSecond: int64p(0)}
 }
 
 func within(got, want float64) bool { return math.Abs(got/want-1) <= rateTolerance }
@@ -244,7 +262,7 @@ func TestWriteLimitsHold(t *testing.T) {
 		{"bytes", 50, 8192, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			createStream(t, tn.client, "w-"+c.name, 1)
+			createLimitedStream(t, tn.client, "w-"+c.name, 1, unlimitedReads())
 			records, bytes := measureWrites(t, []rifflev1.StreamsClient{tn.client}, "w-"+c.name, c.batch, c.size)
 			t.Logf("%d-byte records: %.1f records/s, %.0f bytes/s (limits %d records/s, %d bytes/s)",
 				c.size, records, bytes, cluster.KinesisLimits.WriteRecords, cluster.KinesisLimits.WriteBytes)
@@ -366,7 +384,7 @@ func TestForwardedWritesShareTheLeadersLimit(t *testing.T) {
 		t.Skip("measures rates over several seconds")
 	}
 	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: fastRaft, limits: cluster.KinesisLimits})
-	createStream(t, c.nodes[0].client, "shared", 1)
+	createLimitedStream(t, c.nodes[0].client, "shared", 1, unlimitedReads())
 	createLimitedStream(t, c.nodes[0].client, "slow", 1, &rifflev1.ShardLimits{WriteRecordsPerSecond: int64p(1)})
 	// A leadership that moves restarts the limit with a full bucket:
 	// measure once each shard is led by its preferred replica, where the
