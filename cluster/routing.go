@@ -126,7 +126,7 @@ func (h *Host) appendLocal(ctx context.Context, s *Stream, sh *Shard, entries []
 	if leader := string(r.Leader()); leader != h.opts.NodeID {
 		return shardlog.AppendResult{}, &notLeaderError{leader: leader, err: shardlog.ErrNotLeader}
 	}
-	return r.Append(ctx, entries)
+	return h.appendThrottled(ctx, r, s, sh, entries)
 }
 
 func (h *Host) forwardAppend(ctx context.Context, target string, s *Stream, sh *Shard, entries []shardlog.Entry) (shardlog.AppendResult, error) {
@@ -141,6 +141,11 @@ func (h *Host) forwardAppend(ctx context.Context, target string, s *Stream, sh *
 	resp, err := client.Append(ctx, req)
 	if err != nil {
 		return shardlog.AppendResult{}, transportError(target, err)
+	}
+	if resp.Error.GetKind() == internalv1.ForwardError_KIND_THROTTLED {
+		return shardlog.AppendResult{FirstOffset: resp.FirstOffset, Timestamp: resp.TimestampMillis}, &ThrottledError{
+			RetryAfter: time.Duration(resp.RetryAfterMillis) * time.Millisecond,
+			Admitted:   min(int(resp.Admitted), len(entries)), Reason: resp.Error.Message}
 	}
 	if err := fromForwardError(resp.Error); err != nil {
 		return shardlog.AppendResult{}, err

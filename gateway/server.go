@@ -45,6 +45,9 @@ type Server struct {
 	logger  *slog.Logger
 	now     func() time.Time
 	opts    Options
+
+	// throttled counts what the per-shard limits refused.
+	throttled *throttleMetrics
 }
 
 // New returns a gateway over host.
@@ -64,7 +67,9 @@ func New(opts Options) *Server {
 	if opts.SubscriptionHeartbeat <= 0 {
 		opts.SubscriptionHeartbeat = DefaultSubscriptionHeartbeat
 	}
-	return &Server{host: opts.Host, metrics: newMetrics(opts.Registerer), logger: opts.Logger, now: opts.Now, opts: opts}
+	s := &Server{host: opts.Host, metrics: newMetrics(opts.Registerer), logger: opts.Logger, now: opts.Now, opts: opts}
+	s.throttled = newThrottleMetrics(opts.Registerer)
+	return s
 }
 
 // Register adds the Streams service to g.

@@ -35,7 +35,7 @@ func (s *Server) PutRecord(ctx context.Context, req *rifflev1.PutRecordRequest) 
 	if !ok {
 		return nil, unavailable("no open shard of %s covers hash key %s", st.Name, rec.hash)
 	}
-	res, err := s.append(ctx, st, sh, []record{rec})
+	res, err := s.append(ctx, "PutRecord", st, sh, []record{rec})
 	if err != nil {
 		return nil, err
 	}
@@ -97,9 +97,16 @@ func (s *Server) PutRecords(ctx context.Context, req *rifflev1.PutRecordsRequest
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := s.append(ctx, st, p.shard, p.recs)
+			res, err := s.append(ctx, "PutRecords", st, p.shard, p.recs)
+			// The shard's limits may admit a prefix of its records: those
+			// are written, and only the rest fail, as throttled.
+			admitted := 0
+			var throttled *cluster.ThrottledError
+			if errors.As(err, &throttled) {
+				admitted = throttled.Admitted
+			}
 			for j, i := range p.indexes {
-				if err != nil {
+				if err != nil && j >= admitted {
 					e := asError(err)
 					s.metrics.errors.WithLabelValues("PutRecords", e.Exception).Inc()
 					results[i] = &rifflev1.PutRecordsResultEntry{ErrorCode: e.Exception, ErrorMessage: e.Message}
@@ -122,23 +129,36 @@ func (s *Server) PutRecords(ctx context.Context, req *rifflev1.PutRecordsRequest
 	return resp, nil
 }
 
-// append writes records to one shard and accounts for them.
-func (s *Server) append(ctx context.Context, st *cluster.Stream, sh *cluster.Shard, recs []record) (shardlog.AppendResult, error) {
+// append writes records to one shard and accounts for them. When the
+// shard's write limits admit only a prefix, the error is a
+// *cluster.ThrottledError and res describes the Admitted records written.
+func (s *Server) append(ctx context.Context, op string, st *cluster.Stream, sh *cluster.Shard, recs []record) (shardlog.AppendResult, error) {
 	entries := make([]shardlog.Entry, len(recs))
-	bytes := 0
 	for i, r := range recs {
 		entries[i] = shardlog.Entry{PartitionKey: r.key, Data: r.data}
-		bytes += len(r.key) + len(r.data)
 	}
 	start := time.Now()
 	res, err := s.host.Append(ctx, st, sh, entries)
+	written := len(recs)
 	if err != nil {
-		return res, err
+		var throttled *cluster.ThrottledError
+		if !errors.As(err, &throttled) {
+			return res, err
+		}
+		written = throttled.Admitted
+		s.throttled.throttled(op, st, sh, recs[written:])
+		if written == 0 {
+			return res, err
+		}
+	}
+	bytes := 0
+	for _, r := range recs[:written] {
+		bytes += len(r.key) + len(r.data)
 	}
 	s.metrics.commit.Observe(time.Since(start).Seconds())
-	s.metrics.recordsIn.WithLabelValues(st.Name, sh.ID()).Add(float64(len(recs)))
+	s.metrics.recordsIn.WithLabelValues(st.Name, sh.ID()).Add(float64(written))
 	s.metrics.bytesIn.WithLabelValues(st.Name, sh.ID()).Add(float64(bytes))
-	return res, nil
+	return res, err
 }
 
 // GetShardIterator implements riffle.v1.Streams.
@@ -318,17 +338,30 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 		// iterator came from a replica further ahead): nothing to read yet.
 		return &rifflev1.GetRecordsResponse{NextShardIterator: s.issueIterator(st, sh, from)}, nil
 	}
-	recs, err := log.Read(from, limit, MaxGetRecordsBytes)
-	if errors.Is(err, shardlog.ErrOutOfRange) && from < log.TrimOffset() {
-		// Retention removed the position between the two calls above.
-		from = log.TrimOffset()
+	// The shard's read limits on this node, shared by all its pollers,
+	// admit the call and are charged what it read.
+	var recs []shardlog.Record
+	bytes := 0
+	err = s.host.ReadThrottled(st, sh, func() (int, error) {
+		var err error
 		recs, err = log.Read(from, limit, MaxGetRecordsBytes)
+		if errors.Is(err, shardlog.ErrOutOfRange) && from < log.TrimOffset() {
+			// Retention removed the position between the two calls above.
+			from = log.TrimOffset()
+			recs, err = log.Read(from, limit, MaxGetRecordsBytes)
+		}
+		for _, r := range recs {
+			bytes += len(r.Data) + len(r.PartitionKey)
+		}
+		return bytes, err
+	})
+	if errors.Is(err, cluster.ErrThrottled) {
+		s.throttled.throttled("GetRecords", st, sh, nil)
 	}
 	if err != nil {
 		return nil, err
 	}
 	resp := &rifflev1.GetRecordsResponse{Records: make([]*rifflev1.Record, len(recs))}
-	bytes := 0
 	for i, r := range recs {
 		resp.Records[i] = &rifflev1.Record{
 			SequenceNumber:              shardlog.SequenceNumber(sh.Index, r.Offset),
@@ -336,7 +369,6 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 			Data:                        r.Data,
 			PartitionKey:                r.PartitionKey,
 		}
-		bytes += len(r.Data) + len(r.PartitionKey)
 	}
 	next := from + uint64(len(recs))
 	s.metrics.recordsOut.WithLabelValues(st.Name, sh.ID()).Add(float64(len(recs)))
@@ -344,10 +376,12 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 
 	if end, closed := closedEnd(sh); closed && next > end {
 		resp.ChildShards = childShards(st, sh)
+		s.throttled.millisBehind(st, sh, 0)
 		return resp, nil // the reader has finished a closed shard
 	}
 	resp.NextShardIterator = s.issueIterator(st, sh, next)
 	resp.MillisBehindLatest = millisBehind(log, next, s.now())
+	s.throttled.millisBehind(st, sh, resp.MillisBehindLatest)
 	return resp, nil
 }
 

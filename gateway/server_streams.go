@@ -33,6 +33,10 @@ func (s *Server) CreateStream(ctx context.Context, req *rifflev1.CreateStreamReq
 	if len(req.Tags) > MaxTags {
 		return nil, validation("%d tags exceed the limit of %d", len(req.Tags), MaxTags)
 	}
+	limits, verr := limitOverrides(req.ShardLimits)
+	if verr != nil {
+		return nil, verr
+	}
 	err := s.host.CreateStream(ctx, cluster.CreateStreamCmd{
 		Name:           req.StreamName,
 		ShardCount:     int(req.ShardCount),
@@ -40,6 +44,7 @@ func (s *Server) CreateStream(ctx context.Context, req *rifflev1.CreateStreamReq
 		RetentionHours: DefaultRetentionHours,
 		CreatedAt:      s.now().UTC().Truncate(1e6),
 		Tags:           req.Tags,
+		Limits:         limits,
 	})
 	if err != nil {
 		return nil, err
@@ -101,6 +106,7 @@ func (s *Server) DescribeStreamSummary(ctx context.Context, req *rifflev1.Descri
 		RetentionPeriodHours:    int32(st.RetentionHours),
 		StreamCreationTimestamp: timestamppb.New(st.CreatedAt),
 		OpenShardCount:          int32(st.OpenShardCount()),
+		ShardLimits:             shardLimitsProto(s.host.Limits(st)),
 	}}, nil
 }
 

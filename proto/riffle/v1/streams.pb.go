@@ -597,7 +597,10 @@ func (x *ChildShard) GetHashKeyRange() *HashKeyRange {
 
 // ShardLimits are a stream's per-shard throughput limits (a Riffle
 // extension). A field left unset takes the cluster's default (`riffle serve
-// --shard-limits`); 0 means unlimited.
+// --shard-limits`); 0 means unlimited; a negative value is refused with
+// ValidationException and nothing is created. Over a limit, calls fail with
+// ProvisionedThroughputExceededException (RESOURCE_EXHAUSTED, RetryInfo);
+// PutRecords fails only the records past the limit.
 type ShardLimits struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Writes (PutRecord, PutRecords): bytes of data and partition keys per

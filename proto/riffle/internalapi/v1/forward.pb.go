@@ -41,6 +41,9 @@ const (
 	ForwardError_KIND_CONSUMER_NOT_FOUND   ForwardError_Kind = 10
 	ForwardError_KIND_CONSUMER_LIMIT       ForwardError_Kind = 11
 	ForwardError_KIND_STREAM_HAS_CONSUMERS ForwardError_Kind = 12
+	// The shard's write limits refused the entries from
+	// AppendResponse.admitted on; the ones before were appended.
+	ForwardError_KIND_THROTTLED ForwardError_Kind = 13
 )
 
 // Enum value maps for ForwardError_Kind.
@@ -59,6 +62,7 @@ var (
 		10: "KIND_CONSUMER_NOT_FOUND",
 		11: "KIND_CONSUMER_LIMIT",
 		12: "KIND_STREAM_HAS_CONSUMERS",
+		13: "KIND_THROTTLED",
 	}
 	ForwardError_Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":          0,
@@ -74,6 +78,7 @@ var (
 		"KIND_CONSUMER_NOT_FOUND":   10,
 		"KIND_CONSUMER_LIMIT":       11,
 		"KIND_STREAM_HAS_CONSUMERS": 12,
+		"KIND_THROTTLED":            13,
 	}
 )
 
@@ -105,7 +110,8 @@ func (ForwardError_Kind) EnumDescriptor() ([]byte, []int) {
 }
 
 // ForwardError says why a forwarded request failed. Kinds other than
-// KIND_UNSPECIFIED mean the request was not applied, except OUTCOME_UNKNOWN.
+// KIND_UNSPECIFIED mean the request was not applied, except OUTCOME_UNKNOWN
+// and THROTTLED (a write of which only a prefix was admitted).
 type ForwardError struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Kind    ForwardError_Kind      `protobuf:"varint,1,opt,name=kind,proto3,enum=riffle.internal.v1.ForwardError_Kind" json:"kind,omitempty"`
@@ -379,12 +385,18 @@ func (x *AppendRequest) GetEntries() []*AppendEntry {
 }
 
 type AppendResponse struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Error           *ForwardError          `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
-	FirstOffset     uint64                 `protobuf:"varint,2,opt,name=first_offset,json=firstOffset,proto3" json:"first_offset,omitempty"`
-	TimestampMillis int64                  `protobuf:"varint,3,opt,name=timestamp_millis,json=timestampMillis,proto3" json:"timestamp_millis,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Error *ForwardError          `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	// Where the appended entries landed: all of them, or with KIND_THROTTLED
+	// the first `admitted`.
+	FirstOffset     uint64 `protobuf:"varint,2,opt,name=first_offset,json=firstOffset,proto3" json:"first_offset,omitempty"`
+	TimestampMillis int64  `protobuf:"varint,3,opt,name=timestamp_millis,json=timestampMillis,proto3" json:"timestamp_millis,omitempty"`
+	// With KIND_THROTTLED: how many leading entries were appended (the rest
+	// were not), and how long the leader's limits ask the writer to wait.
+	Admitted         uint32 `protobuf:"varint,4,opt,name=admitted,proto3" json:"admitted,omitempty"`
+	RetryAfterMillis int64  `protobuf:"varint,5,opt,name=retry_after_millis,json=retryAfterMillis,proto3" json:"retry_after_millis,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *AppendResponse) Reset() {
@@ -434,6 +446,20 @@ func (x *AppendResponse) GetFirstOffset() uint64 {
 func (x *AppendResponse) GetTimestampMillis() int64 {
 	if x != nil {
 		return x.TimestampMillis
+	}
+	return 0
+}
+
+func (x *AppendResponse) GetAdmitted() uint32 {
+	if x != nil {
+		return x.Admitted
+	}
+	return 0
+}
+
+func (x *AppendResponse) GetRetryAfterMillis() int64 {
+	if x != nil {
+		return x.RetryAfterMillis
 	}
 	return 0
 }
@@ -778,11 +804,11 @@ var File_riffle_internalapi_v1_forward_proto protoreflect.FileDescriptor
 
 const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
 	"\n" +
-	"#riffle/internalapi/v1/forward.proto\x12\x12riffle.internal.v1\"\xc2\x03\n" +
+	"#riffle/internalapi/v1/forward.proto\x12\x12riffle.internal.v1\"\xd6\x03\n" +
 	"\fForwardError\x129\n" +
 	"\x04kind\x18\x01 \x01(\x0e2%.riffle.internal.v1.ForwardError.KindR\x04kind\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1b\n" +
-	"\tleader_id\x18\x03 \x01(\tR\bleaderId\"\xbf\x02\n" +
+	"\tleader_id\x18\x03 \x01(\tR\bleaderId\"\xd3\x02\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fKIND_NOT_LEADER\x10\x01\x12\x19\n" +
@@ -797,7 +823,8 @@ const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
 	"\x17KIND_CONSUMER_NOT_FOUND\x10\n" +
 	"\x12\x17\n" +
 	"\x13KIND_CONSUMER_LIMIT\x10\v\x12\x1d\n" +
-	"\x19KIND_STREAM_HAS_CONSUMERS\x10\f\".\n" +
+	"\x19KIND_STREAM_HAS_CONSUMERS\x10\f\x12\x12\n" +
+	"\x0eKIND_THROTTLED\x10\r\".\n" +
 	"\x12ProposeMetaRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"c\n" +
 	"\x13ProposeMetaResponse\x126\n" +
@@ -810,11 +837,13 @@ const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
 	"\tstream_id\x18\x01 \x01(\x04R\bstreamId\x12\x1f\n" +
 	"\vshard_index\x18\x02 \x01(\x04R\n" +
 	"shardIndex\x129\n" +
-	"\aentries\x18\x03 \x03(\v2\x1f.riffle.internal.v1.AppendEntryR\aentries\"\x96\x01\n" +
+	"\aentries\x18\x03 \x03(\v2\x1f.riffle.internal.v1.AppendEntryR\aentries\"\xe0\x01\n" +
 	"\x0eAppendResponse\x126\n" +
 	"\x05error\x18\x01 \x01(\v2 .riffle.internal.v1.ForwardErrorR\x05error\x12!\n" +
 	"\ffirst_offset\x18\x02 \x01(\x04R\vfirstOffset\x12)\n" +
-	"\x10timestamp_millis\x18\x03 \x01(\x03R\x0ftimestampMillis\"\x91\x01\n" +
+	"\x10timestamp_millis\x18\x03 \x01(\x03R\x0ftimestampMillis\x12\x1a\n" +
+	"\badmitted\x18\x04 \x01(\rR\badmitted\x12,\n" +
+	"\x12retry_after_millis\x18\x05 \x01(\x03R\x10retryAfterMillis\"\x91\x01\n" +
 	"\x13FetchRecordsRequest\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\x04R\bstreamId\x12\x1f\n" +
 	"\vshard_index\x18\x02 \x01(\x04R\n" +
