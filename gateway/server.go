@@ -42,6 +42,7 @@ type Server struct {
 	rifflev1.UnimplementedStreamsServer
 	host    *cluster.Host
 	metrics *metrics
+	fanout  *fanout
 	logger  *slog.Logger
 	now     func() time.Time
 	opts    Options
@@ -64,7 +65,7 @@ func New(opts Options) *Server {
 	if opts.SubscriptionHeartbeat <= 0 {
 		opts.SubscriptionHeartbeat = DefaultSubscriptionHeartbeat
 	}
-	return &Server{host: opts.Host, metrics: newMetrics(opts.Registerer), logger: opts.Logger, now: opts.Now, opts: opts}
+	return &Server{host: opts.Host, metrics: newMetrics(opts.Registerer), fanout: newFanout(opts.Registerer), logger: opts.Logger, now: opts.Now, opts: opts}
 }
 
 // Register adds the Streams service to g.
