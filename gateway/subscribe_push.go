@@ -140,7 +140,7 @@ func (sub *subscription) run(ctx context.Context) error {
 		if !paced {
 			// Nothing to read: make sure the replica still runs, since the
 			// apply channel of a closed log never blocks again.
-			if _, err := sub.log.Read(sub.next, 1, 1); err != nil {
+			if _, err := sub.log.Read(sub.next, 1, 1); errors.Is(err, shardlog.ErrClosed) {
 				return sub.readError(err)
 			}
 		}
