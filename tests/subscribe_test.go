@@ -61,6 +61,14 @@ func killAtEnd(t testing.TB, c *testCluster) {
 	})
 }
 
+// singleNode starts one node with cfg on ports of its own, gossip too, so
+// that it can run beside other single-node tests on the machine.
+func singleNode(t testing.TB, cfg node.Config) *testNode {
+	t.Helper()
+	cfg.GossipAddr = freePort(t)
+	return startNodeConfig(t, cfg)
+}
+
 func shardID(i int) string { return cluster.ShardID(uint64(i)) }
 
 func trimHorizon() *rifflev1.StartingPosition {
@@ -338,7 +346,7 @@ func TestSubscribersGetEveryRecordOnce(t *testing.T) {
 // resumes after the continuation number of its last event gets every
 // record once while writes go on across the boundaries.
 func TestSubscriptionLifetimeResumesWithoutGapOrDuplicate(t *testing.T) {
-	tn := startNodeConfig(t, node.Config{DataDir: tempDataDir(t), SubscriptionLifetime: time.Second})
+	tn := singleNode(t, node.Config{DataDir: tempDataDir(t), SubscriptionLifetime: time.Second})
 	c := tn.client
 	createStream(t, c, "life", 1)
 	arn := registerConsumer(t, c, "life", "l")
@@ -375,7 +383,7 @@ func TestSubscriptionLifetimeResumesWithoutGapOrDuplicate(t *testing.T) {
 // records is, and reaches 0 at the tip.
 func TestSubscriptionStartingPositions(t *testing.T) {
 	const heartbeat = 200 * time.Millisecond
-	tn := startNodeConfig(t, node.Config{DataDir: tempDataDir(t), SubscriptionHeartbeat: heartbeat})
+	tn := singleNode(t, node.Config{DataDir: tempDataDir(t), SubscriptionHeartbeat: heartbeat})
 	c, ctx := tn.client, context.Background()
 	createStream(t, c, "pos", 1)
 
@@ -677,7 +685,7 @@ func heapAfterGC() uint64 {
 // about one event of memory, not the backlog, and a second consumer of the
 // same shard keeps receiving at full pace meanwhile.
 func TestSlowSubscriberIsBounded(t *testing.T) {
-	tn := startNodeConfig(t, node.Config{DataDir: tempDataDir(t)})
+	tn := singleNode(t, node.Config{DataDir: tempDataDir(t)})
 	c, ctx := tn.client, context.Background()
 	createStream(t, c, "slow", 1)
 	stalledARN := registerConsumer(t, c, "slow", "stalled")
@@ -763,7 +771,7 @@ type eventLog struct {
 // other), and the time they waited shows in the metrics.
 func TestFanOutLimitPerConsumer(t *testing.T) {
 	const limit = 256 << 10
-	tn := startNodeConfig(t, node.Config{DataDir: tempDataDir(t), ShardLimits: cluster.Limits{FanOutBytes: limit}})
+	tn := singleNode(t, node.Config{DataDir: tempDataDir(t), ShardLimits: cluster.Limits{FanOutBytes: limit}})
 	c, ctx := tn.client, context.Background()
 	createStream(t, c, "paced", 1)
 	for b := 0; b < 6; b++ { // 3 MiB, more than 5 seconds' worth
@@ -901,7 +909,7 @@ func TestDeregisterEndsSubscriptions(t *testing.T) {
 // subscriptions it serves at once, with a retryable ServiceUnavailable,
 // instead of holding its shutdown until their lifetime is over.
 func TestShutdownEndsSubscriptions(t *testing.T) {
-	tn := startNodeConfig(t, node.Config{DataDir: tempDataDir(t)})
+	tn := singleNode(t, node.Config{DataDir: tempDataDir(t)})
 	createStream(t, tn.client, "bye", 1)
 	arn := registerConsumer(t, tn.client, "bye", "b")
 	// A connection of its own: the harness closes its own before stopping.
