@@ -45,7 +45,7 @@ func (s *Server) SubscribeToShard(req *rifflev1.SubscribeToShardRequest, ss grpc
 		return validation("starting_position is required")
 	}
 	st, c, err := s.consumerByARN(req.ConsumerArn)
-	if err == nil && c.Status == cluster.ConsumerCreating {
+	if (err == nil && c.Status == cluster.ConsumerCreating) || (err != nil && s.justRegistered(req.ConsumerArn)) {
 		st, c, err = s.awaitConsumerActive(ctx, req.ConsumerArn)
 	}
 	if err != nil {
@@ -89,26 +89,34 @@ func (s *Server) SubscribeToShard(req *rifflev1.SubscribeToShardRequest, ss grpc
 }
 
 // activationWait bounds how long a subscription waits for a CREATING
-// consumer to turn ACTIVE. The metadata leader activates consumers at once,
-// so CREATING mostly means this node has not applied that yet, while the
-// client already saw ACTIVE through another node.
+// consumer to turn ACTIVE, or for a consumer registered moments ago to
+// appear. The metadata leader activates consumers at once, so either mostly
+// means that this node has not applied the change yet, while the client
+// already saw the consumer ACTIVE through another node.
 const activationWait = time.Second
 
-// awaitConsumerActive waits on metadata changes until the consumer is no
-// longer CREATING, or activationWait passes.
+// justRegistered reports whether a consumer ARN names a registration of
+// the last few seconds, which this node's metadata may not hold yet.
+func (s *Server) justRegistered(arn string) bool {
+	_, _, created, err := cluster.ParseConsumerARN(arn)
+	return err == nil && s.now().Sub(time.UnixMilli(created)).Abs() < 10*time.Second
+}
+
+// awaitConsumerActive waits on metadata changes until the consumer exists
+// and is no longer CREATING, or activationWait passes.
 func (s *Server) awaitConsumerActive(ctx context.Context, arn string) (*cluster.Stream, *cluster.Consumer, error) {
 	timer := time.NewTimer(activationWait)
 	defer timer.Stop()
 	for {
 		changed := s.host.Meta().Changed()
 		st, c, err := s.consumerByARN(arn)
-		if err != nil || c.Status != cluster.ConsumerCreating {
-			return st, c, err
+		if err == nil && c.Status != cluster.ConsumerCreating {
+			return st, c, nil
 		}
 		select {
 		case <-changed:
 		case <-timer.C:
-			return st, c, nil
+			return st, c, err
 		case <-ctx.Done():
 			return nil, nil, ctx.Err()
 		}
