@@ -27,6 +27,7 @@ func TestStreamConsumers(t *testing.T) {
 		t.Skip("three nodes")
 	}
 	c := startCluster(t, 3)
+	killAtEnd(t, c)
 	leader := -1
 	for i, n := range c.nodes {
 		if n.Host().Meta().IsLeader() {

@@ -851,8 +851,15 @@ func TestFanOutLimitPerConsumer(t *testing.T) {
 		if v, _ := strconv.ParseFloat(string(m[1]), 64); v < 2 {
 			t.Errorf("consumer %s waited %.2f s on its limit by the metrics; it read a backlog at the limit for 4 s", name, v)
 		}
-		if !regexp.MustCompile(`riffle_fanout_bytes_total\{consumer="` + name + `",shard="shardId-000000000000",stream="paced"\} [1-9]`).Match(body) {
-			t.Errorf("no fan-out bytes for consumer %s in /metrics", name)
+		for _, series := range []string{
+			`riffle_fanout_bytes_total\{consumer="` + name + `",shard="shardId-000000000000",stream="paced"\} [1-9]`,
+			`riffle_fanout_records_total\{consumer="` + name + `",shard="shardId-000000000000",stream="paced"\} [1-9]`,
+			`riffle_fanout_millis_behind_latest\{consumer="` + name + `",shard="shardId-000000000000",stream="paced"\} [1-9]`,
+			`riffle_subscriptions_active\{consumer="` + name + `",shard="shardId-000000000000",stream="paced"\} 1\n`,
+		} {
+			if !regexp.MustCompile(series).Match(body) {
+				t.Errorf("/metrics lacks %s", series)
+			}
 		}
 	}
 }
