@@ -69,6 +69,33 @@ func singleNode(t testing.TB, cfg node.Config) *testNode {
 	return startNodeConfig(t, cfg)
 }
 
+// settledLeader waits until shard 0 of stream is led by its preferred
+// replica, where the balancer leaves leaderships, and returns that node.
+// Subscriptions are served on the leader's node; a test of what the leader
+// does must not race the balancer's first move.
+func settledLeader(t testing.TB, c *testCluster, stream string) int {
+	t.Helper()
+	leader := -1
+	waitFor(t, 30*time.Second, "the preferred replica leading "+stream, func() error {
+		for i, n := range c.nodes {
+			if n == nil || n.conn == nil {
+				continue
+			}
+			st := n.Host().Meta().State().Streams[stream]
+			if st == nil {
+				continue
+			}
+			sh := st.Shards[0]
+			if r, err := n.Host().Shard(st, sh); err == nil && r.IsLeader() && sh.Replicas[0] == n.Host().NodeID() {
+				leader = i
+				return nil
+			}
+		}
+		return fmt.Errorf("not yet")
+	})
+	return leader
+}
+
 func shardID(i int) string { return cluster.ShardID(uint64(i)) }
 
 func trimHorizon() *rifflev1.StartingPosition {
@@ -562,6 +589,7 @@ func TestSubscriptionReplacement(t *testing.T) {
 	c := startCluster(t, 3)
 	killAtEnd(t, c)
 	createStream(t, c.nodes[0].client, "repl", 1)
+	settledLeader(t, c, "repl")
 	arn := registerConsumer(t, c.nodes[0].client, "repl", "r")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -635,7 +663,7 @@ func TestSubscriptionsSurviveLeaderLoss(t *testing.T) {
 	c := startCluster(t, 3)
 	killAtEnd(t, c)
 	createStream(t, c.nodes[0].client, "lose", 1)
-	leader := shardLeader(t, c, "lose")
+	leader := settledLeader(t, c, "lose")
 	other := (leader + 1) % 3
 	third := (leader + 2) % 3
 	arn1 := registerConsumer(t, c.nodes[0].client, "lose", "direct")
