@@ -798,7 +798,8 @@ type eventLog struct {
 // 256 KiB/s per consumer per shard, each of two consumers reading a
 // backlog receives within a few percent of 256 KiB/s once the first
 // second's burst is over, each with its own allowance (neither slows the
-// other), and the time they waited shows in the metrics.
+// other), and the fan-out series (bytes, records, paced time, millis
+// behind, active subscriptions) show it in /metrics.
 func TestFanOutLimitPerConsumer(t *testing.T) {
 	const limit = 256 << 10
 	tn := singleNode(t, node.Config{DataDir: tempDataDir(t), ShardLimits: cluster.Limits{FanOutBytes: limit}})
