@@ -220,6 +220,19 @@ func (h *Host) ReplicaConn(sh *Shard) (*grpc.ClientConn, error) {
 	return nil, fmt.Errorf("%w: no live replica of %s", ErrNoReplica, sh.ID())
 }
 
+// NodeConn is a connection to a live node's public gRPC API, for a call
+// that must run on that node (a subscription relayed to its shard's leader).
+func (h *Host) NodeConn(nodeID string) (*grpc.ClientConn, error) {
+	if !slices.Contains(h.opts.Membership.Alive(), nodeID) {
+		return nil, fmt.Errorf("%w: node %s is not alive", ErrNoReplica, nodeID)
+	}
+	addr, err := h.opts.Membership.GRPCAddr(nodeID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoReplica, err)
+	}
+	return h.peers.conn(addr)
+}
+
 // LeaderTip returns the offset the shard leader's next record will get:
 // every acknowledged write of the shard lies below it.
 func (h *Host) LeaderTip(ctx context.Context, s *Stream, sh *Shard) (uint64, error) {

@@ -42,6 +42,7 @@ type Server struct {
 	rifflev1.UnimplementedStreamsServer
 	host    *cluster.Host
 	metrics *metrics
+	fanout  *fanout
 	logger  *slog.Logger
 	now     func() time.Time
 	opts    Options
@@ -67,7 +68,7 @@ func New(opts Options) *Server {
 	if opts.SubscriptionHeartbeat <= 0 {
 		opts.SubscriptionHeartbeat = DefaultSubscriptionHeartbeat
 	}
-	s := &Server{host: opts.Host, metrics: newMetrics(opts.Registerer), logger: opts.Logger, now: opts.Now, opts: opts}
+	s := &Server{host: opts.Host, metrics: newMetrics(opts.Registerer), fanout: newFanout(opts.Registerer), logger: opts.Logger, now: opts.Now, opts: opts}
 	s.throttled = newThrottleMetrics(opts.Registerer)
 	return s
 }

@@ -179,35 +179,37 @@ func (s *Server) GetShardIterator(ctx context.Context, req *rifflev1.GetShardIte
 	}); handled {
 		return resp, err
 	}
-	offset, err := s.startingOffset(ctx, st, sh, req)
+	offset, err := s.startingOffset(ctx, st, sh, req.ShardIteratorType, req.StartingSequenceNumber, req.Timestamp)
 	if err != nil {
 		return nil, err
 	}
 	return &rifflev1.GetShardIteratorResponse{ShardIterator: s.issueIterator(st, sh, offset)}, nil
 }
 
-// startingOffset resolves an iterator type to a position in the shard.
-func (s *Server) startingOffset(ctx context.Context, st *cluster.Stream, sh *cluster.Shard, req *rifflev1.GetShardIteratorRequest) (uint64, error) {
-	t := req.ShardIteratorType
+// startingOffset resolves an iterator type (of GetShardIterator, or of a
+// subscription's starting position) to a position in the shard. A sequence
+// number below the trim horizon resolves to the trim horizon, so that a
+// reader resuming after a record retention removed loses nothing else.
+func (s *Server) startingOffset(ctx context.Context, st *cluster.Stream, sh *cluster.Shard, t rifflev1.ShardIteratorType, seq string, ts *timestamppb.Timestamp) (uint64, error) {
 	switch t {
 	case rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AT_SEQUENCE_NUMBER,
 		rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AFTER_SEQUENCE_NUMBER:
-		if req.StartingSequenceNumber == "" {
+		if seq == "" {
 			return 0, invalidArgument("%v needs starting_sequence_number", t)
 		}
-		idx, _, verr := parseSequenceNumber("starting_sequence_number", req.StartingSequenceNumber)
+		idx, _, verr := parseSequenceNumber("starting_sequence_number", seq)
 		if verr != nil {
 			return 0, verr
 		}
 		if idx != sh.Index {
-			return 0, invalidArgument("starting_sequence_number %s does not belong to %s", req.StartingSequenceNumber, sh.ID())
+			return 0, invalidArgument("starting_sequence_number %s does not belong to %s", seq, sh.ID())
 		}
 	case rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_TRIM_HORIZON, rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_LATEST:
 	case rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AT_TIMESTAMP:
-		if req.Timestamp == nil {
+		if ts == nil {
 			return 0, invalidArgument("AT_TIMESTAMP needs timestamp")
 		}
-		if err := req.Timestamp.CheckValid(); err != nil {
+		if err := ts.CheckValid(); err != nil {
 			return 0, invalidArgument("timestamp: %v", err)
 		}
 	default:
@@ -230,9 +232,9 @@ func (s *Server) startingOffset(ctx context.Context, st *cluster.Stream, sh *clu
 		}
 		return log.NextOffset(), nil
 	case rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AT_TIMESTAMP:
-		return log.OffsetAtTime(req.Timestamp.AsTime().UnixMilli()), nil
+		return log.OffsetAtTime(ts.AsTime().UnixMilli()), nil
 	}
-	_, off, _ := shardlog.ParseSequenceNumber(req.StartingSequenceNumber)
+	_, off, _ := shardlog.ParseSequenceNumber(seq)
 	if off >= log.NextOffset() {
 		// A follower may not have applied a number the leader already
 		// acknowledged: give it a moment before calling the number unknown.
@@ -241,12 +243,12 @@ func (s *Server) startingOffset(ctx context.Context, st *cluster.Stream, sh *clu
 		cancel()
 	}
 	if off >= log.NextOffset() {
-		return 0, invalidArgument("starting_sequence_number %s has not been assigned in %s", req.StartingSequenceNumber, sh.ID())
+		return 0, invalidArgument("starting_sequence_number %s has not been assigned in %s", seq, sh.ID())
 	}
 	if t == rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AFTER_SEQUENCE_NUMBER {
 		off++
 	}
-	return off, nil
+	return max(off, log.TrimOffset()), nil
 }
 
 // followerCommitWait bounds how long a follower at its tip waits to apply

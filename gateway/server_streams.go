@@ -59,7 +59,8 @@ func (s *Server) DeleteStream(ctx context.Context, req *rifflev1.DeleteStreamReq
 	if err != nil {
 		return nil, err
 	}
-	if err := s.host.ProposeMeta(ctx, cluster.Command{DeleteStream: &cluster.DeleteStreamCmd{Name: st.Name}}); err != nil {
+	if err := s.host.ProposeMeta(ctx, cluster.Command{DeleteStream: &cluster.DeleteStreamCmd{
+		Name: st.Name, EnforceConsumerDeletion: req.EnforceConsumerDeletion}}); err != nil {
 		return nil, err
 	}
 	s.logger.Info("stream deleted", "stream", st.Name)
@@ -106,6 +107,7 @@ func (s *Server) DescribeStreamSummary(ctx context.Context, req *rifflev1.Descri
 		RetentionPeriodHours:    int32(st.RetentionHours),
 		StreamCreationTimestamp: timestamppb.New(st.CreatedAt),
 		OpenShardCount:          int32(st.OpenShardCount()),
+		ConsumerCount:           int32(len(st.Consumers)),
 		ShardLimits:             shardLimitsProto(s.host.Limits(st)),
 	}}, nil
 }
