@@ -199,3 +199,14 @@ func (s forwardServer) ShardTip(ctx context.Context, req *internalv1.ShardTipReq
 	}
 	return &internalv1.ShardTipResponse{NextOffset: r.Log().NextOffset()}, nil
 }
+
+func (s forwardServer) MetaIndex(ctx context.Context, _ *internalv1.MetaIndexRequest) (*internalv1.MetaIndexResponse, error) {
+	if !s.h.meta.IsLeader() {
+		return &internalv1.MetaIndexResponse{Error: toForwardError(ErrNotLeader, s.h.metaLeaderID())}, nil
+	}
+	index, err := s.h.meta.appliedAfterBarrier(metaSyncWait)
+	if err != nil {
+		return &internalv1.MetaIndexResponse{Error: toForwardError(err, s.h.metaLeaderID())}, nil
+	}
+	return &internalv1.MetaIndexResponse{CommitIndex: index}, nil
+}

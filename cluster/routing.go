@@ -257,3 +257,43 @@ func (h *Host) LeaderTip(ctx context.Context, s *Stream, sh *Shard) (uint64, err
 	}
 	return resp.NextOffset, fromForwardError(resp.Error)
 }
+
+// metaSyncWait bounds SyncMeta.
+const metaSyncWait = time.Second
+
+// SyncMeta brings this node's copy of the metadata up to every change the
+// metadata leader has committed (a read index), for a lookup about to
+// answer "not found": a stream or consumer created through another node is
+// then found once its creation was acknowledged. It costs the leader one
+// barrier, so callers use it on misses only. An error leaves the local copy
+// as it is, which callers answer from.
+func (h *Host) SyncMeta(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, metaSyncWait)
+	defer cancel()
+	var index uint64
+	if h.meta.IsLeader() {
+		i, err := h.meta.appliedAfterBarrier(metaSyncWait)
+		if err != nil {
+			return err
+		}
+		index = i
+	} else {
+		leader := h.metaLeaderID()
+		if leader == "" {
+			return ErrNotLeader
+		}
+		client, err := h.forwardClient(leader)
+		if err != nil {
+			return err
+		}
+		resp, err := client.MetaIndex(ctx, &internalv1.MetaIndexRequest{})
+		if err != nil {
+			return transportError(leader, err)
+		}
+		if err := fromForwardError(resp.Error); err != nil {
+			return err
+		}
+		index = resp.CommitIndex
+	}
+	return h.meta.WaitApplied(ctx, index)
+}

@@ -37,7 +37,7 @@ func checkConsumerName(name string) *Error {
 // CREATING in the response and ACTIVE once the metadata leader has
 // activated it (within moments); only ACTIVE consumers can subscribe.
 func (s *Server) RegisterStreamConsumer(ctx context.Context, req *rifflev1.RegisterStreamConsumerRequest) (*rifflev1.RegisterStreamConsumerResponse, error) {
-	st, err := s.writableStream(req.StreamName, req.StreamArn)
+	st, err := s.writableStream(ctx, req.StreamName, req.StreamArn)
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +64,7 @@ func (s *Server) RegisterStreamConsumer(ctx context.Context, req *rifflev1.Regis
 // DELETING at once (its subscriptions end within about a second) and is
 // removed by the metadata leader soon after.
 func (s *Server) DeregisterStreamConsumer(ctx context.Context, req *rifflev1.DeregisterStreamConsumerRequest) (*rifflev1.DeregisterStreamConsumerResponse, error) {
-	st, c, err := s.consumer(req.StreamName, req.StreamArn, req.ConsumerName, req.ConsumerArn)
+	st, c, err := s.consumer(ctx, req.StreamName, req.StreamArn, req.ConsumerName, req.ConsumerArn)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +78,7 @@ func (s *Server) DeregisterStreamConsumer(ctx context.Context, req *rifflev1.Der
 
 // DescribeStreamConsumer implements riffle.v1.Streams.
 func (s *Server) DescribeStreamConsumer(ctx context.Context, req *rifflev1.DescribeStreamConsumerRequest) (*rifflev1.DescribeStreamConsumerResponse, error) {
-	st, c, err := s.consumer(req.StreamName, req.StreamArn, req.ConsumerName, req.ConsumerArn)
+	st, c, err := s.consumer(ctx, req.StreamName, req.StreamArn, req.ConsumerName, req.ConsumerArn)
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +124,7 @@ func (s *Server) ListStreamConsumers(ctx context.Context, req *rifflev1.ListStre
 		after = tok.After
 	} else {
 		var err error
-		if st, err = s.stream(req.StreamName, req.StreamArn); err != nil {
+		if st, err = s.stream(ctx, req.StreamName, req.StreamArn); err != nil {
 			return nil, err
 		}
 	}
@@ -160,9 +160,9 @@ func (s *Server) names(st *cluster.Stream, name, arn string) bool {
 
 // consumer finds a consumer named by its ARN, or by stream and name. When
 // both are given they must agree.
-func (s *Server) consumer(streamName, streamARN, name, arn string) (*cluster.Stream, *cluster.Consumer, error) {
+func (s *Server) consumer(ctx context.Context, streamName, streamARN, name, arn string) (*cluster.Stream, *cluster.Consumer, error) {
 	if arn == "" {
-		st, err := s.stream(streamName, streamARN)
+		st, err := s.stream(ctx, streamName, streamARN)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -170,12 +170,18 @@ func (s *Server) consumer(streamName, streamARN, name, arn string) (*cluster.Str
 			return nil, nil, validation("consumer_arn, or consumer_name with stream_name or stream_arn, is required: %s", verr.Message)
 		}
 		c, ok := st.Consumer(name)
+		if !ok && s.host.SyncMeta(ctx) == nil {
+			if st, err = s.stream(ctx, streamName, streamARN); err != nil {
+				return nil, nil, err
+			}
+			c, ok = st.Consumer(name)
+		}
 		if !ok || st.Status == cluster.StreamDeleting {
 			return nil, nil, notFound("consumer %s of stream %s not found", name, st.Name)
 		}
 		return st, c, nil
 	}
-	st, c, err := s.consumerByARN(arn)
+	st, c, err := s.consumerByARN(ctx, arn)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -189,7 +195,7 @@ func (s *Server) consumer(streamName, streamARN, name, arn string) (*cluster.Str
 }
 
 // consumerByARN finds a registered consumer by ARN.
-func (s *Server) consumerByARN(arn string) (*cluster.Stream, *cluster.Consumer, error) {
+func (s *Server) consumerByARN(ctx context.Context, arn string) (*cluster.Stream, *cluster.Consumer, error) {
 	streamName, name, _, err := cluster.ParseConsumerARN(arn)
 	if err != nil {
 		return nil, nil, invalidArgument("consumer_arn %q is not a Riffle consumer ARN (%s<stream>/consumer/<name>:<created ms>)", truncate(arn), cluster.StreamARN(""))
@@ -201,6 +207,10 @@ func (s *Server) consumerByARN(arn string) (*cluster.Stream, *cluster.Consumer, 
 		return nil, nil, invalidArgument("consumer_arn %q: %s", truncate(arn), verr.Message)
 	}
 	st, c, err := s.host.Meta().State().ConsumerByARN(arn)
+	if err != nil && s.host.SyncMeta(ctx) == nil {
+		// Registered through another node a moment ago? Catch up first.
+		st, c, err = s.host.Meta().State().ConsumerByARN(arn)
+	}
 	switch {
 	case errors.Is(err, cluster.ErrStreamNotFound), err == nil && st.Status == cluster.StreamDeleting:
 		return nil, nil, notFound("stream %s of consumer %s not found", streamName, truncate(arn))

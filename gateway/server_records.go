@@ -16,7 +16,7 @@ import (
 
 // PutRecord implements riffle.v1.Streams.
 func (s *Server) PutRecord(ctx context.Context, req *rifflev1.PutRecordRequest) (*rifflev1.PutRecordResponse, error) {
-	st, err := s.writableStream(req.StreamName, req.StreamArn)
+	st, err := s.writableStream(ctx, req.StreamName, req.StreamArn)
 	if err != nil {
 		return nil, err
 	}
@@ -46,7 +46,7 @@ func (s *Server) PutRecord(ctx context.Context, req *rifflev1.PutRecordRequest) 
 // before anything is written; then it is split by shard, the parts are
 // written in parallel, and each record gets its own result in request order.
 func (s *Server) PutRecords(ctx context.Context, req *rifflev1.PutRecordsRequest) (*rifflev1.PutRecordsResponse, error) {
-	st, err := s.writableStream(req.StreamName, req.StreamArn)
+	st, err := s.writableStream(ctx, req.StreamName, req.StreamArn)
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +163,7 @@ func (s *Server) append(ctx context.Context, op string, st *cluster.Stream, sh *
 
 // GetShardIterator implements riffle.v1.Streams.
 func (s *Server) GetShardIterator(ctx context.Context, req *rifflev1.GetShardIteratorRequest) (*rifflev1.GetShardIteratorResponse, error) {
-	st, err := s.stream(req.StreamName, req.StreamArn)
+	st, err := s.stream(ctx, req.StreamName, req.StreamArn)
 	if err != nil {
 		return nil, err
 	}

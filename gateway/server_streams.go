@@ -55,7 +55,7 @@ func (s *Server) CreateStream(ctx context.Context, req *rifflev1.CreateStreamReq
 
 // DeleteStream implements riffle.v1.Streams.
 func (s *Server) DeleteStream(ctx context.Context, req *rifflev1.DeleteStreamRequest) (*rifflev1.DeleteStreamResponse, error) {
-	st, err := s.stream(req.StreamName, req.StreamArn)
+	st, err := s.stream(ctx, req.StreamName, req.StreamArn)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +69,7 @@ func (s *Server) DeleteStream(ctx context.Context, req *rifflev1.DeleteStreamReq
 
 // DescribeStream implements riffle.v1.Streams.
 func (s *Server) DescribeStream(ctx context.Context, req *rifflev1.DescribeStreamRequest) (*rifflev1.DescribeStreamResponse, error) {
-	st, err := s.stream(req.StreamName, req.StreamArn)
+	st, err := s.stream(ctx, req.StreamName, req.StreamArn)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +95,7 @@ func (s *Server) DescribeStream(ctx context.Context, req *rifflev1.DescribeStrea
 
 // DescribeStreamSummary implements riffle.v1.Streams.
 func (s *Server) DescribeStreamSummary(ctx context.Context, req *rifflev1.DescribeStreamSummaryRequest) (*rifflev1.DescribeStreamSummaryResponse, error) {
-	st, err := s.stream(req.StreamName, req.StreamArn)
+	st, err := s.stream(ctx, req.StreamName, req.StreamArn)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +174,7 @@ func (s *Server) ListShards(ctx context.Context, req *rifflev1.ListShardsRequest
 		}
 		name, after, filter = tok.Stream, tok.After, rifflev1.ShardFilterType(tok.Filter)
 	}
-	st, err := s.stream(name, arn)
+	st, err := s.stream(ctx, name, arn)
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +221,7 @@ func (s *Server) DecreaseStreamRetentionPeriod(ctx context.Context, req *rifflev
 }
 
 func (s *Server) setRetention(ctx context.Context, name, arn string, hours int32, increase bool) error {
-	st, err := s.stream(name, arn)
+	st, err := s.stream(ctx, name, arn)
 	if err != nil {
 		return err
 	}

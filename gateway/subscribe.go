@@ -44,7 +44,7 @@ func (s *Server) SubscribeToShard(req *rifflev1.SubscribeToShardRequest, ss grpc
 	if req.StartingPosition == nil {
 		return validation("starting_position is required")
 	}
-	st, c, err := s.consumerByARN(req.ConsumerArn)
+	st, c, err := s.consumerByARN(ctx, req.ConsumerArn)
 	if (err == nil && c.Status == cluster.ConsumerCreating) || (err != nil && s.justRegistered(req.ConsumerArn)) {
 		st, c, err = s.awaitConsumerActive(ctx, req.ConsumerArn)
 	}
@@ -109,7 +109,7 @@ func (s *Server) awaitConsumerActive(ctx context.Context, arn string) (*cluster.
 	defer timer.Stop()
 	for {
 		changed := s.host.Meta().Changed()
-		st, c, err := s.consumerByARN(arn)
+		st, c, err := s.consumerByARN(ctx, arn)
 		if err == nil && c.Status != cluster.ConsumerCreating {
 			return st, c, nil
 		}
