@@ -73,6 +73,7 @@ DOCKER_IMAGE       ?= riffle:dev
 # bin/riffle so that on macOS the host CLI stays a macOS binary.
 DOCKER_GOARCH      ?= $(shell $(GO) env GOARCH)
 DOCKER_BIN         := $(BIN)/docker/riffle
+CLUSTER_ADDRS      := 127.0.0.1:7450,127.0.0.1:7460,127.0.0.1:7470
 CLUSTER_FILE       := $(CURDIR)/deploy/docker-compose.yml
 CLUSTER_PROJECT    ?= riffle
 CLUSTER_NODES      := n1 n2 n3
@@ -140,4 +141,7 @@ e2e: docker-image
 	( $(CLUSTER_WAIT_HEALTHY) ); \
 	RIFFLE_E2E_DOCKER="$(DOCKER)" RIFFLE_E2E_COMPOSE="$(DOCKER_COMPOSE)" \
 	RIFFLE_E2E_COMPOSE_FILE="$(CLUSTER_FILE)" RIFFLE_E2E_PROJECT="$(CLUSTER_PROJECT)" \
-		$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./tests/e2e/...
+		$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./tests/e2e/...; \
+	echo "e2e: fan-out: two registered consumers, 1000 records/s, Kinesis limits"; \
+	$(DOCKER_BIN) bench --mode fanout --addr $(CLUSTER_ADDRS) --stream e2e-fanout --create-shards 4 \
+		--create-limits cluster --rate 1000 --consumers 2 --duration 15s

@@ -88,6 +88,13 @@ func (s forwardServer) Append(ctx context.Context, req *internalv1.AppendRequest
 		entries[i] = shardlog.Entry{PartitionKey: e.PartitionKey, Data: e.Data}
 	}
 	res, err := s.h.appendLocal(ctx, st, sh, entries)
+	var throttled *ThrottledError
+	if errors.As(err, &throttled) {
+		return &internalv1.AppendResponse{
+			Error:       &internalv1.ForwardError{Kind: internalv1.ForwardError_KIND_THROTTLED, Message: throttled.Reason},
+			FirstOffset: res.FirstOffset, TimestampMillis: res.Timestamp,
+			Admitted: uint32(throttled.Admitted), RetryAfterMillis: throttled.RetryAfter.Milliseconds()}, nil
+	}
 	if err != nil {
 		leader := ""
 		if r, rerr := s.h.Shard(st, sh); rerr == nil {
@@ -123,6 +130,8 @@ func toForwardError(err error, leader string) *internalv1.ForwardError {
 		kind = internalv1.ForwardError_KIND_STREAM_HAS_CONSUMERS
 	case errors.Is(err, ErrNoReplica), errors.Is(err, shardlog.ErrShardClosed):
 		kind = internalv1.ForwardError_KIND_NO_REPLICA
+	case errors.Is(err, ErrThrottled):
+		kind = internalv1.ForwardError_KIND_THROTTLED
 	case errors.As(err, &unknown), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		kind = internalv1.ForwardError_KIND_OUTCOME_UNKNOWN
 	}
@@ -158,6 +167,8 @@ func fromForwardError(e *internalv1.ForwardError) error {
 		return fmt.Errorf("%w (%v)", ErrStreamHasConsumers, msg)
 	case internalv1.ForwardError_KIND_OUTCOME_UNKNOWN:
 		return &shardlog.OutcomeUnknownError{Err: msg}
+	case internalv1.ForwardError_KIND_THROTTLED:
+		return &ThrottledError{Reason: e.Message}
 	}
 	return fmt.Errorf("cluster: forwarded request failed: %v", msg)
 }
@@ -187,4 +198,15 @@ func (s forwardServer) ShardTip(ctx context.Context, req *internalv1.ShardTipReq
 		return &internalv1.ShardTipResponse{Error: toForwardError(shardlog.ErrNotLeader, string(r.Leader()))}, nil
 	}
 	return &internalv1.ShardTipResponse{NextOffset: r.Log().NextOffset()}, nil
+}
+
+func (s forwardServer) MetaIndex(ctx context.Context, _ *internalv1.MetaIndexRequest) (*internalv1.MetaIndexResponse, error) {
+	if !s.h.meta.IsLeader() {
+		return &internalv1.MetaIndexResponse{Error: toForwardError(ErrNotLeader, s.h.metaLeaderID())}, nil
+	}
+	index, err := s.h.meta.appliedAfterBarrier(metaSyncWait)
+	if err != nil {
+		return &internalv1.MetaIndexResponse{Error: toForwardError(err, s.h.metaLeaderID())}, nil
+	}
+	return &internalv1.MetaIndexResponse{CommitIndex: index}, nil
 }

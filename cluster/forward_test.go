@@ -10,7 +10,7 @@ import (
 // gateway on the calling node picks the Kinesis exception from it.
 func TestForwardErrorRoundTrip(t *testing.T) {
 	for _, sentinel := range []error{ErrNotLeader, ErrStreamNotFound, ErrStreamExists, ErrStreamInUse, ErrInvalidCommand,
-		ErrNoReplica, ErrConsumerExists, ErrConsumerNotFound, ErrConsumerLimit, ErrStreamHasConsumers} {
+		ErrNoReplica, ErrConsumerExists, ErrConsumerNotFound, ErrConsumerLimit, ErrStreamHasConsumers, ErrThrottled} {
 		err := fromForwardError(toForwardError(fmt.Errorf("context: %w", sentinel), "n2"))
 		if sentinel == ErrNotLeader {
 			var nl *notLeaderError

@@ -78,6 +78,9 @@ type Host struct {
 	// removing holds groups whose removal is reported; reconciler-owned.
 	removing map[string]bool
 
+	// throttles hold the per-shard limits' buckets of groups running here.
+	throttles throttles
+
 	ctx    context.Context // ends when the host closes
 	cancel context.CancelFunc
 	wg     sync.WaitGroup

@@ -277,3 +277,16 @@ func (s metaSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (s metaSnapshot) Release() {}
+
+// appliedAfterBarrier, on the leader, waits until every committed command
+// is applied and returns the index of the last one applied: a follower that
+// has applied that far holds every acknowledged change.
+func (m *Meta) appliedAfterBarrier(timeout time.Duration) (uint64, error) {
+	if err := m.raft.Barrier(timeout).Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return 0, ErrNotLeader
+		}
+		return 0, fmt.Errorf("cluster: metadata barrier: %w", err)
+	}
+	return m.fsm.appliedIndex(), nil
+}

@@ -99,6 +99,7 @@ func (h *Host) stopOrphan(gid string) {
 	r := h.shards[gid]
 	delete(h.shards, gid)
 	h.mu.Unlock()
+	h.throttles.drop(gid)
 	if r != nil {
 		if err := r.Close(); err != nil {
 			h.logger.Warn("closing an orphaned shard replica", "group", gid, "err", err)
@@ -195,6 +196,7 @@ func (h *Host) removeReplica(s *Stream, sh *Shard, running *shardlog.Shard) {
 		h.mu.Lock()
 		delete(h.shards, gid)
 		h.mu.Unlock()
+		h.throttles.drop(gid)
 		if err := running.Close(); err != nil {
 			h.logger.Warn("closing deleted shard replica", "group", gid, "err", err)
 		}

@@ -126,7 +126,7 @@ func (h *Host) appendLocal(ctx context.Context, s *Stream, sh *Shard, entries []
 	if leader := string(r.Leader()); leader != h.opts.NodeID {
 		return shardlog.AppendResult{}, &notLeaderError{leader: leader, err: shardlog.ErrNotLeader}
 	}
-	return r.Append(ctx, entries)
+	return h.appendThrottled(ctx, r, s, sh, entries)
 }
 
 func (h *Host) forwardAppend(ctx context.Context, target string, s *Stream, sh *Shard, entries []shardlog.Entry) (shardlog.AppendResult, error) {
@@ -141,6 +141,11 @@ func (h *Host) forwardAppend(ctx context.Context, target string, s *Stream, sh *
 	resp, err := client.Append(ctx, req)
 	if err != nil {
 		return shardlog.AppendResult{}, transportError(target, err)
+	}
+	if resp.Error.GetKind() == internalv1.ForwardError_KIND_THROTTLED {
+		return shardlog.AppendResult{FirstOffset: resp.FirstOffset, Timestamp: resp.TimestampMillis}, &ThrottledError{
+			RetryAfter: time.Duration(resp.RetryAfterMillis) * time.Millisecond,
+			Admitted:   min(int(resp.Admitted), len(entries)), Reason: resp.Error.Message}
 	}
 	if err := fromForwardError(resp.Error); err != nil {
 		return shardlog.AppendResult{}, err
@@ -215,6 +220,19 @@ func (h *Host) ReplicaConn(sh *Shard) (*grpc.ClientConn, error) {
 	return nil, fmt.Errorf("%w: no live replica of %s", ErrNoReplica, sh.ID())
 }
 
+// NodeConn is a connection to a live node's public gRPC API, for a call
+// that must run on that node (a subscription relayed to its shard's leader).
+func (h *Host) NodeConn(nodeID string) (*grpc.ClientConn, error) {
+	if !slices.Contains(h.opts.Membership.Alive(), nodeID) {
+		return nil, fmt.Errorf("%w: node %s is not alive", ErrNoReplica, nodeID)
+	}
+	addr, err := h.opts.Membership.GRPCAddr(nodeID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoReplica, err)
+	}
+	return h.peers.conn(addr)
+}
+
 // LeaderTip returns the offset the shard leader's next record will get:
 // every acknowledged write of the shard lies below it.
 func (h *Host) LeaderTip(ctx context.Context, s *Stream, sh *Shard) (uint64, error) {
@@ -238,4 +256,44 @@ func (h *Host) LeaderTip(ctx context.Context, s *Stream, sh *Shard) (uint64, err
 		return 0, transportError(leader, err)
 	}
 	return resp.NextOffset, fromForwardError(resp.Error)
+}
+
+// metaSyncWait bounds SyncMeta.
+const metaSyncWait = time.Second
+
+// SyncMeta brings this node's copy of the metadata up to every change the
+// metadata leader has committed (a read index), for a lookup about to
+// answer "not found": a stream or consumer created through another node is
+// then found once its creation was acknowledged. It costs the leader one
+// barrier, so callers use it on misses only. An error leaves the local copy
+// as it is, which callers answer from.
+func (h *Host) SyncMeta(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, metaSyncWait)
+	defer cancel()
+	var index uint64
+	if h.meta.IsLeader() {
+		i, err := h.meta.appliedAfterBarrier(metaSyncWait)
+		if err != nil {
+			return err
+		}
+		index = i
+	} else {
+		leader := h.metaLeaderID()
+		if leader == "" {
+			return ErrNotLeader
+		}
+		client, err := h.forwardClient(leader)
+		if err != nil {
+			return err
+		}
+		resp, err := client.MetaIndex(ctx, &internalv1.MetaIndexRequest{})
+		if err != nil {
+			return transportError(leader, err)
+		}
+		if err := fromForwardError(resp.Error); err != nil {
+			return err
+		}
+		index = resp.CommitIndex
+	}
+	return h.meta.WaitApplied(ctx, index)
 }

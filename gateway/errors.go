@@ -87,9 +87,18 @@ func (e *Error) Retryable() bool { return e.Transient && e.Outcome == NotApplied
 func asError(err error) *Error {
 	var ke *Error
 	var unknown *shardlog.OutcomeUnknownError
+	var throttled *cluster.ThrottledError
 	switch {
 	case errors.As(err, &ke):
 		return ke
+	case errors.As(err, &throttled):
+		// Only what was refused is reported here: nothing of it was applied.
+		retry := throttled.RetryAfter
+		if retry <= 0 {
+			retry = 100 * time.Millisecond
+		}
+		return &Error{Exception: ProvisionedThroughputExceeded, Message: throttled.Reason, Outcome: NotApplied,
+			Transient: true, RetryAfter: retry}
 	case errors.Is(err, cluster.ErrStreamNotFound), errors.Is(err, cluster.ErrConsumerNotFound):
 		return notFound("%v", err)
 	case errors.Is(err, cluster.ErrStreamExists), errors.Is(err, cluster.ErrStreamInUse),

@@ -42,9 +42,13 @@ type Server struct {
 	rifflev1.UnimplementedStreamsServer
 	host    *cluster.Host
 	metrics *metrics
+	fanout  *fanout
 	logger  *slog.Logger
 	now     func() time.Time
 	opts    Options
+
+	// throttled counts what the per-shard limits refused.
+	throttled *throttleMetrics
 }
 
 // New returns a gateway over host.
@@ -64,7 +68,9 @@ func New(opts Options) *Server {
 	if opts.SubscriptionHeartbeat <= 0 {
 		opts.SubscriptionHeartbeat = DefaultSubscriptionHeartbeat
 	}
-	return &Server{host: opts.Host, metrics: newMetrics(opts.Registerer), logger: opts.Logger, now: opts.Now, opts: opts}
+	s := &Server{host: opts.Host, metrics: newMetrics(opts.Registerer), fanout: newFanout(opts.Registerer), logger: opts.Logger, now: opts.Now, opts: opts}
+	s.throttled = newThrottleMetrics(opts.Registerer)
+	return s
 }
 
 // Register adds the Streams service to g.
@@ -105,21 +111,27 @@ func (s *Server) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 }
 
 // stream finds a stream by the request's name or ARN.
-func (s *Server) stream(name, arn string) (*cluster.Stream, error) {
+func (s *Server) stream(ctx context.Context, name, arn string) (*cluster.Stream, error) {
 	n, verr := streamNameOf(name, arn)
 	if verr != nil {
 		return nil, verr
 	}
 	st, ok := s.host.Meta().State().Streams[n]
 	if !ok {
-		return nil, notFound("stream %s not found", n)
+		// Created through another node a moment ago? Catch up first.
+		if s.host.SyncMeta(ctx) == nil {
+			st, ok = s.host.Meta().State().Streams[n]
+		}
+		if !ok {
+			return nil, notFound("stream %s not found", n)
+		}
 	}
 	return st, nil
 }
 
 // writableStream finds a stream that accepts records.
-func (s *Server) writableStream(name, arn string) (*cluster.Stream, error) {
-	st, err := s.stream(name, arn)
+func (s *Server) writableStream(ctx context.Context, name, arn string) (*cluster.Stream, error) {
+	st, err := s.stream(ctx, name, arn)
 	if err != nil {
 		return nil, err
 	}

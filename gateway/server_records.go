@@ -16,7 +16,7 @@ import (
 
 // PutRecord implements riffle.v1.Streams.
 func (s *Server) PutRecord(ctx context.Context, req *rifflev1.PutRecordRequest) (*rifflev1.PutRecordResponse, error) {
-	st, err := s.writableStream(req.StreamName, req.StreamArn)
+	st, err := s.writableStream(ctx, req.StreamName, req.StreamArn)
 	if err != nil {
 		return nil, err
 	}
@@ -35,7 +35,7 @@ func (s *Server) PutRecord(ctx context.Context, req *rifflev1.PutRecordRequest) 
 	if !ok {
 		return nil, unavailable("no open shard of %s covers hash key %s", st.Name, rec.hash)
 	}
-	res, err := s.append(ctx, st, sh, []record{rec})
+	res, err := s.append(ctx, "PutRecord", st, sh, []record{rec})
 	if err != nil {
 		return nil, err
 	}
@@ -46,7 +46,7 @@ func (s *Server) PutRecord(ctx context.Context, req *rifflev1.PutRecordRequest) 
 // before anything is written; then it is split by shard, the parts are
 // written in parallel, and each record gets its own result in request order.
 func (s *Server) PutRecords(ctx context.Context, req *rifflev1.PutRecordsRequest) (*rifflev1.PutRecordsResponse, error) {
-	st, err := s.writableStream(req.StreamName, req.StreamArn)
+	st, err := s.writableStream(ctx, req.StreamName, req.StreamArn)
 	if err != nil {
 		return nil, err
 	}
@@ -97,9 +97,16 @@ func (s *Server) PutRecords(ctx context.Context, req *rifflev1.PutRecordsRequest
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := s.append(ctx, st, p.shard, p.recs)
+			res, err := s.append(ctx, "PutRecords", st, p.shard, p.recs)
+			// The shard's limits may admit a prefix of its records: those
+			// are written, and only the rest fail, as throttled.
+			admitted := 0
+			var throttled *cluster.ThrottledError
+			if errors.As(err, &throttled) {
+				admitted = throttled.Admitted
+			}
 			for j, i := range p.indexes {
-				if err != nil {
+				if err != nil && j >= admitted {
 					e := asError(err)
 					s.metrics.errors.WithLabelValues("PutRecords", e.Exception).Inc()
 					results[i] = &rifflev1.PutRecordsResultEntry{ErrorCode: e.Exception, ErrorMessage: e.Message}
@@ -122,28 +129,41 @@ func (s *Server) PutRecords(ctx context.Context, req *rifflev1.PutRecordsRequest
 	return resp, nil
 }
 
-// append writes records to one shard and accounts for them.
-func (s *Server) append(ctx context.Context, st *cluster.Stream, sh *cluster.Shard, recs []record) (shardlog.AppendResult, error) {
+// append writes records to one shard and accounts for them. When the
+// shard's write limits admit only a prefix, the error is a
+// *cluster.ThrottledError and res describes the Admitted records written.
+func (s *Server) append(ctx context.Context, op string, st *cluster.Stream, sh *cluster.Shard, recs []record) (shardlog.AppendResult, error) {
 	entries := make([]shardlog.Entry, len(recs))
-	bytes := 0
 	for i, r := range recs {
 		entries[i] = shardlog.Entry{PartitionKey: r.key, Data: r.data}
-		bytes += len(r.key) + len(r.data)
 	}
 	start := time.Now()
 	res, err := s.host.Append(ctx, st, sh, entries)
+	written := len(recs)
 	if err != nil {
-		return res, err
+		var throttled *cluster.ThrottledError
+		if !errors.As(err, &throttled) {
+			return res, err
+		}
+		written = throttled.Admitted
+		s.throttled.throttled(op, st, sh, recs[written:])
+		if written == 0 {
+			return res, err
+		}
+	}
+	bytes := 0
+	for _, r := range recs[:written] {
+		bytes += len(r.key) + len(r.data)
 	}
 	s.metrics.commit.Observe(time.Since(start).Seconds())
-	s.metrics.recordsIn.WithLabelValues(st.Name, sh.ID()).Add(float64(len(recs)))
+	s.metrics.recordsIn.WithLabelValues(st.Name, sh.ID()).Add(float64(written))
 	s.metrics.bytesIn.WithLabelValues(st.Name, sh.ID()).Add(float64(bytes))
-	return res, nil
+	return res, err
 }
 
 // GetShardIterator implements riffle.v1.Streams.
 func (s *Server) GetShardIterator(ctx context.Context, req *rifflev1.GetShardIteratorRequest) (*rifflev1.GetShardIteratorResponse, error) {
-	st, err := s.stream(req.StreamName, req.StreamArn)
+	st, err := s.stream(ctx, req.StreamName, req.StreamArn)
 	if err != nil {
 		return nil, err
 	}
@@ -159,35 +179,37 @@ func (s *Server) GetShardIterator(ctx context.Context, req *rifflev1.GetShardIte
 	}); handled {
 		return resp, err
 	}
-	offset, err := s.startingOffset(ctx, st, sh, req)
+	offset, err := s.startingOffset(ctx, st, sh, req.ShardIteratorType, req.StartingSequenceNumber, req.Timestamp)
 	if err != nil {
 		return nil, err
 	}
 	return &rifflev1.GetShardIteratorResponse{ShardIterator: s.issueIterator(st, sh, offset)}, nil
 }
 
-// startingOffset resolves an iterator type to a position in the shard.
-func (s *Server) startingOffset(ctx context.Context, st *cluster.Stream, sh *cluster.Shard, req *rifflev1.GetShardIteratorRequest) (uint64, error) {
-	t := req.ShardIteratorType
+// startingOffset resolves an iterator type (of GetShardIterator, or of a
+// subscription's starting position) to a position in the shard. A sequence
+// number below the trim horizon resolves to the trim horizon, so that a
+// reader resuming after a record retention removed loses nothing else.
+func (s *Server) startingOffset(ctx context.Context, st *cluster.Stream, sh *cluster.Shard, t rifflev1.ShardIteratorType, seq string, ts *timestamppb.Timestamp) (uint64, error) {
 	switch t {
 	case rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AT_SEQUENCE_NUMBER,
 		rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AFTER_SEQUENCE_NUMBER:
-		if req.StartingSequenceNumber == "" {
+		if seq == "" {
 			return 0, invalidArgument("%v needs starting_sequence_number", t)
 		}
-		idx, _, verr := parseSequenceNumber("starting_sequence_number", req.StartingSequenceNumber)
+		idx, _, verr := parseSequenceNumber("starting_sequence_number", seq)
 		if verr != nil {
 			return 0, verr
 		}
 		if idx != sh.Index {
-			return 0, invalidArgument("starting_sequence_number %s does not belong to %s", req.StartingSequenceNumber, sh.ID())
+			return 0, invalidArgument("starting_sequence_number %s does not belong to %s", seq, sh.ID())
 		}
 	case rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_TRIM_HORIZON, rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_LATEST:
 	case rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AT_TIMESTAMP:
-		if req.Timestamp == nil {
+		if ts == nil {
 			return 0, invalidArgument("AT_TIMESTAMP needs timestamp")
 		}
-		if err := req.Timestamp.CheckValid(); err != nil {
+		if err := ts.CheckValid(); err != nil {
 			return 0, invalidArgument("timestamp: %v", err)
 		}
 	default:
@@ -210,9 +232,9 @@ func (s *Server) startingOffset(ctx context.Context, st *cluster.Stream, sh *clu
 		}
 		return log.NextOffset(), nil
 	case rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AT_TIMESTAMP:
-		return log.OffsetAtTime(req.Timestamp.AsTime().UnixMilli()), nil
+		return log.OffsetAtTime(ts.AsTime().UnixMilli()), nil
 	}
-	_, off, _ := shardlog.ParseSequenceNumber(req.StartingSequenceNumber)
+	_, off, _ := shardlog.ParseSequenceNumber(seq)
 	if off >= log.NextOffset() {
 		// A follower may not have applied a number the leader already
 		// acknowledged: give it a moment before calling the number unknown.
@@ -221,12 +243,12 @@ func (s *Server) startingOffset(ctx context.Context, st *cluster.Stream, sh *clu
 		cancel()
 	}
 	if off >= log.NextOffset() {
-		return 0, invalidArgument("starting_sequence_number %s has not been assigned in %s", req.StartingSequenceNumber, sh.ID())
+		return 0, invalidArgument("starting_sequence_number %s has not been assigned in %s", seq, sh.ID())
 	}
 	if t == rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AFTER_SEQUENCE_NUMBER {
 		off++
 	}
-	return off, nil
+	return max(off, log.TrimOffset()), nil
 }
 
 // followerCommitWait bounds how long a follower at its tip waits to apply
@@ -318,17 +340,30 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 		// iterator came from a replica further ahead): nothing to read yet.
 		return &rifflev1.GetRecordsResponse{NextShardIterator: s.issueIterator(st, sh, from)}, nil
 	}
-	recs, err := log.Read(from, limit, MaxGetRecordsBytes)
-	if errors.Is(err, shardlog.ErrOutOfRange) && from < log.TrimOffset() {
-		// Retention removed the position between the two calls above.
-		from = log.TrimOffset()
+	// The shard's read limits on this node, shared by all its pollers,
+	// admit the call and are charged what it read.
+	var recs []shardlog.Record
+	bytes := 0
+	err = s.host.ReadThrottled(st, sh, func() (int, error) {
+		var err error
 		recs, err = log.Read(from, limit, MaxGetRecordsBytes)
+		if errors.Is(err, shardlog.ErrOutOfRange) && from < log.TrimOffset() {
+			// Retention removed the position between the two calls above.
+			from = log.TrimOffset()
+			recs, err = log.Read(from, limit, MaxGetRecordsBytes)
+		}
+		for _, r := range recs {
+			bytes += len(r.Data) + len(r.PartitionKey)
+		}
+		return bytes, err
+	})
+	if errors.Is(err, cluster.ErrThrottled) {
+		s.throttled.throttled("GetRecords", st, sh, nil)
 	}
 	if err != nil {
 		return nil, err
 	}
 	resp := &rifflev1.GetRecordsResponse{Records: make([]*rifflev1.Record, len(recs))}
-	bytes := 0
 	for i, r := range recs {
 		resp.Records[i] = &rifflev1.Record{
 			SequenceNumber:              shardlog.SequenceNumber(sh.Index, r.Offset),
@@ -336,7 +371,6 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 			Data:                        r.Data,
 			PartitionKey:                r.PartitionKey,
 		}
-		bytes += len(r.Data) + len(r.PartitionKey)
 	}
 	next := from + uint64(len(recs))
 	s.metrics.recordsOut.WithLabelValues(st.Name, sh.ID()).Add(float64(len(recs)))
@@ -344,10 +378,12 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 
 	if end, closed := closedEnd(sh); closed && next > end {
 		resp.ChildShards = childShards(st, sh)
+		s.throttled.millisBehind(st, sh, 0)
 		return resp, nil // the reader has finished a closed shard
 	}
 	resp.NextShardIterator = s.issueIterator(st, sh, next)
 	resp.MillisBehindLatest = millisBehind(log, next, s.now())
+	s.throttled.millisBehind(st, sh, resp.MillisBehindLatest)
 	return resp, nil
 }
 

@@ -33,6 +33,10 @@ func (s *Server) CreateStream(ctx context.Context, req *rifflev1.CreateStreamReq
 	if len(req.Tags) > MaxTags {
 		return nil, validation("%d tags exceed the limit of %d", len(req.Tags), MaxTags)
 	}
+	limits, verr := limitOverrides(req.ShardLimits)
+	if verr != nil {
+		return nil, verr
+	}
 	err := s.host.CreateStream(ctx, cluster.CreateStreamCmd{
 		Name:           req.StreamName,
 		ShardCount:     int(req.ShardCount),
@@ -40,6 +44,7 @@ func (s *Server) CreateStream(ctx context.Context, req *rifflev1.CreateStreamReq
 		RetentionHours: DefaultRetentionHours,
 		CreatedAt:      s.now().UTC().Truncate(1e6),
 		Tags:           req.Tags,
+		Limits:         limits,
 	})
 	if err != nil {
 		return nil, err
@@ -50,11 +55,12 @@ func (s *Server) CreateStream(ctx context.Context, req *rifflev1.CreateStreamReq
 
 // DeleteStream implements riffle.v1.Streams.
 func (s *Server) DeleteStream(ctx context.Context, req *rifflev1.DeleteStreamRequest) (*rifflev1.DeleteStreamResponse, error) {
-	st, err := s.stream(req.StreamName, req.StreamArn)
+	st, err := s.stream(ctx, req.StreamName, req.StreamArn)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.host.ProposeMeta(ctx, cluster.Command{DeleteStream: &cluster.DeleteStreamCmd{Name: st.Name}}); err != nil {
+	if err := s.host.ProposeMeta(ctx, cluster.Command{DeleteStream: &cluster.DeleteStreamCmd{
+		Name: st.Name, EnforceConsumerDeletion: req.EnforceConsumerDeletion}}); err != nil {
 		return nil, err
 	}
 	s.logger.Info("stream deleted", "stream", st.Name)
@@ -63,7 +69,7 @@ func (s *Server) DeleteStream(ctx context.Context, req *rifflev1.DeleteStreamReq
 
 // DescribeStream implements riffle.v1.Streams.
 func (s *Server) DescribeStream(ctx context.Context, req *rifflev1.DescribeStreamRequest) (*rifflev1.DescribeStreamResponse, error) {
-	st, err := s.stream(req.StreamName, req.StreamArn)
+	st, err := s.stream(ctx, req.StreamName, req.StreamArn)
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +95,7 @@ func (s *Server) DescribeStream(ctx context.Context, req *rifflev1.DescribeStrea
 
 // DescribeStreamSummary implements riffle.v1.Streams.
 func (s *Server) DescribeStreamSummary(ctx context.Context, req *rifflev1.DescribeStreamSummaryRequest) (*rifflev1.DescribeStreamSummaryResponse, error) {
-	st, err := s.stream(req.StreamName, req.StreamArn)
+	st, err := s.stream(ctx, req.StreamName, req.StreamArn)
 	if err != nil {
 		return nil, err
 	}
@@ -101,6 +107,8 @@ func (s *Server) DescribeStreamSummary(ctx context.Context, req *rifflev1.Descri
 		RetentionPeriodHours:    int32(st.RetentionHours),
 		StreamCreationTimestamp: timestamppb.New(st.CreatedAt),
 		OpenShardCount:          int32(st.OpenShardCount()),
+		ConsumerCount:           int32(len(st.Consumers)),
+		ShardLimits:             shardLimitsProto(s.host.Limits(st)),
 	}}, nil
 }
 
@@ -166,7 +174,7 @@ func (s *Server) ListShards(ctx context.Context, req *rifflev1.ListShardsRequest
 		}
 		name, after, filter = tok.Stream, tok.After, rifflev1.ShardFilterType(tok.Filter)
 	}
-	st, err := s.stream(name, arn)
+	st, err := s.stream(ctx, name, arn)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +221,7 @@ func (s *Server) DecreaseStreamRetentionPeriod(ctx context.Context, req *rifflev
 }
 
 func (s *Server) setRetention(ctx context.Context, name, arn string, hours int32, increase bool) error {
-	st, err := s.stream(name, arn)
+	st, err := s.stream(ctx, name, arn)
 	if err != nil {
 		return err
 	}

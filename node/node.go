@@ -40,6 +40,7 @@ type Node struct {
 	mux      *cluster.RaftMux
 	host     *cluster.Host
 	grpc     *grpc.Server
+	gateway  *gateway.Server
 	grpcLn   net.Listener
 	health   *health.Server
 	admin    *http.Server
@@ -150,6 +151,7 @@ func (n *Node) start() error {
 		grpc.ChainStreamInterceptor(gw.StreamInterceptor),
 	)
 	gw.Register(n.grpc)
+	n.gateway = gw
 	n.mux.Register(n.grpc)
 	n.host.RegisterForward(n.grpc)
 	n.health = health.NewServer()
@@ -246,6 +248,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	handoff, cancel := context.WithTimeout(ctx, 10*time.Second)
 	n.host.HandOffLeadership(handoff)
 	cancel()
+	// Subscriptions last minutes: end them (clients resume elsewhere)
+	// rather than wait for them.
+	n.gateway.StopSubscriptions()
 	stopped := make(chan struct{})
 	go func() {
 		n.grpc.GracefulStop()

@@ -50,6 +50,9 @@ func startNodeConfig(t testing.TB, cfg node.Config) *testNode {
 		logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	cfg.NodeID, cfg.GRPCAddr, cfg.AdminAddr = "n1", "127.0.0.1:0", "127.0.0.1:0"
+	if cfg.GossipAddr == "" {
+		cfg.GossipAddr = freePort(t) // not the default port: tests of other checkouts may run at once
+	}
 	cfg.Raft, cfg.Logger = fastRaft, logger
 	n, err := node.Start(context.Background(), cfg)
 	if err != nil {

@@ -66,12 +66,14 @@ func freePort(t testing.TB) string {
 }
 
 // startProcess runs `riffle serve` on dir with the given gRPC address and
-// waits until its health check reports SERVING.
+// waits until its health check reports SERVING. The node has no per-shard
+// limits: these tests write and read as fast as they can to check
+// durability, not throttling (tests/limits_test.go does that).
 func startProcess(t testing.TB, dir, addr string) *process {
 	t.Helper()
 	p := &process{addr: addr, logs: &bytes.Buffer{}}
 	p.cmd = exec.Command(riffleBinary, "serve", "--data-dir", dir, "--grpc-addr", addr,
-		"--admin-addr", freePort(t), "--gossip-addr", freePort(t), "--log-level", "info")
+		"--admin-addr", freePort(t), "--gossip-addr", freePort(t), "--log-level", "info", "--shard-limits", "unlimited")
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -26,7 +26,7 @@ const benchKeyLen = 32
 
 var benchCommand = &command{
 	path:     "bench",
-	synopsis: "--stream S [--create-shards N] [--producers P] [--in-flight K] [--batch B] [--record-size BYTES] [--duration D] [--keys uniform]",
+	synopsis: "--stream S [--create-shards N] [--create-limits unlimited|cluster] [--producers P] [--in-flight K] [--batch B] [--record-size BYTES] [--duration D] [--keys uniform] [--mode produce|fanout] [--rate R] [--consumers C]",
 	summary:  "measure produce throughput and ack latency",
 	details: `
 Creates the stream when it is missing and --create-shards is given, waits
@@ -34,12 +34,25 @@ until it is ACTIVE, then runs P producers, each with its own connection and
 K calls in flight, for --duration: PutRecords of B records (PutRecord when B
 is 1) of random data with random partition keys. Nothing is retried:
 throttled records (ProvisionedThroughputExceededException) count as errors.
+A stream bench creates has no per-shard limits (--create-limits unlimited),
+since a benchmark measures the broker, not the limiter; --create-limits
+cluster gives it the cluster's default limits instead. A stream that exists
+keeps its own.
 
 Progress goes to stderr once a second. At the end it prints records/s,
 MiB/s of data, calls, failed records by exception name, and the ack latency
 of successful calls (p50, p90, p99, p99.9, max); --json prints them as one
 object. Ctrl-C stops early and prints what was measured. Exits 1 when no
-record was acknowledged.`,
+record was acknowledged.
+
+--mode fanout measures put-to-push latency instead: it registers
+--consumers consumers (deregistered at the end), subscribes each to every
+open shard, and puts --rate records per second one by one (PutRecord, open
+loop: latency counts from each record's scheduled time, with up to
+producers x in-flight calls at once). Each consumer checks that it receives
+every acknowledged record once and in order per shard; the report gives ack
+and put-to-push latency quantiles, and the run exits 1 on any record
+missing, duplicated or out of order.`,
 	newVerb: func() verb { return &benchVerb{} },
 }
 
@@ -53,18 +66,27 @@ type benchVerb struct {
 	recordSize   int
 	duration     time.Duration
 	keys         string
+	// The fan-out mode (bench_fanout.go).
+	mode         string
+	rate         int
+	consumers    int
+	createLimits string
 }
 
 func (c *benchVerb) bind(fs *flag.FlagSet) {
 	c.connFlags.bind(fs)
 	fs.StringVar(&c.stream, "stream", "", "stream to write to (required)")
 	fs.IntVar(&c.createShards, "create-shards", 0, "create the stream with this many shards if it does not exist")
+	fs.StringVar(&c.createLimits, "create-limits", "unlimited", "per-shard limits of a stream bench creates: unlimited, or cluster (the cluster's default)")
 	fs.IntVar(&c.producers, "producers", 4, "producers, each with its own connection")
 	fs.IntVar(&c.inFlight, "in-flight", 4, "calls each producer keeps in flight")
 	fs.IntVar(&c.batch, "batch", 100, "records per PutRecords call, 1 to 500")
 	fs.IntVar(&c.recordSize, "record-size", 1024, "bytes of data per record")
 	fs.DurationVar(&c.duration, "duration", 30*time.Second, "how long to produce")
 	fs.StringVar(&c.keys, "keys", "uniform", "partition key distribution: uniform (random keys)")
+	fs.StringVar(&c.mode, "mode", "produce", "produce (throughput and ack latency) or fanout (put-to-push latency through registered consumers)")
+	fs.IntVar(&c.rate, "rate", 1000, "fanout mode: records per second, put one by one at a fixed rate")
+	fs.IntVar(&c.consumers, "consumers", 2, "fanout mode: registered consumers, each subscribed to every open shard")
 }
 
 func (c *benchVerb) validate(_ *flag.FlagSet, args []string) error {
@@ -90,6 +112,14 @@ func (c *benchVerb) validate(_ *flag.FlagSet, args []string) error {
 		return fmt.Errorf("--duration must be positive, got %v", c.duration)
 	case c.keys != "uniform":
 		return fmt.Errorf("--keys %q: only uniform is supported", c.keys)
+	case c.mode != "produce" && c.mode != "fanout":
+		return fmt.Errorf("--mode must be produce or fanout, got %q", c.mode)
+	case c.mode == "fanout" && (c.rate < 1 || c.rate > 1_000_000):
+		return fmt.Errorf("--rate must be between 1 and 1000000, got %d", c.rate)
+	case c.mode == "fanout" && (c.consumers < 1 || c.consumers > 20):
+		return fmt.Errorf("--consumers must be between 1 and 20 (Kinesis's limit per stream), got %d", c.consumers)
+	case c.createLimits != "unlimited" && c.createLimits != "cluster":
+		return fmt.Errorf("--create-limits must be unlimited or cluster, got %q", c.createLimits)
 	}
 	return nil
 }
@@ -102,6 +132,9 @@ func (c *benchVerb) run(ctx context.Context, std stdio) error {
 	defer cl.Close()
 	if err := c.ensureStream(ctx, cl.Streams(), std.err); err != nil {
 		return err
+	}
+	if c.mode == "fanout" {
+		return c.runFanout(ctx, cl, std)
 	}
 	// A connection per producer, as separate producer processes would
 	// have: one HTTP/2 connection would share one flow-control window.
@@ -149,11 +182,17 @@ func (c *benchVerb) ensureStream(ctx context.Context, streams rifflev1.StreamsCl
 		return err
 	case isNotFound(err):
 		callCtx, cancel := c.call(ctx)
-		_, err = streams.CreateStream(callCtx, &rifflev1.CreateStreamRequest{
+		req := &rifflev1.CreateStreamRequest{
 			StreamName:        c.stream,
 			ShardCount:        int32(c.createShards),
 			StreamModeDetails: &rifflev1.StreamModeDetails{StreamMode: rifflev1.StreamMode_STREAM_MODE_PROVISIONED},
-		})
+		}
+		if c.createLimits == "unlimited" {
+			zero := int64(0)
+			req.ShardLimits = &rifflev1.ShardLimits{WriteBytesPerSecond: &zero, WriteRecordsPerSecond: &zero,
+				ReadBytesPerSecond: &zero, ReadCallsPerSecond: &zero, FanOutBytesPerSecond: &zero}
+		}
+		_, err = streams.CreateStream(callCtx, req)
 		cancel()
 		// Another bench may have created it meanwhile; that is as good.
 		if err != nil && client.ExceptionName(err) != client.ResourceInUseException {

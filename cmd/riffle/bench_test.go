@@ -9,8 +9,9 @@ import (
 	"time"
 )
 
-// The bench creates a missing stream, stops by itself after --duration, and
-// reports what the broker acknowledged.
+// The bench creates a missing stream, without per-shard limits (a benchmark
+// measures the broker, not the limiter), stops by itself after --duration,
+// and reports what the broker acknowledged.
 func TestBenchCreatesStreamAndStops(t *testing.T) {
 	for _, batch := range []string{"1", "50"} {
 		t.Run("batch "+batch, func(t *testing.T) {
@@ -31,7 +32,12 @@ func TestBenchCreatesStreamAndStops(t *testing.T) {
 			}
 			f.mu.Lock()
 			stored := len(f.streams["b"].records)
+			limits := f.streams["b"].limits
 			f.mu.Unlock()
+			if limits == nil || limits.WriteRecordsPerSecond == nil || limits.GetWriteRecordsPerSecond() != 0 ||
+				limits.WriteBytesPerSecond == nil || limits.GetWriteBytesPerSecond() != 0 || limits.ReadCallsPerSecond == nil {
+				t.Errorf("bench created its stream with shard_limits %v, want every limit 0 (unlimited)", limits)
+			}
 			if r.Records == 0 || r.Records != uint64(stored) {
 				t.Errorf("reported %d records, broker stored %d", r.Records, stored)
 			}

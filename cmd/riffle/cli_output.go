@@ -31,6 +31,8 @@ type streamJSON struct {
 	ConsumerCount        int32       `json:"consumer_count"`
 	CreationTimestamp    time.Time   `json:"stream_creation_timestamp,omitzero"`
 	Shards               []shardJSON `json:"shards,omitempty"`
+	// ShardLimits are the per-shard limits in force, when the broker says.
+	ShardLimits *limitsJSON `json:"shard_limits,omitempty"`
 }
 
 // shardJSON flattens a shard's ranges and adds whether it is still open.
@@ -82,6 +84,7 @@ func toStreamJSON(s *rifflev1.StreamDescriptionSummary, shards []*rifflev1.Shard
 	for _, sh := range shards {
 		out.Shards = append(out.Shards, toShardJSON(sh))
 	}
+	out.ShardLimits = toLimitsJSON(s.GetShardLimits())
 	return out
 }
 
@@ -121,6 +124,9 @@ func writeStreamSummary(w io.Writer, s streamJSON) error {
 	fmt.Fprintf(tw, "Consumers:\t%d\n", s.ConsumerCount)
 	if !s.CreationTimestamp.IsZero() {
 		fmt.Fprintf(tw, "Created:\t%s\n", s.CreationTimestamp.Format(time.RFC3339))
+	}
+	if l := s.ShardLimits; l != nil {
+		fmt.Fprintf(tw, "Shard limits:\t%s\n", l)
 	}
 	return tw.Flush()
 }
@@ -173,4 +179,48 @@ func toRecordJSON(r *rifflev1.Record) recordJSON {
 		PartitionKey:   r.GetPartitionKey(),
 		Data:           r.GetData(),
 	}
+}
+
+// limitsJSON are a stream's per-shard limits in force; 0 is unlimited.
+type limitsJSON struct {
+	WriteBytes   int64 `json:"write_bytes_per_second"`
+	WriteRecords int64 `json:"write_records_per_second"`
+	ReadBytes    int64 `json:"read_bytes_per_second"`
+	ReadCalls    int64 `json:"read_calls_per_second"`
+	FanOutBytes  int64 `json:"fan_out_bytes_per_second"`
+}
+
+func toLimitsJSON(l *rifflev1.ShardLimits) *limitsJSON {
+	if l == nil {
+		return nil
+	}
+	return &limitsJSON{
+		WriteBytes: l.GetWriteBytesPerSecond(), WriteRecords: l.GetWriteRecordsPerSecond(),
+		ReadBytes: l.GetReadBytesPerSecond(), ReadCalls: l.GetReadCallsPerSecond(),
+		FanOutBytes: l.GetFanOutBytesPerSecond(),
+	}
+}
+
+// String is the limits on one line, for people.
+func (l *limitsJSON) String() string {
+	return fmt.Sprintf("writes %s and %s; GetRecords %s and %s; fan-out %s per consumer",
+		perSecond(l.WriteRecords, "records"), perSecond(l.WriteBytes, ""),
+		perSecond(l.ReadCalls, "calls"), perSecond(l.ReadBytes, ""), perSecond(l.FanOutBytes, ""))
+}
+
+// perSecond renders a rate; bytes (unit "") in KiB or MiB when whole.
+func perSecond(v int64, unit string) string {
+	switch {
+	case v == 0 && unit == "":
+		return "unlimited bytes/s"
+	case v == 0:
+		return "unlimited " + unit + "/s"
+	case unit != "":
+		return fmt.Sprintf("%d %s/s", v, unit)
+	case v%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB/s", v>>20)
+	case v%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB/s", v>>10)
+	}
+	return fmt.Sprintf("%d B/s", v)
 }

@@ -78,9 +78,11 @@ func TestParseValidInvocations(t *testing.T) {
 				at: time.UnixMilli(1767323045000), pollInterval: 200 * time.Millisecond}},
 		{[]string{"health", "--quiet"}, &healthVerb{connFlags: defaultConn, quiet: true}},
 		{[]string{"bench", "--stream", "b", "--create-shards", "4", "--producers", "8", "--in-flight", "4", "--batch", "100", "--record-size", "1024", "--duration", "30s", "--keys", "uniform", "--json"},
-			&benchVerb{connFlags: jsonConn, stream: "b", createShards: 4, producers: 8, inFlight: 4, batch: 100, recordSize: 1024, duration: 30 * time.Second, keys: "uniform"}},
-		{[]string{"bench", "--stream", "b", "--batch", "1", "--record-size", "1048544"},
-			&benchVerb{connFlags: defaultConn, stream: "b", producers: 4, inFlight: 4, batch: 1, recordSize: 1048544, duration: 30 * time.Second, keys: "uniform"}},
+			&benchVerb{connFlags: jsonConn, stream: "b", createShards: 4, producers: 8, inFlight: 4, batch: 100, recordSize: 1024, duration: 30 * time.Second, keys: "uniform", createLimits: "unlimited", mode: "produce", rate: 1000, consumers: 2}},
+		{[]string{"bench", "--stream", "b", "--batch", "1", "--record-size", "1048544", "--create-limits", "cluster"},
+			&benchVerb{connFlags: defaultConn, stream: "b", producers: 4, inFlight: 4, batch: 1, recordSize: 1048544, duration: 30 * time.Second, keys: "uniform", createLimits: "cluster", mode: "produce", rate: 1000, consumers: 2}},
+		{[]string{"bench", "--stream", "b", "--mode", "fanout", "--rate", "500", "--consumers", "3"},
+			&benchVerb{connFlags: defaultConn, stream: "b", producers: 4, inFlight: 4, batch: 100, recordSize: 1024, duration: 30 * time.Second, keys: "uniform", createLimits: "unlimited", mode: "fanout", rate: 500, consumers: 3}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -174,10 +176,18 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"bench", "--stream", "b", "--record-size", "0"}, "--record-size must be between"},
 		{[]string{"bench", "--stream", "b", "--record-size", "1048545", "--batch", "1"}, "--record-size must be between"},
 		{[]string{"bench", "--stream", "b", "--record-size", "20000", "--batch", "500"}, "over the 5 MiB"},
+		{[]string{"bench", "--stream", "b", "--mode", "consume"}, "--mode must be produce or fanout"},
+		{[]string{"bench", "--stream", "b", "--mode", "fanout", "--rate", "0"}, "--rate must be between"},
+		{[]string{"bench", "--stream", "b", "--mode", "fanout", "--consumers", "21"}, "--consumers must be between 1 and 20"},
 		{[]string{"bench", "--stream", "b", "--duration", "0s"}, "--duration must be positive"},
 		{[]string{"bench", "--stream", "b", "--keys", "zipf"}, "only uniform is supported"},
 		{[]string{"bench", "--stream", "b", "--create-shards", "-1"}, "--create-shards must not be negative"},
+		{[]string{"bench", "--stream", "b", "--create-limits", "kinesis"}, "--create-limits must be unlimited or cluster"},
 		{[]string{"serve", "extra"}, "serve takes no arguments"},
+		{[]string{"serve", "--shard-limits", "fast"}, "--shard-limits (RIFFLE_SHARD_LIMITS) must be kinesis or unlimited"},
+		{[]string{"serve", "--shard-limits", ""}, "--shard-limits (RIFFLE_SHARD_LIMITS) must be kinesis or unlimited"},
+		{[]string{"stream", "create", "orders", "--shards", "1", "--write-bytes-per-sec", "-1"}, "--write-bytes-per-sec must be 0 (unlimited) or more"},
+		{[]string{"stream", "create", "orders", "--shards", "1", "--read-calls-per-sec", "many"}, `invalid value "many" for flag -read-calls-per-sec`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -33,7 +33,7 @@ func checkRetention(flagName string, hours int) error {
 
 var streamCreateCommand = &command{
 	path:     "stream create",
-	synopsis: "NAME (--shards N | --on-demand) [--retention-hours H] [--no-wait]",
+	synopsis: "NAME (--shards N | --on-demand) [--retention-hours H] [--no-wait] [--unlimited] [--write-bytes-per-sec N] ...",
 	summary:  "create a stream, wait until it is ACTIVE, print its summary",
 	details: `
 Creates a PROVISIONED stream of N shards, or an ON_DEMAND stream with
@@ -41,7 +41,13 @@ Creates a PROVISIONED stream of N shards, or an ON_DEMAND stream with
 second) for up to --timeout if given, else 60s. A retention other than 24
 hours is set once the stream is ACTIVE, so --retention-hours and --no-wait do
 not go together. Prints the summary (--json: one object, as
-'stream describe' without shards).`,
+'stream describe' without shards).
+
+Per-shard limits: a stream takes the cluster's (riffle serve --shard-limits)
+unless it sets its own. --unlimited sets every limit of the stream to 0
+(unlimited); --write-bytes-per-sec, --write-records-per-sec,
+--read-bytes-per-sec, --read-calls-per-sec and --fan-out-bytes-per-sec set
+one each (0: unlimited), and win over --unlimited.`,
 	newVerb: func() verb { return &streamCreate{} },
 }
 
@@ -53,7 +59,13 @@ type streamCreate struct {
 	retentionHours int
 	noWait         bool
 	wait           time.Duration
+	unlimited      bool
+	limitFlags     [5]int64
+	limits         *rifflev1.ShardLimits // nil: the cluster's
 }
+
+// limitFlagNames are stream create's per-limit flags, in limitFlags order.
+var limitFlagNames = [5]string{"write-bytes-per-sec", "write-records-per-sec", "read-bytes-per-sec", "read-calls-per-sec", "fan-out-bytes-per-sec"}
 
 func (c *streamCreate) bind(fs *flag.FlagSet) {
 	c.connFlags.bind(fs)
@@ -61,6 +73,12 @@ func (c *streamCreate) bind(fs *flag.FlagSet) {
 	fs.BoolVar(&c.onDemand, "on-demand", false, "create an ON_DEMAND stream, scaled by the cluster")
 	fs.IntVar(&c.retentionHours, "retention-hours", defaultRetentionHours, "retention period in hours, 24 to 8760")
 	fs.BoolVar(&c.noWait, "no-wait", false, "return while the stream is still CREATING")
+	fs.BoolVar(&c.unlimited, "unlimited", false, "no per-shard limits for this stream, whatever the cluster's")
+	usage := [5]string{"per-shard write bytes per second", "per-shard write records per second",
+		"per-shard GetRecords bytes per second", "per-shard GetRecords calls per second", "per-shard fan-out bytes per second per consumer"}
+	for i, name := range limitFlagNames {
+		fs.Int64Var(&c.limitFlags[i], name, 0, usage[i]+" (0: unlimited; default: the cluster's)")
+	}
 }
 
 func (c *streamCreate) validate(fs *flag.FlagSet, args []string) error {
@@ -82,6 +100,22 @@ func (c *streamCreate) validate(fs *flag.FlagSet, args []string) error {
 	if c.noWait && c.retentionHours != defaultRetentionHours {
 		return errors.New("--retention-hours needs the stream ACTIVE and cannot be combined with --no-wait")
 	}
+	var fields [5]*int64
+	set := c.unlimited
+	for i, name := range limitFlagNames {
+		switch {
+		case isSet(fs, name) && c.limitFlags[i] < 0:
+			return fmt.Errorf("--%s must be 0 (unlimited) or more, got %d", name, c.limitFlags[i])
+		case isSet(fs, name):
+			fields[i], set = &c.limitFlags[i], true
+		case c.unlimited:
+			fields[i] = new(int64)
+		}
+	}
+	if set {
+		c.limits = &rifflev1.ShardLimits{WriteBytesPerSecond: fields[0], WriteRecordsPerSecond: fields[1],
+			ReadBytesPerSecond: fields[2], ReadCallsPerSecond: fields[3], FanOutBytesPerSecond: fields[4]}
+	}
 	c.wait = defaultActiveWait
 	if isSet(fs, "timeout") {
 		c.wait = c.timeout
@@ -101,6 +135,7 @@ func (c *streamCreate) run(ctx context.Context, std stdio) error {
 		StreamName:        c.name,
 		ShardCount:        int32(c.shards),
 		StreamModeDetails: &rifflev1.StreamModeDetails{StreamMode: rifflev1.StreamMode_STREAM_MODE_PROVISIONED},
+		ShardLimits:       c.limits,
 	}
 	if c.onDemand {
 		req.StreamModeDetails.StreamMode = rifflev1.StreamMode_STREAM_MODE_ON_DEMAND
@@ -178,9 +213,9 @@ var streamDescribeCommand = &command{
 	synopsis: "NAME",
 	summary:  "show a stream's summary and its shards",
 	details: `
-Prints the summary (status, mode, open shards, retention, consumers) and a
-table of every shard: id, parent ("A+B" after a merge), hash key range,
-sequence number range, OPEN or CLOSED. --json prints one object with a
+Prints the summary (status, mode, open shards, retention, consumers, the
+per-shard limits in force) and a table of every shard: id, parent ("A+B"
+after a merge), hash key range, sequence number range, OPEN or CLOSED. --json prints one object with a
 "shards" array.`,
 	newVerb: func() verb { return &streamDescribe{} },
 }

@@ -231,3 +231,55 @@ func TestStreamDelete(t *testing.T) {
 		t.Errorf("describe after delete: exit %d", code)
 	}
 }
+
+// TestStreamCreateLimits checks that stream create sends the per-stream
+// limit overrides it is given (--unlimited for all, a per-limit flag winning
+// over it), sends none without flags, and that the summary shows the limits
+// the broker reports.
+func TestStreamCreateLimits(t *testing.T) {
+	f := newFakeBroker()
+	addr, _ := f.start(t)
+	code, stdout, stderr := runCLI(t, "", "stream", "create", "free", "--shards", "1", "--unlimited", "--read-calls-per-sec", "7", "--json", "--addr", addr)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var got struct {
+		ShardLimits map[string]int64 `json:"shard_limits"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatalf("%v: %s", err, stdout)
+	}
+	want := map[string]int64{"write_bytes_per_second": 0, "write_records_per_second": 0, "read_bytes_per_second": 0,
+		"read_calls_per_second": 7, "fan_out_bytes_per_second": 0}
+	if len(got.ShardLimits) != len(want) {
+		t.Fatalf("shard_limits %v, want %v", got.ShardLimits, want)
+	}
+	for k, v := range want {
+		if got.ShardLimits[k] != v {
+			t.Errorf("shard_limits %v, want %v", got.ShardLimits, want)
+		}
+	}
+	f.mu.Lock()
+	l := f.streams["free"].limits
+	f.mu.Unlock()
+	if l.WriteBytesPerSecond == nil || l.GetReadCallsPerSecond() != 7 {
+		t.Errorf("CreateStream sent shard_limits %v", l)
+	}
+
+	code, stdout, stderr = runCLI(t, "", "stream", "describe", "free", "--addr", addr)
+	if code != exitOK {
+		t.Fatalf("describe: exit %d: %s", code, stderr)
+	}
+	if line := "Shard limits: writes unlimited records/s and unlimited bytes/s; GetRecords 7 calls/s and unlimited bytes/s; fan-out unlimited bytes/s per consumer"; !strings.Contains(stdout, line) {
+		t.Errorf("describe lacks %q:\n%s", line, stdout)
+	}
+
+	if code, _, stderr := runCLI(t, "", "stream", "create", "plain", "--shards", "1", "--addr", addr); code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if l := f.streams["plain"].limits; l != nil {
+		t.Errorf("stream create without limit flags sent shard_limits %v", l)
+	}
+}

@@ -53,6 +53,8 @@ type fakeStream struct {
 	records    []*rifflev1.Record
 	// closed marks shard 0 closed after its records, with two children.
 	closed bool
+	// limits are CreateStream's shard_limits, reported back as in force.
+	limits *rifflev1.ShardLimits
 }
 
 func newFakeBroker() *fakeBroker {
@@ -142,7 +144,7 @@ func (f *fakeBroker) CreateStream(_ context.Context, req *rifflev1.CreateStreamR
 	}
 	f.streams[req.GetStreamName()] = &fakeStream{
 		status: rifflev1.StreamStatus_STREAM_STATUS_CREATING, mode: req.GetStreamModeDetails().GetStreamMode(),
-		retention: 24, shardCount: int(req.GetShardCount()),
+		retention: 24, shardCount: int(req.GetShardCount()), limits: req.GetShardLimits(),
 	}
 	return &rifflev1.CreateStreamResponse{}, nil
 }
@@ -176,6 +178,7 @@ func (f *fakeBroker) DescribeStreamSummary(_ context.Context, req *rifflev1.Desc
 		RetentionPeriodHours:    s.retention,
 		StreamCreationTimestamp: timestamppb.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)),
 		OpenShardCount:          int32(s.shardCount),
+		ShardLimits:             s.limits,
 	}}, nil
 }
 

@@ -78,6 +78,10 @@ var commands = []*command{
 	shardListCommand,
 	putCommand,
 	getCommand,
+	consumerRegisterCommand,
+	consumerListCommand,
+	consumerDescribeCommand,
+	consumerDeregisterCommand,
 	healthCommand,
 	benchCommand,
 }

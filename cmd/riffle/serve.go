@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/riffle-streams/riffle/cluster"
 	"github.com/riffle-streams/riffle/node"
 )
 
@@ -21,7 +22,7 @@ func runServe(args []string) error {
 	envErrors = nil
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var cfg node.Config
-	var join, logLevel, logFormat string
+	var join, logLevel, logFormat, shardLimits string
 	fs.StringVar(&cfg.NodeID, "node-id", envString("RIFFLE_NODE_ID", node.DefaultNodeID), "node id, stable across restarts (RIFFLE_NODE_ID)")
 	fs.StringVar(&cfg.DataDir, "data-dir", envString("RIFFLE_DATA_DIR", node.DefaultDataDir), "data directory (RIFFLE_DATA_DIR)")
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", envString("RIFFLE_GRPC_ADDR", node.DefaultGRPCAddr), "gRPC listen address (RIFFLE_GRPC_ADDR)")
@@ -32,6 +33,7 @@ func runServe(args []string) error {
 	fs.StringVar(&join, "join", envString("RIFFLE_JOIN", ""), "comma-separated gossip addresses of peers to join (RIFFLE_JOIN)")
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", envInt("RIFFLE_BOOTSTRAP_EXPECT", 0), "members to wait for before bootstrapping; default 1 (RIFFLE_BOOTSTRAP_EXPECT)")
 	fs.DurationVar(&cfg.DeadNodeGrace, "dead-node-grace", envDuration("RIFFLE_DEAD_NODE_GRACE", 60*time.Second), "how long a node may be gone before its replicas are rebuilt on other nodes (RIFFLE_DEAD_NODE_GRACE)")
+	fs.StringVar(&shardLimits, "shard-limits", envString("RIFFLE_SHARD_LIMITS", "kinesis"), "per-shard limits of streams that set none: kinesis (writes 1 MiB/s and 1000 records/s, GetRecords 2 MiB/s and 5 calls/s, fan-out 2 MiB/s per consumer) or unlimited; every node of a cluster should have the same (RIFFLE_SHARD_LIMITS)")
 	fs.StringVar(&logLevel, "log-level", envString("RIFFLE_LOG_LEVEL", "info"), "debug, info, warn or error (RIFFLE_LOG_LEVEL)")
 	fs.StringVar(&logFormat, "log-format", envString("RIFFLE_LOG_FORMAT", "text"), "text or json (RIFFLE_LOG_FORMAT)")
 	if err := fs.Parse(args); err != nil {
@@ -46,6 +48,11 @@ func runServe(args []string) error {
 	if join != "" {
 		cfg.Join = strings.Split(join, ",")
 	}
+	limits, err := parseShardLimits(shardLimits)
+	if err != nil {
+		return usageError{err}
+	}
+	cfg.ShardLimits = limits
 	logger, err := newLogger(logLevel, logFormat)
 	if err != nil {
 		return usageError{err}
@@ -64,6 +71,18 @@ func runServe(args []string) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return n.Shutdown(shutdownCtx)
+}
+
+// parseShardLimits reads --shard-limits: the cluster's default per-shard
+// limits, which streams may override when they are created.
+func parseShardLimits(s string) (cluster.Limits, error) {
+	switch s {
+	case "kinesis":
+		return cluster.KinesisLimits, nil
+	case "unlimited":
+		return cluster.Limits{}, nil
+	}
+	return cluster.Limits{}, fmt.Errorf("--shard-limits (RIFFLE_SHARD_LIMITS) must be kinesis or unlimited, got %q", s)
 }
 
 func newLogger(level, format string) (*slog.Logger, error) {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/riffle-streams/riffle/cluster"
 )
 
 // TestServeRefusesBadEnvironment checks that a malformed environment
@@ -13,6 +15,7 @@ func TestServeRefusesBadEnvironment(t *testing.T) {
 	for _, c := range []struct{ name, value string }{
 		{"RIFFLE_BOOTSTRAP_EXPECT", "three"},
 		{"RIFFLE_DEAD_NODE_GRACE", "60"},
+		{"RIFFLE_SHARD_LIMITS", "aws"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Setenv(c.name, c.value)
@@ -22,5 +25,24 @@ func TestServeRefusesBadEnvironment(t *testing.T) {
 				t.Fatalf("runServe with %s=%q: %v", c.name, c.value, err)
 			}
 		})
+	}
+}
+
+// TestParseShardLimits checks --shard-limits: kinesis (the default) is
+// Kinesis's per-shard limits, unlimited is none, anything else is refused.
+func TestParseShardLimits(t *testing.T) {
+	for in, want := range map[string]cluster.Limits{
+		"kinesis":   cluster.KinesisLimits,
+		"unlimited": {},
+	} {
+		got, err := parseShardLimits(in)
+		if err != nil || got != want {
+			t.Errorf("parseShardLimits(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "Kinesis", "none", "0"} {
+		if _, err := parseShardLimits(in); err == nil {
+			t.Errorf("parseShardLimits(%q) accepted", in)
+		}
 	}
 }

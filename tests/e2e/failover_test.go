@@ -30,7 +30,9 @@ func TestWritesSurviveAKilledNode(t *testing.T) {
 	survivors := []string{"n1", "n2"}
 	c := connectCluster(t)
 	stream := uniqueStreamName("e2e-failover")
-	shards := c.createStream(survivors[0], stream, 3)
+	// Unlimited: the writer goes as fast as the cluster lets it, and the
+	// outage check must see failover, not throttling.
+	shards := c.createStreamWithLimits(survivors[0], stream, 3, unlimited())
 	outageBudget := maxWriteOutage(t)
 
 	// Leave the cluster whole for the next test when the test stopped with

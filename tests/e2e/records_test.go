@@ -43,12 +43,28 @@ func uniqueStreamName(prefix string) string {
 
 // createStream creates a provisioned stream through one node and waits until
 // every node of the cluster describes it as ACTIVE: the metadata has reached
-// them all. It deletes the stream when the test ends.
+// them all. It deletes the stream when the test ends. The stream has the
+// cluster's per-shard limits (Kinesis's in deploy/docker-compose.yml).
 func (c *cluster) createStream(through, name string, shards int32) []*rifflev1.Shard {
+	c.t.Helper()
+	return c.createStreamWithLimits(through, name, shards, nil)
+}
+
+// unlimited are shard limits that lift every per-shard limit of a stream,
+// for tests that write as fast as they can to check something else.
+func unlimited() *rifflev1.ShardLimits {
+	zero := func() *int64 { return new(int64) }
+	return &rifflev1.ShardLimits{WriteBytesPerSecond: zero(), WriteRecordsPerSecond: zero(),
+		ReadBytesPerSecond: zero(), ReadCallsPerSecond: zero(), FanOutBytesPerSecond: zero()}
+}
+
+// createStreamWithLimits is createStream with the stream's own per-shard
+// limits (nil: the cluster's).
+func (c *cluster) createStreamWithLimits(through, name string, shards int32, limits *rifflev1.ShardLimits) []*rifflev1.Shard {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	if _, err := c.streams(through).CreateStream(ctx, &rifflev1.CreateStreamRequest{StreamName: name, ShardCount: shards}); err != nil {
+	if _, err := c.streams(through).CreateStream(ctx, &rifflev1.CreateStreamRequest{StreamName: name, ShardCount: shards, ShardLimits: limits}); err != nil {
 		c.t.Fatalf("CreateStream %s through %s: %v", name, through, err)
 	}
 	c.t.Cleanup(func() {

@@ -597,7 +597,10 @@ func (x *ChildShard) GetHashKeyRange() *HashKeyRange {
 
 // ShardLimits are a stream's per-shard throughput limits (a Riffle
 // extension). A field left unset takes the cluster's default (`riffle serve
-// --shard-limits`); 0 means unlimited.
+// --shard-limits`); 0 means unlimited; a negative value is refused with
+// ValidationException and nothing is created. Over a limit, calls fail with
+// ProvisionedThroughputExceededException (RESOURCE_EXHAUSTED, RetryInfo);
+// PutRecords fails only the records past the limit.
 type ShardLimits struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Writes (PutRecord, PutRecords): bytes of data and partition keys per
@@ -3281,6 +3284,10 @@ func (x *StartingPosition) GetTimestamp() *timestamppb.Timestamp {
 	return nil
 }
 
+// SubscribeToShardRequest: the consumer must be ACTIVE (ResourceInUse
+// while CREATING). A consumer holds one subscription per shard: another
+// within 5 seconds of the first is refused with ResourceInUse; a later one
+// replaces it, and the first ends with ResourceInUse (not retryable).
 type SubscribeToShardRequest struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	ConsumerArn      string                 `protobuf:"bytes,1,opt,name=consumer_arn,json=consumerArn,proto3" json:"consumer_arn,omitempty"`
@@ -3343,9 +3350,24 @@ func (x *SubscribeToShardRequest) GetStartingPosition() *StartingPosition {
 
 // SubscribeToShardEvent carries the records committed since the previous
 // event (possibly none: a quiet shard still gets an event every few
-// seconds). Resume after continuation_sequence_number with
-// AFTER_SEQUENCE_NUMBER; it is empty in the last event of a closed shard,
-// which names child_shards instead.
+// seconds, and the first event comes at once). An event holds at most
+// 1 MiB and 10,000 records.
+//
+// continuation_sequence_number is the sequence number of the last record
+// the subscriber has been sent; before any record, that of the record just
+// before the starting position (even if retention removed it). To resume,
+// subscribe with AFTER_SEQUENCE_NUMBER and this number: nothing is skipped
+// and nothing repeated (a number below the trim horizon resumes at the
+// trim horizon). It is empty in two cases:
+//   - the position is the very start of the shard and nothing was sent yet
+//     (no record precedes it): resume with TRIM_HORIZON;
+//   - the last event of a closed shard, which names child_shards; the
+//     subscription then ends and the children are read next.
+//
+// A subscription ends cleanly (status OK) after its lifetime, right after
+// an event with the current continuation number. It ends with a retryable
+// ServiceUnavailable when the node serving it goes away; the client
+// resumes from its last continuation number through any node.
 type SubscribeToShardEvent struct {
 	state                      protoimpl.MessageState `protogen:"open.v1"`
 	Records                    []*Record              `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`

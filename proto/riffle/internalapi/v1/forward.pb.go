@@ -41,6 +41,9 @@ const (
 	ForwardError_KIND_CONSUMER_NOT_FOUND   ForwardError_Kind = 10
 	ForwardError_KIND_CONSUMER_LIMIT       ForwardError_Kind = 11
 	ForwardError_KIND_STREAM_HAS_CONSUMERS ForwardError_Kind = 12
+	// The shard's write limits refused the entries from
+	// AppendResponse.admitted on; the ones before were appended.
+	ForwardError_KIND_THROTTLED ForwardError_Kind = 13
 )
 
 // Enum value maps for ForwardError_Kind.
@@ -59,6 +62,7 @@ var (
 		10: "KIND_CONSUMER_NOT_FOUND",
 		11: "KIND_CONSUMER_LIMIT",
 		12: "KIND_STREAM_HAS_CONSUMERS",
+		13: "KIND_THROTTLED",
 	}
 	ForwardError_Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":          0,
@@ -74,6 +78,7 @@ var (
 		"KIND_CONSUMER_NOT_FOUND":   10,
 		"KIND_CONSUMER_LIMIT":       11,
 		"KIND_STREAM_HAS_CONSUMERS": 12,
+		"KIND_THROTTLED":            13,
 	}
 )
 
@@ -105,7 +110,8 @@ func (ForwardError_Kind) EnumDescriptor() ([]byte, []int) {
 }
 
 // ForwardError says why a forwarded request failed. Kinds other than
-// KIND_UNSPECIFIED mean the request was not applied, except OUTCOME_UNKNOWN.
+// KIND_UNSPECIFIED mean the request was not applied, except OUTCOME_UNKNOWN
+// and THROTTLED (a write of which only a prefix was admitted).
 type ForwardError struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Kind    ForwardError_Kind      `protobuf:"varint,1,opt,name=kind,proto3,enum=riffle.internal.v1.ForwardError_Kind" json:"kind,omitempty"`
@@ -379,12 +385,18 @@ func (x *AppendRequest) GetEntries() []*AppendEntry {
 }
 
 type AppendResponse struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Error           *ForwardError          `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
-	FirstOffset     uint64                 `protobuf:"varint,2,opt,name=first_offset,json=firstOffset,proto3" json:"first_offset,omitempty"`
-	TimestampMillis int64                  `protobuf:"varint,3,opt,name=timestamp_millis,json=timestampMillis,proto3" json:"timestamp_millis,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Error *ForwardError          `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	// Where the appended entries landed: all of them, or with KIND_THROTTLED
+	// the first `admitted`.
+	FirstOffset     uint64 `protobuf:"varint,2,opt,name=first_offset,json=firstOffset,proto3" json:"first_offset,omitempty"`
+	TimestampMillis int64  `protobuf:"varint,3,opt,name=timestamp_millis,json=timestampMillis,proto3" json:"timestamp_millis,omitempty"`
+	// With KIND_THROTTLED: how many leading entries were appended (the rest
+	// were not), and how long the leader's limits ask the writer to wait.
+	Admitted         uint32 `protobuf:"varint,4,opt,name=admitted,proto3" json:"admitted,omitempty"`
+	RetryAfterMillis int64  `protobuf:"varint,5,opt,name=retry_after_millis,json=retryAfterMillis,proto3" json:"retry_after_millis,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *AppendResponse) Reset() {
@@ -434,6 +446,20 @@ func (x *AppendResponse) GetFirstOffset() uint64 {
 func (x *AppendResponse) GetTimestampMillis() int64 {
 	if x != nil {
 		return x.TimestampMillis
+	}
+	return 0
+}
+
+func (x *AppendResponse) GetAdmitted() uint32 {
+	if x != nil {
+		return x.Admitted
+	}
+	return 0
+}
+
+func (x *AppendResponse) GetRetryAfterMillis() int64 {
+	if x != nil {
+		return x.RetryAfterMillis
 	}
 	return 0
 }
@@ -774,15 +800,103 @@ func (x *ShardTipResponse) GetNextOffset() uint64 {
 	return 0
 }
 
+type MetaIndexRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetaIndexRequest) Reset() {
+	*x = MetaIndexRequest{}
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetaIndexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetaIndexRequest) ProtoMessage() {}
+
+func (x *MetaIndexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetaIndexRequest.ProtoReflect.Descriptor instead.
+func (*MetaIndexRequest) Descriptor() ([]byte, []int) {
+	return file_riffle_internalapi_v1_forward_proto_rawDescGZIP(), []int{11}
+}
+
+type MetaIndexResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *ForwardError          `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	CommitIndex   uint64                 `protobuf:"varint,2,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetaIndexResponse) Reset() {
+	*x = MetaIndexResponse{}
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetaIndexResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetaIndexResponse) ProtoMessage() {}
+
+func (x *MetaIndexResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetaIndexResponse.ProtoReflect.Descriptor instead.
+func (*MetaIndexResponse) Descriptor() ([]byte, []int) {
+	return file_riffle_internalapi_v1_forward_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *MetaIndexResponse) GetError() *ForwardError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *MetaIndexResponse) GetCommitIndex() uint64 {
+	if x != nil {
+		return x.CommitIndex
+	}
+	return 0
+}
+
 var File_riffle_internalapi_v1_forward_proto protoreflect.FileDescriptor
 
 const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
 	"\n" +
-	"#riffle/internalapi/v1/forward.proto\x12\x12riffle.internal.v1\"\xc2\x03\n" +
+	"#riffle/internalapi/v1/forward.proto\x12\x12riffle.internal.v1\"\xd6\x03\n" +
 	"\fForwardError\x129\n" +
 	"\x04kind\x18\x01 \x01(\x0e2%.riffle.internal.v1.ForwardError.KindR\x04kind\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1b\n" +
-	"\tleader_id\x18\x03 \x01(\tR\bleaderId\"\xbf\x02\n" +
+	"\tleader_id\x18\x03 \x01(\tR\bleaderId\"\xd3\x02\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fKIND_NOT_LEADER\x10\x01\x12\x19\n" +
@@ -797,7 +911,8 @@ const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
 	"\x17KIND_CONSUMER_NOT_FOUND\x10\n" +
 	"\x12\x17\n" +
 	"\x13KIND_CONSUMER_LIMIT\x10\v\x12\x1d\n" +
-	"\x19KIND_STREAM_HAS_CONSUMERS\x10\f\".\n" +
+	"\x19KIND_STREAM_HAS_CONSUMERS\x10\f\x12\x12\n" +
+	"\x0eKIND_THROTTLED\x10\r\".\n" +
 	"\x12ProposeMetaRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"c\n" +
 	"\x13ProposeMetaResponse\x126\n" +
@@ -810,11 +925,13 @@ const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
 	"\tstream_id\x18\x01 \x01(\x04R\bstreamId\x12\x1f\n" +
 	"\vshard_index\x18\x02 \x01(\x04R\n" +
 	"shardIndex\x129\n" +
-	"\aentries\x18\x03 \x03(\v2\x1f.riffle.internal.v1.AppendEntryR\aentries\"\x96\x01\n" +
+	"\aentries\x18\x03 \x03(\v2\x1f.riffle.internal.v1.AppendEntryR\aentries\"\xe0\x01\n" +
 	"\x0eAppendResponse\x126\n" +
 	"\x05error\x18\x01 \x01(\v2 .riffle.internal.v1.ForwardErrorR\x05error\x12!\n" +
 	"\ffirst_offset\x18\x02 \x01(\x04R\vfirstOffset\x12)\n" +
-	"\x10timestamp_millis\x18\x03 \x01(\x03R\x0ftimestampMillis\"\x91\x01\n" +
+	"\x10timestamp_millis\x18\x03 \x01(\x03R\x0ftimestampMillis\x12\x1a\n" +
+	"\badmitted\x18\x04 \x01(\rR\badmitted\x12,\n" +
+	"\x12retry_after_millis\x18\x05 \x01(\x03R\x10retryAfterMillis\"\x91\x01\n" +
 	"\x13FetchRecordsRequest\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\x04R\bstreamId\x12\x1f\n" +
 	"\vshard_index\x18\x02 \x01(\x04R\n" +
@@ -843,11 +960,16 @@ const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
 	"\x10ShardTipResponse\x126\n" +
 	"\x05error\x18\x01 \x01(\v2 .riffle.internal.v1.ForwardErrorR\x05error\x12\x1f\n" +
 	"\vnext_offset\x18\x02 \x01(\x04R\n" +
-	"nextOffset2\xf3\x02\n" +
+	"nextOffset\"\x12\n" +
+	"\x10MetaIndexRequest\"n\n" +
+	"\x11MetaIndexResponse\x126\n" +
+	"\x05error\x18\x01 \x01(\v2 .riffle.internal.v1.ForwardErrorR\x05error\x12!\n" +
+	"\fcommit_index\x18\x02 \x01(\x04R\vcommitIndex2\xcd\x03\n" +
 	"\aForward\x12^\n" +
 	"\vProposeMeta\x12&.riffle.internal.v1.ProposeMetaRequest\x1a'.riffle.internal.v1.ProposeMetaResponse\x12O\n" +
 	"\x06Append\x12!.riffle.internal.v1.AppendRequest\x1a\".riffle.internal.v1.AppendResponse\x12U\n" +
-	"\bShardTip\x12#.riffle.internal.v1.ShardTipRequest\x1a$.riffle.internal.v1.ShardTipResponse\x12`\n" +
+	"\bShardTip\x12#.riffle.internal.v1.ShardTipRequest\x1a$.riffle.internal.v1.ShardTipResponse\x12X\n" +
+	"\tMetaIndex\x12$.riffle.internal.v1.MetaIndexRequest\x1a%.riffle.internal.v1.MetaIndexResponse\x12`\n" +
 	"\fFetchRecords\x12'.riffle.internal.v1.FetchRecordsRequest\x1a%.riffle.internal.v1.FetchRecordsChunk0\x01BIZGgithub.com/riffle-streams/riffle/proto/riffle/internalapi/v1;internalv1b\x06proto3"
 
 var (
@@ -863,7 +985,7 @@ func file_riffle_internalapi_v1_forward_proto_rawDescGZIP() []byte {
 }
 
 var file_riffle_internalapi_v1_forward_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_riffle_internalapi_v1_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_riffle_internalapi_v1_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_riffle_internalapi_v1_forward_proto_goTypes = []any{
 	(ForwardError_Kind)(0),      // 0: riffle.internal.v1.ForwardError.Kind
 	(*ForwardError)(nil),        // 1: riffle.internal.v1.ForwardError
@@ -877,6 +999,8 @@ var file_riffle_internalapi_v1_forward_proto_goTypes = []any{
 	(*FetchRecordsChunk)(nil),   // 9: riffle.internal.v1.FetchRecordsChunk
 	(*ShardTipRequest)(nil),     // 10: riffle.internal.v1.ShardTipRequest
 	(*ShardTipResponse)(nil),    // 11: riffle.internal.v1.ShardTipResponse
+	(*MetaIndexRequest)(nil),    // 12: riffle.internal.v1.MetaIndexRequest
+	(*MetaIndexResponse)(nil),   // 13: riffle.internal.v1.MetaIndexResponse
 }
 var file_riffle_internalapi_v1_forward_proto_depIdxs = []int32{
 	0,  // 0: riffle.internal.v1.ForwardError.kind:type_name -> riffle.internal.v1.ForwardError.Kind
@@ -885,19 +1009,22 @@ var file_riffle_internalapi_v1_forward_proto_depIdxs = []int32{
 	1,  // 3: riffle.internal.v1.AppendResponse.error:type_name -> riffle.internal.v1.ForwardError
 	8,  // 4: riffle.internal.v1.FetchRecordsChunk.records:type_name -> riffle.internal.v1.FetchedRecord
 	1,  // 5: riffle.internal.v1.ShardTipResponse.error:type_name -> riffle.internal.v1.ForwardError
-	2,  // 6: riffle.internal.v1.Forward.ProposeMeta:input_type -> riffle.internal.v1.ProposeMetaRequest
-	5,  // 7: riffle.internal.v1.Forward.Append:input_type -> riffle.internal.v1.AppendRequest
-	10, // 8: riffle.internal.v1.Forward.ShardTip:input_type -> riffle.internal.v1.ShardTipRequest
-	7,  // 9: riffle.internal.v1.Forward.FetchRecords:input_type -> riffle.internal.v1.FetchRecordsRequest
-	3,  // 10: riffle.internal.v1.Forward.ProposeMeta:output_type -> riffle.internal.v1.ProposeMetaResponse
-	6,  // 11: riffle.internal.v1.Forward.Append:output_type -> riffle.internal.v1.AppendResponse
-	11, // 12: riffle.internal.v1.Forward.ShardTip:output_type -> riffle.internal.v1.ShardTipResponse
-	9,  // 13: riffle.internal.v1.Forward.FetchRecords:output_type -> riffle.internal.v1.FetchRecordsChunk
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	1,  // 6: riffle.internal.v1.MetaIndexResponse.error:type_name -> riffle.internal.v1.ForwardError
+	2,  // 7: riffle.internal.v1.Forward.ProposeMeta:input_type -> riffle.internal.v1.ProposeMetaRequest
+	5,  // 8: riffle.internal.v1.Forward.Append:input_type -> riffle.internal.v1.AppendRequest
+	10, // 9: riffle.internal.v1.Forward.ShardTip:input_type -> riffle.internal.v1.ShardTipRequest
+	12, // 10: riffle.internal.v1.Forward.MetaIndex:input_type -> riffle.internal.v1.MetaIndexRequest
+	7,  // 11: riffle.internal.v1.Forward.FetchRecords:input_type -> riffle.internal.v1.FetchRecordsRequest
+	3,  // 12: riffle.internal.v1.Forward.ProposeMeta:output_type -> riffle.internal.v1.ProposeMetaResponse
+	6,  // 13: riffle.internal.v1.Forward.Append:output_type -> riffle.internal.v1.AppendResponse
+	11, // 14: riffle.internal.v1.Forward.ShardTip:output_type -> riffle.internal.v1.ShardTipResponse
+	13, // 15: riffle.internal.v1.Forward.MetaIndex:output_type -> riffle.internal.v1.MetaIndexResponse
+	9,  // 16: riffle.internal.v1.Forward.FetchRecords:output_type -> riffle.internal.v1.FetchRecordsChunk
+	12, // [12:17] is the sub-list for method output_type
+	7,  // [7:12] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_riffle_internalapi_v1_forward_proto_init() }
@@ -911,7 +1038,7 @@ func file_riffle_internalapi_v1_forward_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_riffle_internalapi_v1_forward_proto_rawDesc), len(file_riffle_internalapi_v1_forward_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	Forward_ProposeMeta_FullMethodName  = "/riffle.internal.v1.Forward/ProposeMeta"
 	Forward_Append_FullMethodName       = "/riffle.internal.v1.Forward/Append"
 	Forward_ShardTip_FullMethodName     = "/riffle.internal.v1.Forward/ShardTip"
+	Forward_MetaIndex_FullMethodName    = "/riffle.internal.v1.Forward/MetaIndex"
 	Forward_FetchRecords_FullMethodName = "/riffle.internal.v1.Forward/FetchRecords"
 )
 
@@ -41,6 +42,11 @@ type ForwardClient interface {
 	// will get. A follower serving a read at its own tip first waits until it
 	// has applied that far (a read index), so reads see acknowledged writes.
 	ShardTip(ctx context.Context, in *ShardTipRequest, opts ...grpc.CallOption) (*ShardTipResponse, error)
+	// MetaIndex answers, from the metadata leader, its commit index. A node
+	// about to answer "not found" from its own copy of the metadata first
+	// applies that far (a read index), so that a stream or consumer created
+	// through another node is found once its creation was acknowledged.
+	MetaIndex(ctx context.Context, in *MetaIndexRequest, opts ...grpc.CallOption) (*MetaIndexResponse, error)
 	// FetchRecords streams committed records of a shard from the called
 	// node's replica, which need not lead the shard: a replica that lacks
 	// records raft has compacted away copies them from a peer (catch-up).
@@ -87,6 +93,16 @@ func (c *forwardClient) ShardTip(ctx context.Context, in *ShardTipRequest, opts 
 	return out, nil
 }
 
+func (c *forwardClient) MetaIndex(ctx context.Context, in *MetaIndexRequest, opts ...grpc.CallOption) (*MetaIndexResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MetaIndexResponse)
+	err := c.cc.Invoke(ctx, Forward_MetaIndex_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *forwardClient) FetchRecords(ctx context.Context, in *FetchRecordsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FetchRecordsChunk], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Forward_ServiceDesc.Streams[0], Forward_FetchRecords_FullMethodName, cOpts...)
@@ -118,6 +134,11 @@ type ForwardServer interface {
 	// will get. A follower serving a read at its own tip first waits until it
 	// has applied that far (a read index), so reads see acknowledged writes.
 	ShardTip(context.Context, *ShardTipRequest) (*ShardTipResponse, error)
+	// MetaIndex answers, from the metadata leader, its commit index. A node
+	// about to answer "not found" from its own copy of the metadata first
+	// applies that far (a read index), so that a stream or consumer created
+	// through another node is found once its creation was acknowledged.
+	MetaIndex(context.Context, *MetaIndexRequest) (*MetaIndexResponse, error)
 	// FetchRecords streams committed records of a shard from the called
 	// node's replica, which need not lead the shard: a replica that lacks
 	// records raft has compacted away copies them from a peer (catch-up).
@@ -142,6 +163,9 @@ func (UnimplementedForwardServer) Append(context.Context, *AppendRequest) (*Appe
 }
 func (UnimplementedForwardServer) ShardTip(context.Context, *ShardTipRequest) (*ShardTipResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ShardTip not implemented")
+}
+func (UnimplementedForwardServer) MetaIndex(context.Context, *MetaIndexRequest) (*MetaIndexResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MetaIndex not implemented")
 }
 func (UnimplementedForwardServer) FetchRecords(*FetchRecordsRequest, grpc.ServerStreamingServer[FetchRecordsChunk]) error {
 	return status.Error(codes.Unimplemented, "method FetchRecords not implemented")
@@ -221,6 +245,24 @@ func _Forward_ShardTip_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Forward_MetaIndex_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MetaIndexRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ForwardServer).MetaIndex(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Forward_MetaIndex_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ForwardServer).MetaIndex(ctx, req.(*MetaIndexRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Forward_FetchRecords_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(FetchRecordsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -250,6 +292,10 @@ var Forward_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ShardTip",
 			Handler:    _Forward_ShardTip_Handler,
+		},
+		{
+			MethodName: "MetaIndex",
+			Handler:    _Forward_MetaIndex_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
