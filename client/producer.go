@@ -172,6 +172,38 @@ type shardQueue struct {
 	inflight  bool
 	failures  int       // consecutive calls that stored nothing
 	notBefore time.Time // back-off after a failure
+	// window bounds the records of the next call while the shard is
+	// throttled (0: MaxBatchRecords). It shrinks to what the broker last
+	// admitted and doubles after each call that is not throttled, so that
+	// a throttled producer does not send 500 records to get 20 stored.
+	window int
+}
+
+// batchLimit is how many records q's next call may carry.
+func (q *shardQueue) batchLimit(maxRecords int) int {
+	if q.window > 0 {
+		return min(q.window, maxRecords)
+	}
+	return maxRecords
+}
+
+// throttled shrinks q's window after a call of which admitted records were
+// stored and the rest throttled.
+func (q *shardQueue) throttled(sent, admitted int) {
+	if admitted == 0 {
+		admitted = sent / 2
+	}
+	q.window = max(1, admitted)
+}
+
+// unthrottled grows q's window after a call that was not throttled.
+func (q *shardQueue) unthrottled(maxRecords int) {
+	if q.window > 0 {
+		q.window *= 2
+		if q.window >= maxRecords {
+			q.window = 0
+		}
+	}
 }
 
 type batchResult struct {
@@ -499,7 +531,7 @@ func (o *producerOwner) dispatch(now time.Time) time.Time {
 		head := q.records[0]
 		lingerEnd := head.enqueued.Add(o.p.cfg.Linger)
 		ready := o.closing || head.seq <= o.flushUpTo || head.attempts > 0 ||
-			len(q.records) >= o.p.cfg.MaxBatchRecords || q.bytes >= o.p.cfg.MaxBatchBytes ||
+			len(q.records) >= q.batchLimit(o.p.cfg.MaxBatchRecords) || q.bytes >= o.p.cfg.MaxBatchBytes ||
 			!now.Before(lingerEnd)
 		if !ready {
 			wake = minTime(wake, lingerEnd)
@@ -521,7 +553,8 @@ func minTime(a, b time.Time) time.Time {
 func (o *producerOwner) send(q *shardQueue) {
 	cfg := o.p.cfg
 	n, bytes := 0, 0
-	for n < len(q.records) && n < cfg.MaxBatchRecords {
+	limit := q.batchLimit(cfg.MaxBatchRecords)
+	for n < len(q.records) && n < limit {
 		if n > 0 && bytes+q.records[n].size > cfg.MaxBatchBytes {
 			break
 		}
@@ -568,6 +601,7 @@ func (o *producerOwner) handleResult(res batchResult) {
 	var again []*pendingRecord
 	var lastErr error
 	progress := false
+	admitted, throttled := 0, 0
 	for i, e := range res.resp.GetRecords() {
 		r := res.recs[i]
 		if e.GetErrorCode() == "" {
@@ -575,6 +609,7 @@ func (o *producerOwner) handleResult(res batchResult) {
 				o.needRefresh = true // the broker routed it elsewhere: the map is stale
 			}
 			progress = true
+			admitted++
 			o.resolve(r, PutResult{ShardID: e.GetShardId(), SequenceNumber: e.GetSequenceNumber(), Attempts: r.attempts}, nil)
 			continue
 		}
@@ -583,6 +618,7 @@ func (o *producerOwner) handleResult(res batchResult) {
 		case retry:
 			if e.GetErrorCode() == ProvisionedThroughputExceededException {
 				o.p.stats.throttled.Add(1)
+				throttled++
 			} else {
 				o.needRefresh = true
 			}
@@ -601,6 +637,11 @@ func (o *producerOwner) handleResult(res batchResult) {
 		q.failures = 0
 	} else if len(again) > 0 {
 		q.failures++
+	}
+	if throttled > 0 {
+		q.throttled(len(res.recs), admitted)
+	} else {
+		q.unthrottled(o.p.cfg.MaxBatchRecords)
 	}
 	if len(again) > 0 {
 		o.retryLater(q, again, lastErr)
@@ -629,6 +670,7 @@ func (o *producerOwner) handleCallError(q *shardQueue, res batchResult) {
 	case v == retry && !o.aborted:
 		if ExceptionName(res.err) == ProvisionedThroughputExceededException {
 			o.p.stats.throttled.Add(int64(len(res.recs)))
+			q.throttled(len(res.recs), 0)
 		} else {
 			o.needRefresh = true
 		}

@@ -124,7 +124,7 @@ func TestProducerKeepsKeyOrderUnderThrottling(t *testing.T) {
 		if call%3 == 0 {
 			return n
 		}
-		return n / 2
+		return (n + 1) / 2 // a refilling limit admits something
 	}
 	f.putErr = func(call int) error {
 		if call%7 == 0 {
@@ -172,6 +172,49 @@ func TestProducerKeepsKeyOrderUnderThrottling(t *testing.T) {
 	st := p.Stats()
 	if st.Throttled == 0 || st.Retried == 0 || st.Acked != keys*perKey || st.Failed != 0 {
 		t.Errorf("stats %+v: want throttles and retries, every record acked", st)
+	}
+}
+
+// A throttled shard's calls shrink to what the broker admits, then grow
+// back: a producer held to 10 records a call does not keep sending 500.
+func TestProducerShrinksBatchesWhenThrottled(t *testing.T) {
+	f := newFakeStreams(1)
+	f.admit = func(_ int, _ string, n int) int { return min(n, 10) }
+	p := newTestProducer(t, f.start(t), ProducerConfig{Linger: time.Hour})
+	var futures []*PutFuture
+	for i := range 1000 {
+		futures = append(futures, p.Put(context.Background(), "k", []byte(strconv.Itoa(i))))
+	}
+	p.Flush(context.Background())
+	waitAll(t, futures)
+	sizes, _ := f.sizes()
+	big := 0
+	for _, n := range sizes[1:] {
+		if n > 20 {
+			big++
+		}
+	}
+	if big > len(sizes)/4 {
+		t.Errorf("%d of %d calls carried over 20 records while 10 were admitted: %v", big, len(sizes), sizes)
+	}
+	if st := p.Stats(); st.Throttled > 1000 {
+		t.Errorf("%d entries throttled for 1000 records", st.Throttled)
+	}
+
+	// Unthrottled, calls grow back to full batches.
+	f.mu.Lock()
+	f.admit = nil
+	f.mu.Unlock()
+	before := len(sizes)
+	futures = futures[:0]
+	for i := range 2000 {
+		futures = append(futures, p.Put(context.Background(), "k", []byte(strconv.Itoa(i))))
+	}
+	p.Flush(context.Background())
+	waitAll(t, futures)
+	sizes, _ = f.sizes()
+	if last := sizes[len(sizes)-2]; last != MaxPutRecordsEntries {
+		t.Errorf("calls after the throttling: %v, want back to %d", sizes[before:], MaxPutRecordsEntries)
 	}
 }
 

@@ -8,9 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/riffle-streams/riffle/client"
 	"github.com/riffle-streams/riffle/cluster"
 	"github.com/riffle-streams/riffle/node"
@@ -236,9 +233,6 @@ func TestSDKProducerSurvivesNodeLoss(t *testing.T) {
 // every record is acknowledged (throttled entries are sent again after the
 // broker's delay), each key in order, and the polling reader, itself
 // throttled by the read limits, reads them all back.
-//
-// It needs the broker to enforce shard limits (the limits branch); without
-// that it skips, saying so.
 func TestSDKProducerUnderThrottling(t *testing.T) {
 	tn := startNodeConfig(t, node.Config{
 		DataDir:    tempDataDir(t),
@@ -260,7 +254,7 @@ func TestSDKProducerUnderThrottling(t *testing.T) {
 	st := p.Stats()
 	t.Logf("4000 records in %v: %d calls, %d entries throttled, %d records resent", time.Since(start), st.Calls, st.Throttled, st.Retried)
 	if st.Throttled == 0 {
-		t.Skip("no write was throttled: the broker does not enforce shard limits yet (limits branch)")
+		t.Fatal("no write was throttled: the test checks nothing unless the broker enforces the limits")
 	}
 	if acked, unknown := tally(t, puts); acked != len(puts) {
 		t.Errorf("%d of %d acknowledged, %d of unknown outcome", acked, len(puts), unknown)
@@ -278,9 +272,6 @@ func TestSDKProducerUnderThrottling(t *testing.T) {
 // subscriptions also end cleanly and are taken up again. Each subscriber
 // receives exactly its shard's records, each once and in the shard's
 // order.
-//
-// It needs SubscribeToShard and the consumer RPCs on the broker (the
-// fanout branch); without them it skips, saying so.
 func TestSDKSubscribersAcrossNodeKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three nodes")
@@ -298,9 +289,6 @@ func TestSDKSubscribersAcrossNodeKill(t *testing.T) {
 	var arns []string
 	for _, name := range []string{"c1", "c2"} {
 		out, err := c.nodes[0].client.RegisterStreamConsumer(ctx, &rifflev1.RegisterStreamConsumerRequest{StreamName: stream, ConsumerName: name})
-		if status.Code(err) == codes.Unimplemented {
-			t.Skip("the broker does not serve enhanced fan-out yet (fanout branch)")
-		}
 		if err != nil {
 			t.Fatal(err)
 		}
