@@ -66,6 +66,8 @@ type Subscriber struct {
 	closed bool
 	wg     sync.WaitGroup
 
+	subscriptions, failures atomic.Int64
+
 	// Owned by Next's caller.
 	lineage *lineage
 	active  int // shard goroutines not yet ended
@@ -140,6 +142,20 @@ func (s *Subscriber) Next(ctx context.Context) (Batch, error) {
 	}
 }
 
+// SubscriberStats count a subscriber's subscriptions.
+type SubscriberStats struct {
+	// Subscriptions is the number of SubscribeToShard calls made.
+	Subscriptions int64
+	// Failures is the number of them that ended with an error rather than
+	// at the end of their lifetime or of their shard.
+	Failures int64
+}
+
+// Stats returns the subscriber's counters.
+func (s *Subscriber) Stats() SubscriberStats {
+	return SubscriberStats{Subscriptions: s.subscriptions.Load(), Failures: s.failures.Load()}
+}
+
 // Close stops the subscriber and waits for its goroutines.
 func (s *Subscriber) Close() error {
 	s.mu.Lock()
@@ -197,6 +213,7 @@ func (sh *shardSubscription) run() subEvent {
 		if err == nil {
 			continue // clean end of a subscription's lifetime
 		}
+		s.failures.Add(1)
 		if errors.Is(err, ErrOrderViolation) || classify(s.ctx, err, false, true) != retry {
 			return subEvent{err: fmt.Errorf("client: subscription to %s: %w", sh.shard, err)}
 		}
@@ -225,6 +242,7 @@ func (sh *shardSubscription) subscribe() (*subEvent, error) {
 		cancel()
 	})
 	defer timer.Stop()
+	s.subscriptions.Add(1)
 	stream, err := s.c.Streams().SubscribeToShard(ctx, &rifflev1.SubscribeToShardRequest{
 		ConsumerArn: s.consumerARN, ShardId: sh.shard, StartingPosition: sh.pos.proto(),
 	})

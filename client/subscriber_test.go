@@ -103,6 +103,9 @@ func TestSubscriberResubscribesAfterEndAndFailures(t *testing.T) {
 	if got := positions(f.subscribeRequests()); !slices.Equal(got[:5], wantPos) {
 		t.Errorf("subscriptions started at\n%v\nwant\n%v", got, wantPos)
 	}
+	if st := s.Stats(); st.Subscriptions != 5 || st.Failures != 3 {
+		t.Errorf("stats %+v, want 5 subscriptions of which 3 failed", st)
+	}
 }
 
 // Taken over by a newer subscription (ResourceInUseException) or with the

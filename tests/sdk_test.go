@@ -35,10 +35,10 @@ type sdkPut struct {
 	err       error
 }
 
-// putRecords puts n records over the given number of keys, calling
-// midway(i) before the i-th Put, waits for every future and returns them
-// in Put order.
-func putRecords(t testing.TB, p *client.Producer, n, keys int, midway func(i int, puts []*sdkPut)) []*sdkPut {
+// putRecords puts n records over the given number of keys (data
+// "prefix:key/n"), calling midway(i) before the i-th Put, closes the
+// producer and returns every record with its result, in Put order.
+func putRecords(t testing.TB, p *client.Producer, prefix string, n, keys int, midway func(i int, puts []*sdkPut)) []*sdkPut {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -48,7 +48,7 @@ func putRecords(t testing.TB, p *client.Producer, n, keys int, midway func(i int
 			midway(i, puts)
 		}
 		key := fmt.Sprintf("key-%02d", i%keys)
-		r := &sdkPut{key: key, data: fmt.Sprintf("%s/%05d", key, i/keys)}
+		r := &sdkPut{key: key, data: fmt.Sprintf("%s:%s/%05d", prefix, key, i/keys)}
 		r.future = p.Put(ctx, key, []byte(r.data))
 		puts = append(puts, r)
 	}
@@ -201,15 +201,16 @@ func TestSDKProducerSurvivesNodeLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	killed := time.Time{}
-	puts := putRecords(t, p, 5000, 50, func(i int, puts []*sdkPut) {
+	victim := settledLeader(t, c, stream) // it leads shard 0 at least
+	puts := putRecords(t, p, "a", 5000, 50, func(i int, puts []*sdkPut) {
 		if i != 1500 {
 			return
 		}
-		// Kill n2 once the first thousand are answered.
+		// Kill a shard leader once the first thousand are answered.
 		for _, r := range puts[:1000] {
 			r.future.Wait(ctx)
 		}
-		c.kill(1)
+		c.kill(victim)
 		killed = time.Now()
 	})
 	t.Logf("producer finished %v after the kill", time.Since(killed))
@@ -250,7 +251,7 @@ func TestSDKProducerUnderThrottling(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	puts := putRecords(t, p, 4000, 40, nil)
+	puts := putRecords(t, p, "t", 4000, 40, nil)
 	st := p.Stats()
 	t.Logf("4000 records in %v: %d calls, %d entries throttled, %d records resent", time.Since(start), st.Calls, st.Throttled, st.Retried)
 	if st.Throttled == 0 {
@@ -350,36 +351,58 @@ func TestSDKSubscribersAcrossNodeKill(t *testing.T) {
 		wg.Wait()
 	}()
 
-	p, err := client.NewProducer(ctx, cl, stream, client.ProducerConfig{
-		Linger: 5 * time.Millisecond, MaxBufferedRecords: 200,
-		Retry: client.RetryPolicy{MaxAttempts: 12, MaxDelay: 2 * time.Second},
-	})
-	if err != nil {
-		t.Fatal(err)
+	producer := func() *client.Producer {
+		p, err := client.NewProducer(ctx, cl, stream, client.ProducerConfig{
+			Linger: 5 * time.Millisecond, MaxBufferedRecords: 200,
+			Retry: client.RetryPolicy{MaxAttempts: 12, MaxDelay: 2 * time.Second},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
-	puts := putRecords(t, p, 3000, 30, func(i int, puts []*sdkPut) {
-		if i == 1000 {
-			for _, r := range puts[:600] {
+	receivedCount := func(r *received) int {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.err != nil {
+			t.Fatalf("subscriber: %v", r.err)
+		}
+		return len(r.recs)
+	}
+
+	// Phase 1: records, then every subscription outlives its lifetime and
+	// is taken up again.
+	puts := putRecords(t, producer(), "a", 1000, 30, nil)
+	for name, r := range subs {
+		waitFor(t, time.Minute, name+" subscribes again after its lifetime", func() error {
+			if st := r.sub.Stats(); st.Subscriptions < 2 {
+				return fmt.Errorf("%d subscriptions", st.Subscriptions)
+			}
+			return nil
+		})
+	}
+	// Phase 2: the node serving shard 0's subscriptions (its leader's)
+	// is killed while records are written.
+	victim := settledLeader(t, c, stream)
+	puts = append(puts, putRecords(t, producer(), "b", 2000, 30, func(i int, puts []*sdkPut) {
+		if i == 600 {
+			for _, r := range puts[:300] {
 				r.future.Wait(ctx)
 			}
-			c.kill(1)
+			c.kill(victim)
 		}
-	})
+	})...)
 	acked, unknown := tally(t, puts)
 	t.Logf("%d acknowledged, %d of unknown outcome", acked, unknown)
+	checkKeyOrder(t, puts)
 	stored := readStream(t, cl, stream, shards, puts, client.ReaderConfig{PollInterval: 50 * time.Millisecond})
 
 	for name, r := range subs {
 		shard := name[3:]
 		want := stored[shard]
 		waitFor(t, time.Minute, name+" receives every record", func() error {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			if r.err != nil {
-				t.Fatalf("%s: %v", name, r.err)
-			}
-			if len(r.recs) < len(want) {
-				return fmt.Errorf("%d of %d records", len(r.recs), len(want))
+			if n := receivedCount(r); n < len(want) {
+				return fmt.Errorf("%d of %d records", n, len(want))
 			}
 			return nil
 		})
@@ -395,6 +418,11 @@ func TestSDKSubscribersAcrossNodeKill(t *testing.T) {
 					got[i].SequenceNumber, got[i].Data, want[i].SequenceNumber, want[i].Data)
 				break
 			}
+		}
+		st := r.sub.Stats()
+		t.Logf("%s: %d records, %d subscriptions, %d failed", name, len(got), st.Subscriptions, st.Failures)
+		if shard == "shardId-000000000000" && st.Failures == 0 {
+			t.Errorf("%s: no subscription failed although the node serving it was killed", name)
 		}
 	}
 }
