@@ -96,6 +96,11 @@ func IsRetryable(err error) bool {
 // IsRetryableRecordError reports whether a PutRecords result entry that
 // failed with errorCode may be put again: throttling and transient broker
 // failures, never a rejected record.
+//
+// InternalFailure counts, as in Kinesis, but the broker also reports a
+// record whose write may have been applied that way, so putting it again
+// may store it twice. The Producer does not: it reports such a record with
+// an error matching ErrOutcomeUnknown.
 func IsRetryableRecordError(errorCode string) bool {
 	switch errorCode {
 	case ProvisionedThroughputExceededException, InternalFailure, ServiceUnavailable:

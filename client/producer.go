@@ -770,7 +770,8 @@ func (o *producerOwner) giveUp() {
 // maybeRefresh starts reading the shard map again when it looks stale, at
 // most once per mapRefreshInterval.
 func (o *producerOwner) maybeRefresh(now time.Time) {
-	if !o.needRefresh || o.refreshing || o.aborted || now.Sub(o.lastRefresh) < mapRefreshInterval {
+	if !o.needRefresh || o.refreshing || o.aborted || (o.closing && o.unresolved == 0) ||
+		now.Sub(o.lastRefresh) < mapRefreshInterval {
 		return
 	}
 	o.needRefresh, o.refreshing = false, true
