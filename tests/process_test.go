@@ -417,3 +417,91 @@ func TestCLIWalkthrough(t *testing.T) {
 		t.Fatalf("new sequence number %s not above the old %s", res.SequenceNumber, last)
 	}
 }
+
+// TestCLIFanOut walks the fan-out verbs through the real binary: register
+// a consumer, list and describe it, receive every record of every shard in
+// order with `riffle subscribe --all`, deregister it, and see it gone.
+func TestCLIFanOut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	addr := freePort(t)
+	startProcess(t, filepath.Join(t.TempDir(), "data"), addr)
+	if _, code := cli(t, addr, "", "stream", "create", "clicks", "--shards", "2"); code != 0 {
+		t.Fatalf("stream create exited %d", code)
+	}
+	out, code := cli(t, addr, "", "consumer", "register", "clicks", "dashboard", "--json")
+	if code != 0 {
+		t.Fatalf("consumer register exited %d", code)
+	}
+	type consumer struct {
+		Name   string `json:"consumer_name"`
+		ARN    string `json:"consumer_arn"`
+		Status string `json:"consumer_status"`
+	}
+	reg := jsonLines[consumer](t, out)[0]
+	if reg.Name != "dashboard" || reg.Status != "ACTIVE" || !strings.Contains(reg.ARN, "/consumer/dashboard:") {
+		t.Fatalf("registered %+v", reg)
+	}
+	out, code = cli(t, addr, "", "consumer", "list", "clicks", "--json")
+	var list []consumer
+	if err := json.Unmarshal([]byte(out), &list); code != 0 || err != nil || len(list) != 1 || list[0].ARN != reg.ARN {
+		t.Fatalf("consumer list exited %d: %v %s", code, err, out)
+	}
+	if out, code = cli(t, addr, "", "consumer", "describe", "--arn", reg.ARN); code != 0 || !strings.Contains(out, "ACTIVE") {
+		t.Fatalf("consumer describe exited %d: %s", code, out)
+	}
+
+	var lines []string
+	for i := range 300 {
+		lines = append(lines, fmt.Sprintf("click-%d", i))
+	}
+	if _, code := cli(t, addr, strings.Join(lines, "\n")+"\n", "put", "--stream", "clicks", "--random-keys"); code != 0 {
+		t.Fatalf("put exited %d", code)
+	}
+	out, code = cli(t, addr, "", "subscribe", "--stream", "clicks", "--consumer", "dashboard", "--all", "--type", "trim-horizon", "--max", "300", "--json")
+	if code != 0 {
+		t.Fatalf("subscribe exited %d", code)
+	}
+	type pushed struct {
+		ShardID        string `json:"shard_id"`
+		SequenceNumber string `json:"sequence_number"`
+		Data           []byte `json:"data"`
+	}
+	got := jsonLines[pushed](t, out)
+	if len(got) != 300 {
+		t.Fatalf("subscribe printed %d records, want 300", len(got))
+	}
+	seen, last := map[string]bool{}, map[string]string{}
+	for _, r := range got {
+		if l := last[r.ShardID]; l != "" && !seqLess(l, r.SequenceNumber) {
+			t.Fatalf("%s: %s after %s", r.ShardID, r.SequenceNumber, l)
+		}
+		last[r.ShardID] = r.SequenceNumber
+		seen[string(r.Data)] = true
+	}
+	for _, l := range lines {
+		if !seen[l] {
+			t.Fatalf("record %q never pushed", l)
+		}
+	}
+	if len(last) != 2 {
+		t.Errorf("records came from %d shards, want 2", len(last))
+	}
+
+	if _, code := cli(t, addr, "", "consumer", "deregister", "clicks", "dashboard"); code != 0 {
+		t.Fatalf("consumer deregister exited %d", code)
+	}
+	waitFor(t, 10*time.Second, "consumer gone", func() error {
+		if _, code := cli(t, addr, "", "consumer", "describe", "clicks", "dashboard"); code != 3 {
+			return fmt.Errorf("describe exited %d, want 3", code)
+		}
+		return nil
+	})
+	if _, code := cli(t, addr, "", "subscribe", "--stream", "clicks", "--consumer", "dashboard", "--shard", "shardId-000000000000"); code != 3 {
+		t.Errorf("subscribe of a deregistered consumer exited %d, want 3", code)
+	}
+	if _, code := cli(t, addr, "", "subscribe", "--stream", "clicks", "--consumer", "x"); code != 2 {
+		t.Errorf("subscribe without --shard or --all exited %d, want 2", code)
+	}
+}

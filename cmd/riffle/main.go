@@ -82,6 +82,7 @@ var commands = []*command{
 	consumerListCommand,
 	consumerDescribeCommand,
 	consumerDeregisterCommand,
+	subscribeCommand,
 	healthCommand,
 	benchCommand,
 }
