@@ -80,7 +80,7 @@ func (s *Server) PutRecords(ctx context.Context, req *rifflev1.PutRecordsRequest
 	for i, r := range recs {
 		sh, ok := st.ShardForHash(r.hash)
 		if !ok {
-			results[i] = &rifflev1.PutRecordsResultEntry{ErrorCode: InternalFailure, ErrorMessage: "no open shard covers the hash key"}
+			results[i] = &rifflev1.PutRecordsResultEntry{ErrorCode: ServiceUnavailable, ErrorMessage: "no open shard covers the hash key (not applied; retry)"}
 			continue
 		}
 		p := byShard[sh.Index]
