@@ -34,6 +34,7 @@ func runServe(args []string) error {
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", envInt("RIFFLE_BOOTSTRAP_EXPECT", 0), "members to wait for before bootstrapping; default 1 (RIFFLE_BOOTSTRAP_EXPECT)")
 	fs.DurationVar(&cfg.DeadNodeGrace, "dead-node-grace", envDuration("RIFFLE_DEAD_NODE_GRACE", 60*time.Second), "how long a node may be gone before its replicas are rebuilt on other nodes (RIFFLE_DEAD_NODE_GRACE)")
 	fs.StringVar(&shardLimits, "shard-limits", envString("RIFFLE_SHARD_LIMITS", "kinesis"), "per-shard limits of streams that set none: kinesis (writes 1 MiB/s and 1000 records/s, GetRecords 2 MiB/s and 5 calls/s, fan-out 2 MiB/s per consumer) or unlimited; every node of a cluster should have the same (RIFFLE_SHARD_LIMITS)")
+	fs.DurationVar(&cfg.SubscriptionLifetime, "subscription-lifetime", envDuration("RIFFLE_SUBSCRIPTION_LIFETIME", 5*time.Minute), "how long a SubscribeToShard call lasts before it ends and the client resubscribes (RIFFLE_SUBSCRIPTION_LIFETIME)")
 	fs.StringVar(&logLevel, "log-level", envString("RIFFLE_LOG_LEVEL", "info"), "debug, info, warn or error (RIFFLE_LOG_LEVEL)")
 	fs.StringVar(&logFormat, "log-format", envString("RIFFLE_LOG_FORMAT", "text"), "text or json (RIFFLE_LOG_FORMAT)")
 	if err := fs.Parse(args); err != nil {
@@ -44,6 +45,9 @@ func runServe(args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("serve takes no arguments, got %q", fs.Args())}
+	}
+	if cfg.SubscriptionLifetime <= 0 {
+		return usageError{fmt.Errorf("--subscription-lifetime must be positive, got %v", cfg.SubscriptionLifetime)}
 	}
 	if join != "" {
 		cfg.Join = strings.Split(join, ",")

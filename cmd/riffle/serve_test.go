@@ -16,6 +16,7 @@ func TestServeRefusesBadEnvironment(t *testing.T) {
 		{"RIFFLE_BOOTSTRAP_EXPECT", "three"},
 		{"RIFFLE_DEAD_NODE_GRACE", "60"},
 		{"RIFFLE_SHARD_LIMITS", "aws"},
+		{"RIFFLE_SUBSCRIPTION_LIFETIME", "5"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Setenv(c.name, c.value)
@@ -43,6 +44,18 @@ func TestParseShardLimits(t *testing.T) {
 	for _, in := range []string{"", "Kinesis", "none", "0"} {
 		if _, err := parseShardLimits(in); err == nil {
 			t.Errorf("parseShardLimits(%q) accepted", in)
+		}
+	}
+}
+
+// A subscription lifetime that is not positive is refused before the node
+// starts.
+func TestServeRefusesNonPositiveSubscriptionLifetime(t *testing.T) {
+	for _, v := range []string{"0s", "-1m"} {
+		err := runServe([]string{"--subscription-lifetime", v})
+		var u usageError
+		if !errors.As(err, &u) || !strings.Contains(err.Error(), "--subscription-lifetime") {
+			t.Errorf("--subscription-lifetime %s: %v", v, err)
 		}
 	}
 }
