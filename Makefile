@@ -144,4 +144,4 @@ e2e: docker-image
 		$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./tests/e2e/...; \
 	echo "e2e: fan-out: two registered consumers, 1000 records/s, Kinesis limits"; \
 	$(DOCKER_BIN) bench --mode fanout --addr $(CLUSTER_ADDRS) --stream e2e-fanout --create-shards 4 \
-		--create-limits cluster --rate 1000 --consumers 2 --duration 15s
+		--create-limits cluster --rate 1000 --consumers 2 --in-flight 16 --duration 15s
