@@ -366,9 +366,20 @@ func (p *appendPipeline) failure() error {
 
 // AppendEntries implements raft.AppendPipeline.
 func (p *appendPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	// The window frees as raft takes responses. Raft's decoder can stop
+	// taking them (it saw a newer term, or the group shut down) while its
+	// sender still waits here; the wait is bounded so that the sender gives
+	// up and raft winds the pipeline down, rather than hang the group's
+	// shutdown forever (seen in CI: a leader's Shutdown waited 9 minutes).
+	slotWait := time.NewTimer(p.timeout)
 	select {
 	case p.slots <- struct{}{}:
+		slotWait.Stop()
 	case <-p.streamCtx.Done():
+		slotWait.Stop()
+		return nil, p.failure()
+	case <-slotWait.C:
+		p.breakStream(fmt.Errorf("raft transport: pipeline to %s: no response taken within %s", p.target, p.timeout))
 		return nil, p.failure()
 	}
 	f := &appendFuture{start: time.Now(), args: args, resp: resp, done: make(chan struct{})}

@@ -1106,3 +1106,63 @@ func (s muxTestSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (s muxTestSnapshot) Release() {}
+
+// Guarantee: when raft stops taking responses (its decoder quit after
+// seeing a newer term, or the group is shutting down) a sender blocked on
+// the full window gives up within the transport timeout instead of
+// blocking forever, so that raft can wind the pipeline down and a group's
+// Shutdown returns. Regression: a leader's Shutdown hung for 9 minutes in
+// CI with its sender parked on the window.
+func TestRaftMuxPipelineSenderGivesUpWhenResponsesAreNotTaken(t *testing.T) {
+	follower := startMuxServer(t, "n2", nil)
+	leader := NewRaftMux(RaftMuxOptions{
+		LocalAddress: "n1",
+		Resolve:      func(raft.ServerAddress) (string, error) { return follower.addr, nil },
+		DialOptions:  []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
+		Timeout:      300 * time.Millisecond,
+		Logger:       muxQuietLogger(),
+	})
+	t.Cleanup(func() { _ = leader.Close() })
+	consumer := follower.mux.Transport("g").Consumer()
+	stop := make(chan struct{})
+	answered := make(chan struct{})
+	go func() {
+		defer close(answered)
+		for {
+			select {
+			case rpc := <-consumer:
+				req := rpc.Command.(*raft.AppendEntriesRequest)
+				rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, LastLog: req.PrevLogEntry + 1, Success: true}, nil)
+			case <-stop:
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-answered })
+
+	p, err := leader.Transport("g").AppendEntriesPipeline("n2", "n2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	// Nobody reads p.Consumer(): the window fills and stays full.
+	errc := make(chan error, 1)
+	go func() {
+		for i := 0; ; i++ {
+			req := &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ID: []byte("n1"), Addr: []byte("n1")}, Term: 1,
+				PrevLogEntry: uint64(i + 1), Entries: []*raft.Log{{Index: uint64(i + 2), Term: 1}}}
+			if _, err := p.AppendEntries(req, new(raft.AppendEntriesResponse)); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Fatal("AppendEntries failed without an error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a sender on a window nobody drains is still blocked after 10s (timeout 300ms)")
+	}
+}
