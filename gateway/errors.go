@@ -109,7 +109,8 @@ func asError(err error) *Error {
 	case errors.Is(err, cluster.ErrInvalidCommand):
 		return invalidArgument("%v", err)
 	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, shardlog.ErrNotLeader),
-		errors.Is(err, cluster.ErrNoReplica), errors.Is(err, shardlog.ErrShardClosed):
+		errors.Is(err, cluster.ErrNoReplica), errors.Is(err, shardlog.ErrShardClosed),
+		errors.Is(err, shardlog.ErrShardSealed):
 		return unavailable("%v", err)
 	case errors.As(err, &unknown), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return &Error{Exception: InternalFailure, Message: err.Error(), Outcome: Unknown, Transient: true}
