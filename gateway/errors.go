@@ -140,7 +140,11 @@ func toStatus(err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok {
+	// Only an error that is itself a status passes through: status.FromError
+	// also finds one wrapped inside (a forward to a peer that failed) and
+	// would keep its code, e.g. Unavailable for a write of unknown outcome,
+	// which a client would then retry into a duplicate.
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
 		return err // already a status, from gRPC itself
 	}
 	e := asError(err)
