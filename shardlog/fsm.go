@@ -46,7 +46,6 @@ func (f *fsm) Apply(l *raft.Log) interface{} {
 			// raft replays the seal after a restart.
 			panic(fmt.Sprintf("shardlog: seal at entry %d: %v", l.Index, err))
 		}
-		f.log.notify(false)
 		return sl
 	}
 	if l.Index <= f.log.LastApplied() {
