@@ -2,8 +2,10 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/big"
+	"sync"
 	"time"
 
 	internalv1 "github.com/riffle-streams/riffle/proto/riffle/internalapi/v1"
@@ -262,14 +264,23 @@ func (h *Host) advanceReshards(ctx context.Context) {
 			continue
 		}
 		cmd := ShardsSwitchedCmd{StreamID: s.ID}
-		var err error
-		for _, p := range parents {
-			var end uint64
-			if end, err = h.SealShard(ctx, s, p); err != nil {
-				break
-			}
-			cmd.Ends = append(cmd.Ends, ShardEnd{Index: p.Index, EndOffset: end})
+		sealStart := time.Now()
+		// The parents are sealed in parallel: each one's writes wait from
+		// its seal to the switch.
+		ends := make([]ShardEnd, len(parents))
+		errs := make([]error, len(parents))
+		var wg sync.WaitGroup
+		for i, p := range parents {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				end, err := h.SealShard(ctx, s, p)
+				ends[i], errs[i] = ShardEnd{Index: p.Index, EndOffset: end}, err
+			}()
 		}
+		wg.Wait()
+		cmd.Ends = ends
+		err := errors.Join(errs...)
 		if err != nil {
 			h.logger.Warn("sealing a parent shard failed; will retry", "stream", s.Name, "err", err)
 			continue
@@ -281,7 +292,10 @@ func (h *Host) advanceReshards(ctx context.Context) {
 			h.logger.Warn("switching to the child shards failed; will retry", "stream", s.Name, "err", err)
 			continue
 		}
-		h.logger.Info("resharding done", "stream", s.Name, "ends", cmd.Ends)
+		// From the first seal to the switch, writes to the parents wait:
+		// this is the write pause a resharding costs.
+		h.logger.Info("resharding done", "stream", s.Name, "ends", cmd.Ends,
+			"sealToSwitch", time.Since(sealStart).Round(time.Millisecond))
 	}
 }
 
