@@ -369,7 +369,8 @@ func longestWrite(writes []reshardWrite, shards []string) time.Duration {
 // its last record and its children's numbers are above it; and at every
 // moment each node's metadata has exactly one open shard per hash key. A
 // fan-out subscriber on the parent gets a last event naming the children
-// and no continuation. The merged child lists both parents.
+// and no continuation. The merged child lists both parents. No write
+// fails back to the client: one refused by a sealed parent is re-routed.
 func TestReshardSplitThenMergeUnderWrites(t *testing.T) {
 	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: fastRaft})
 	killAtEnd(t, c)
@@ -445,6 +446,13 @@ func TestReshardSplitThenMergeUnderWrites(t *testing.T) {
 		longestWrite(writes, children).Round(time.Millisecond), longestWrite(writes, merged).Round(time.Millisecond), len(writes), len(load.errs))
 	for _, err := range load.errs {
 		t.Errorf("write failed: %v", err)
+	}
+	// Writes keep working throughout: a write that reached a sealed parent
+	// was routed to its child by the gateway, not failed back to the client.
+	for _, w := range writes {
+		if len(w.retried) > 0 {
+			t.Errorf("write %s needed the client to retry: %q", w.data, w.retried)
+		}
 	}
 
 	got := lineageRead(t, c.nodes[0].client, stream)
@@ -559,8 +567,8 @@ func TestReshardValidation(t *testing.T) {
 
 // TestReshardSurvivesMetadataLeaderKill checks that a split survives a kill
 // -9 of the metadata leader right after it started: a new leader finishes
-// it (seal and switch are idempotent and resumable), and no acknowledged
-// record is lost.
+// it (seal and switch are idempotent and resumable: sealing again through
+// any node answers the recorded end), and no acknowledged record is lost.
 func TestReshardSurvivesMetadataLeaderKill(t *testing.T) {
 	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: fastRaft})
 	killAtEnd(t, c)
@@ -612,6 +620,16 @@ func TestReshardSurvivesMetadataLeaderKill(t *testing.T) {
 	checkClosed(t, c.nodes[others[0]].client, stream, got)
 	if p := got["shardId-000000000000"]; !p.closed || len(p.children) != 2 {
 		t.Errorf("parent: closed %v, children %v", p.closed, p.children)
+	}
+	// A new metadata leader resumes by sealing again: through any node,
+	// sealing the sealed parent answers the end the switch recorded.
+	for _, i := range others {
+		st := c.nodes[i].Host().Meta().State().Streams[stream]
+		parent := st.Shards[0]
+		end, err := c.nodes[i].Host().SealShard(ctx, st, parent)
+		if err != nil || end != parent.EndOffset {
+			t.Errorf("sealing the sealed parent again through n%d: %d, %v; the switch recorded %d", i+1, end, err, parent.EndOffset)
+		}
 	}
 	var inChildren int
 	for _, w := range writes {
