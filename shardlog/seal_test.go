@@ -95,3 +95,64 @@ func TestShardSealRefusesLaterWrites(t *testing.T) {
 		t.Errorf("log ends at %d after restart, seal at %d", n, sl.Offset)
 	}
 }
+
+// TestShardSealReachesReplicaBySnapshot checks that a replica that was down
+// while its group was sealed, and that catches up from a snapshot (raft no
+// longer holds the seal entry), records the same seal and refuses writes.
+func TestShardSealReachesReplicaBySnapshot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("700 replicated writes")
+	}
+	g := &raftTrio{t: t}
+	for i := range g.dirs {
+		g.dirs[i] = t.TempDir()
+	}
+	for i := range 3 {
+		g.open(i, nil)
+	}
+	defer func() {
+		for i, s := range g.shards {
+			if s != nil {
+				g.close(i)
+			}
+		}
+	}()
+	l := g.leader()
+	appendN(t, g.shards[l], 8, 100, "before")
+	down := (l + 1) % 3
+	waitFor(t, func() bool { return g.shards[down].Log().NextOffset() == 100 })
+	g.close(down)
+	appendN(t, g.shards[l], 1, 600, "while-down")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sl, err := g.shards[l].Seal(ctx)
+	if err != nil {
+		t.Fatalf("Seal: %v", err)
+	}
+	// Writes after the seal are refused (without reaching raft).
+	for range 20 {
+		if _, err := g.shards[l].Append(ctx, []Entry{{PartitionKey: "k", Data: []byte("late")}}); !errors.Is(err, ErrShardSealed) {
+			t.Fatalf("append after seal: %v", err)
+		}
+	}
+	// The snapshots cover the seal entry: the replica that was down gets the
+	// seal from the snapshot's manifest alone.
+	for i, s := range g.shards {
+		if s != nil {
+			if err := s.Raft().Snapshot().Error(); err != nil {
+				t.Fatalf("snapshot on n%d: %v", i+1, err)
+			}
+		}
+	}
+	src := g.shards[l].Log()
+	g.open(down, logFetcher(src, 37))
+	waitFor(t, func() bool {
+		got, ok := g.shards[down].Sealed()
+		return ok && got == sl && g.shards[down].Log().NextOffset() == sl.Offset
+	})
+	g.close(down)
+	g.open(down, logFetcher(src, 37))
+	if got, ok := g.shards[down].Sealed(); !ok || got != sl {
+		t.Fatalf("after restart the replica's seal is %+v, %v; want %+v", got, ok, sl)
+	}
+}
