@@ -32,6 +32,9 @@ type Command struct {
 	MoveReplica    *MoveReplicaCmd    `json:"move_replica,omitempty"`
 	MoveCaughtUp   *MoveCaughtUpCmd   `json:"move_caught_up,omitempty"`
 	MoveDone       *MoveDoneCmd       `json:"move_done,omitempty"`
+	SplitShard     *SplitShardCmd     `json:"split_shard,omitempty"`
+	MergeShards    *MergeShardsCmd    `json:"merge_shards,omitempty"`
+	ShardsSwitched *ShardsSwitchedCmd `json:"shards_switched,omitempty"`
 
 	RegisterConsumer   *RegisterConsumerCmd   `json:"register_consumer,omitempty"`
 	DeregisterConsumer *DeregisterConsumerCmd `json:"deregister_consumer,omitempty"`
@@ -145,6 +148,12 @@ func (st *State) apply(cmd *Command) (*State, error) {
 		return st.moveCaughtUp(cmd.MoveCaughtUp)
 	case cmd.MoveDone != nil:
 		return st.moveDone(cmd.MoveDone)
+	case cmd.SplitShard != nil:
+		return st.splitShard(cmd.SplitShard)
+	case cmd.MergeShards != nil:
+		return st.mergeShards(cmd.MergeShards)
+	case cmd.ShardsSwitched != nil:
+		return st.shardsSwitched(cmd.ShardsSwitched)
 	case cmd.RegisterConsumer != nil:
 		return st.registerConsumer(cmd.RegisterConsumer)
 	case cmd.DeregisterConsumer != nil:

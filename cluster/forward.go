@@ -132,6 +132,8 @@ func toForwardError(err error, leader string) *internalv1.ForwardError {
 		kind = internalv1.ForwardError_KIND_NO_REPLICA
 	case errors.Is(err, ErrThrottled):
 		kind = internalv1.ForwardError_KIND_THROTTLED
+	case errors.Is(err, shardlog.ErrShardSealed):
+		kind = internalv1.ForwardError_KIND_SHARD_SEALED
 	case errors.As(err, &unknown), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		kind = internalv1.ForwardError_KIND_OUTCOME_UNKNOWN
 	}
@@ -169,6 +171,8 @@ func fromForwardError(e *internalv1.ForwardError) error {
 		return &shardlog.OutcomeUnknownError{Err: msg}
 	case internalv1.ForwardError_KIND_THROTTLED:
 		return &ThrottledError{Reason: e.Message}
+	case internalv1.ForwardError_KIND_SHARD_SEALED:
+		return fmt.Errorf("%w (%v)", shardlog.ErrShardSealed, msg)
 	}
 	return fmt.Errorf("cluster: forwarded request failed: %v", msg)
 }

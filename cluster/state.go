@@ -70,8 +70,16 @@ type Shard struct {
 	HashEnd        string `json:"hash_end"`
 	Parent         string `json:"parent,omitempty"`
 	AdjacentParent string `json:"adjacent_parent,omitempty"`
-	// EndingSequence is set once the shard is closed.
+	// EndingSequence is set once the shard is closed: the sequence number of
+	// its last record (its starting number when it closed empty).
 	EndingSequence string `json:"ending_sequence,omitempty"`
+	// EndOffset is the exclusive end of a closed shard: every record it
+	// holds lies below it, so a reader at EndOffset has finished it.
+	EndOffset uint64 `json:"end_offset,omitempty"`
+	// Pending marks a child of a resharding in progress: its group runs and
+	// elects, but it takes no writes until the parents are sealed and the
+	// hash ranges switch to it (ShardsSwitchedCmd).
+	Pending bool `json:"pending,omitempty"`
 	// Replicas are the node ids holding the shard's raft group.
 	Replicas []string `json:"replicas"`
 	// Ready is set once the group has elected its first leader.
@@ -98,8 +106,12 @@ func ShardID(index uint64) string { return fmt.Sprintf("shardId-%012d", index) }
 // ID is the shard's Kinesis id.
 func (s *Shard) ID() string { return ShardID(s.Index) }
 
-// Open reports whether the shard still takes writes.
-func (s *Shard) Open() bool { return s.EndingSequence == "" }
+// Open reports whether the shard takes writes: not closed by a resharding,
+// and not a child still waiting for its parents' seal.
+func (s *Shard) Open() bool { return s.EndingSequence == "" && !s.Pending }
+
+// Closed reports whether a resharding has closed the shard.
+func (s *Shard) Closed() bool { return s.EndingSequence != "" }
 
 // StartingSequence is the lowest sequence number the shard can hold.
 func (s *Shard) StartingSequence() string { return shardlog.SequenceNumber(s.Index, 0) }

@@ -109,7 +109,8 @@ func asError(err error) *Error {
 	case errors.Is(err, cluster.ErrInvalidCommand):
 		return invalidArgument("%v", err)
 	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, shardlog.ErrNotLeader),
-		errors.Is(err, cluster.ErrNoReplica), errors.Is(err, shardlog.ErrShardClosed):
+		errors.Is(err, cluster.ErrNoReplica), errors.Is(err, shardlog.ErrShardClosed),
+		errors.Is(err, shardlog.ErrShardSealed):
 		return unavailable("%v", err)
 	case errors.As(err, &unknown), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return &Error{Exception: InternalFailure, Message: err.Error(), Outcome: Unknown, Transient: true}
@@ -139,7 +140,11 @@ func toStatus(err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok {
+	// Only an error that is itself a status passes through: status.FromError
+	// also finds one wrapped inside (a forward to a peer that failed) and
+	// would keep its code, e.g. Unavailable for a write of unknown outcome,
+	// which a client would then retry into a duplicate.
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
 		return err // already a status, from gRPC itself
 	}
 	e := asError(err)

@@ -35,11 +35,11 @@ func (s *Server) PutRecord(ctx context.Context, req *rifflev1.PutRecordRequest) 
 	if !ok {
 		return nil, unavailable("no open shard of %s covers hash key %s", st.Name, rec.hash)
 	}
-	res, err := s.append(ctx, "PutRecord", st, sh, []record{rec})
-	if err != nil {
-		return nil, err
+	pl := s.appendRouted(ctx, "PutRecord", st, sh, []record{rec}, 0)[0]
+	if pl.err != nil {
+		return nil, pl.err
 	}
-	return &rifflev1.PutRecordResponse{ShardId: sh.ID(), SequenceNumber: shardlog.SequenceNumber(sh.Index, res.FirstOffset)}, nil
+	return &rifflev1.PutRecordResponse{ShardId: pl.shard.ID(), SequenceNumber: shardlog.SequenceNumber(pl.shard.Index, pl.offset)}, nil
 }
 
 // PutRecords implements riffle.v1.Streams. The request is validated whole
@@ -97,24 +97,17 @@ func (s *Server) PutRecords(ctx context.Context, req *rifflev1.PutRecordsRequest
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := s.append(ctx, "PutRecords", st, p.shard, p.recs)
-			// The shard's limits may admit a prefix of its records: those
-			// are written, and only the rest fail, as throttled.
-			admitted := 0
-			var throttled *cluster.ThrottledError
-			if errors.As(err, &throttled) {
-				admitted = throttled.Admitted
-			}
-			for j, i := range p.indexes {
-				if err != nil && j >= admitted {
-					e := asError(err)
+			for j, pl := range s.appendRouted(ctx, "PutRecords", st, p.shard, p.recs, 0) {
+				i := p.indexes[j]
+				if pl.err != nil {
+					e := asError(pl.err)
 					s.metrics.errors.WithLabelValues("PutRecords", e.Exception).Inc()
 					results[i] = &rifflev1.PutRecordsResultEntry{ErrorCode: e.Exception, ErrorMessage: e.Message}
 					continue
 				}
 				results[i] = &rifflev1.PutRecordsResultEntry{
-					ShardId:        p.shard.ID(),
-					SequenceNumber: shardlog.SequenceNumber(p.shard.Index, res.FirstOffset+uint64(j)),
+					ShardId:        pl.shard.ID(),
+					SequenceNumber: shardlog.SequenceNumber(pl.shard.Index, pl.offset),
 				}
 			}
 		}()
@@ -376,7 +369,7 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 	s.metrics.recordsOut.WithLabelValues(st.Name, sh.ID()).Add(float64(len(recs)))
 	s.metrics.bytesOut.WithLabelValues(st.Name, sh.ID()).Add(float64(bytes))
 
-	if end, closed := closedEnd(sh); closed && next > end {
+	if end, closed := closedEnd(sh); closed && next >= end {
 		resp.ChildShards = childShards(st, sh)
 		s.throttled.millisBehind(st, sh, 0)
 		return resp, nil // the reader has finished a closed shard
@@ -400,13 +393,10 @@ func millisBehind(log *shardlog.Log, next uint64, now time.Time) int64 {
 	return max(0, now.UnixMilli()-ts)
 }
 
-// closedEnd returns the last offset of a closed shard.
+// closedEnd returns the exclusive end offset of a closed shard: a reader
+// at it has read everything (at once, for a parent that closed empty).
 func closedEnd(sh *cluster.Shard) (uint64, bool) {
-	if sh.Open() {
-		return 0, false
-	}
-	_, off, err := shardlog.ParseSequenceNumber(sh.EndingSequence)
-	return off, err == nil
+	return sh.EndOffset, sh.Closed()
 }
 
 func childShards(st *cluster.Stream, parent *cluster.Shard) []*rifflev1.ChildShard {

@@ -77,7 +77,7 @@ func (s *Server) DescribeStream(ctx context.Context, req *rifflev1.DescribeStrea
 	if verr != nil {
 		return nil, verr
 	}
-	shards, more, verr := pageShards(st.Shards, req.ExclusiveStartShardId, limit)
+	shards, more, verr := pageShards(listedShards(st), req.ExclusiveStartShardId, limit)
 	if verr != nil {
 		return nil, verr
 	}
@@ -178,7 +178,7 @@ func (s *Server) ListShards(ctx context.Context, req *rifflev1.ListShardsRequest
 	if err != nil {
 		return nil, err
 	}
-	candidates := st.Shards
+	candidates := listedShards(st)
 	switch filter {
 	case rifflev1.ShardFilterType_SHARD_FILTER_TYPE_UNSPECIFIED, rifflev1.ShardFilterType_SHARD_FILTER_TYPE_FROM_TRIM_HORIZON:
 	case rifflev1.ShardFilterType_SHARD_FILTER_TYPE_AFTER_SHARD_ID:

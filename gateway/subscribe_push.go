@@ -115,7 +115,7 @@ func (sub *subscription) run(ctx context.Context) error {
 		if trim := sub.log.TrimOffset(); sub.next < trim {
 			sub.next = trim // retention removed what was not yet sent
 		}
-		if end, closed := closedEnd(sub.shard); closed && sub.next > end {
+		if end, closed := closedEnd(sub.shard); closed && sub.next >= end {
 			return sub.sendEnd(nil, 0)
 		}
 		wake := earliest(sub.heartbeatDue, lifetimeEnd)
@@ -218,7 +218,7 @@ func (sub *subscription) sendRecords(maxBytes int) error {
 	if len(recs) > 0 {
 		sub.continuation = out[len(out)-1].SequenceNumber
 	}
-	if end, closed := closedEnd(sub.shard); closed && sub.next > end {
+	if end, closed := closedEnd(sub.shard); closed && sub.next >= end {
 		return sub.sendEnd(out, bytes)
 	}
 	return sub.send(out, bytes, nil)

@@ -36,6 +36,9 @@ const applyEnqueueTimeout = 5 * time.Second
 // returns ErrNotLeader on a follower. When ctx ends first the outcome is
 // unknown: the entries may still commit.
 func (s *Shard) Append(ctx context.Context, entries []Entry) (AppendResult, error) {
+	if _, sealed := s.Sealed(); sealed {
+		return AppendResult{}, ErrShardSealed
+	}
 	if !s.IsLeader() {
 		return AppendResult{}, ErrNotLeader
 	}
@@ -120,6 +123,10 @@ func (s *Shard) runCompleter(pending <-chan inflight, done chan<- struct{}) {
 	for in := range pending {
 		if err := in.future.Error(); err != nil {
 			answer(in.batch, AppendResult{}, classifyApplyError(err))
+			continue
+		}
+		if err, isErr := in.future.Response().(error); isErr {
+			answer(in.batch, AppendResult{}, err) // ErrShardSealed: refused by the state machine
 			continue
 		}
 		r, ok := in.future.Response().(applyResult)

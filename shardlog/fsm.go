@@ -17,6 +17,8 @@ import (
 type fsm struct {
 	log    *Log
 	logger *slog.Logger
+	// seal, once set, refuses the append entries after it.
+	seal *sealState
 
 	// fetch copies records the log lacks from peers (catchup.go); nil when
 	// there are none to ask.
@@ -37,8 +39,22 @@ func (f *fsm) Apply(l *raft.Log) interface{} {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
+	if isSeal(l.Data) {
+		sl, err := f.seal.set(Seal{Index: l.Index, Offset: f.log.NextOffset()})
+		if err != nil {
+			// Replicas must agree on where the shard ends: stop loudly, and
+			// raft replays the seal after a restart.
+			panic(fmt.Sprintf("shardlog: seal at entry %d: %v", l.Index, err))
+		}
+		return sl
+	}
 	if l.Index <= f.log.LastApplied() {
 		return nil // replayed after a restart: already in the segments
+	}
+	if sl := f.seal.get(); sl != nil && l.Index > sl.Index {
+		// Committed after the seal: every replica refuses it the same way,
+		// so the writers are told it was not applied.
+		return ErrShardSealed
 	}
 	ts, entries, err := decodeAppend(l.Data)
 	if err != nil {
@@ -63,6 +79,9 @@ type manifest struct {
 	NextOffset  uint64        `json:"next_offset"`
 	TrimOffset  uint64        `json:"trim_offset"`
 	Segments    []SegmentInfo `json:"segments"`
+	// Seal is set once the shard is sealed; a replica restored from the
+	// snapshot records it too.
+	Seal *Seal `json:"seal,omitempty"`
 }
 
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
@@ -72,6 +91,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		NextOffset:  f.log.NextOffset(),
 		TrimOffset:  f.log.TrimOffset(),
 		Segments:    f.log.Segments(),
+		Seal:        f.seal.get(),
 	}}, nil
 }
 
@@ -86,7 +106,19 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err := json.NewDecoder(rc).Decode(&m); err != nil {
 		return fmt.Errorf("shardlog: read snapshot manifest: %w", err)
 	}
-	return f.catchUp(m, "snapshot install")
+	if err := f.catchUp(m, "snapshot install"); err != nil {
+		return err
+	}
+	return f.restoreSeal(m)
+}
+
+// restoreSeal records a snapshot's seal on a replica that lacks it.
+func (f *fsm) restoreSeal(m manifest) error {
+	if m.Seal == nil || f.seal == nil {
+		return nil
+	}
+	_, err := f.seal.set(*m.Seal)
+	return err
 }
 
 type fsmSnapshot struct {

@@ -101,6 +101,7 @@ type Shard struct {
 	raft   *raft.Raft
 	store  *raftboltdb.BoltStore
 	logger *slog.Logger
+	seal   *sealState
 
 	proposals chan *proposal
 	stop      chan struct{}
@@ -142,7 +143,12 @@ func OpenShard(opts ShardOptions) (*Shard, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Shard{opts: opts, log: segs, logger: logger,
+	seal, err := loadSeal(opts.Dir)
+	if err != nil {
+		segs.Close()
+		return nil, err
+	}
+	s := &Shard{opts: opts, log: segs, logger: logger, seal: seal,
 		proposals: make(chan *proposal, 1024),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
@@ -169,7 +175,7 @@ func (s *Shard) startRaft() error {
 		store.Close()
 		return fmt.Errorf("shardlog: snapshot store: %w", err)
 	}
-	machine := &fsm{log: s.log, logger: s.logger, fetch: o.Fetch, leader: s.knownLeader, ctx: s.fetchCtx}
+	machine := &fsm{log: s.log, logger: s.logger, seal: s.seal, fetch: o.Fetch, leader: s.knownLeader, ctx: s.fetchCtx}
 	if err := s.checkAgainstSnapshot(snaps, machine); err != nil {
 		store.Close()
 		return err
@@ -248,7 +254,7 @@ func (s *Shard) checkAgainstSnapshot(snaps raft.SnapshotStore, machine *fsm) err
 		return fmt.Errorf("shardlog: group %s: segments end at offset %d, snapshot %s covers %d: %w",
 			s.opts.GroupID, s.log.NextOffset(), list[0].ID, m.NextOffset, err)
 	}
-	return nil
+	return machine.restoreSeal(m)
 }
 
 // Log is the replica's applied records, for reads.

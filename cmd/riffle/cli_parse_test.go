@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	rifflev1 "github.com/riffle-streams/riffle/proto/riffle/v1"
 )
 
 // unsetEnv removes an environment variable for the test, restoring it after.
@@ -60,6 +62,12 @@ func TestParseValidInvocations(t *testing.T) {
 		{[]string{"stream", "retention", "orders", "--hours", "8760"},
 			&streamRetention{connFlags: defaultConn, name: "orders", hours: 8760}},
 		{[]string{"shard", "list", "orders"}, &shardList{connFlags: defaultConn, stream: "orders"}},
+		{[]string{"shard", "split", "--stream", "s", "--shard", "shardId-000000000000"},
+			&shardSplit{connFlags: defaultConn, stream: "s", shard: "shardId-000000000000", wait: time.Minute}},
+		{[]string{"shard", "split", "--stream", "s", "--shard", "x", "--key", "42", "--no-wait", "--timeout", "5s"},
+			&shardSplit{connFlags: connFlags{addr: defaultAddr, timeout: 5 * time.Second}, stream: "s", shard: "x", key: "42", noWait: true, wait: 5 * time.Second}},
+		{[]string{"shard", "merge", "--stream", "s", "--shard", "a", "--adjacent", "b"},
+			&shardMerge{connFlags: defaultConn, stream: "s", shard: "a", adjacent: "b", wait: time.Minute}},
 		{[]string{"put", "--stream", "s", "--key", "k", "--data", "hello"},
 			&putVerb{connFlags: defaultConn, stream: "s", key: "k", data: "hello", hasData: true, batch: 500}},
 		{[]string{"put", "--stream", "s", "--key", "k", "--data", ""},
@@ -149,6 +157,11 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"stream", "retention", "orders"}, "--hours is required"},
 		{[]string{"stream", "retention", "orders", "--hours", "9000"}, "--hours must be between 24 and 8760"},
 		{[]string{"shard", "list"}, "missing stream name"},
+		{[]string{"shard", "split", "--shard", "x"}, "--stream is required"},
+		{[]string{"shard", "split", "--stream", "s"}, "--shard is required"},
+		{[]string{"shard", "split", "--stream", "s", "--shard", "x", "--key", "-1"}, "not a decimal hash key"},
+		{[]string{"shard", "merge", "--stream", "s", "--shard", "a"}, "--adjacent is required"},
+		{[]string{"shard", "merge", "--stream", "s", "--shard", "a", "--adjacent", "a"}, "must differ"},
 		{[]string{"put", "--key", "k", "--data", "d"}, "--stream is required"},
 		{[]string{"put", "--stream", "s", "--data", "d"}, "--key K or --random-keys is required"},
 		{[]string{"put", "--stream", "s", "--key", "k", "--random-keys"}, "exclude each other"},
@@ -297,5 +310,29 @@ func runCLIContext(ctx context.Context, stdin string, args ...string) (int, stri
 func TestUsageErrorUnwraps(t *testing.T) {
 	if !errors.Is(usageError{flag.ErrHelp}, flag.ErrHelp) {
 		t.Error("errors.Is does not see flag.ErrHelp through usageError")
+	}
+}
+
+// The default split key halves the shard's range and lies strictly inside
+// it, so that both children are non-empty.
+func TestMiddleKey(t *testing.T) {
+	shard := func(start, end string) []*rifflev1.Shard {
+		return []*rifflev1.Shard{{ShardId: "s", HashKeyRange: &rifflev1.HashKeyRange{StartingHashKey: start, EndingHashKey: end}}}
+	}
+	for _, tt := range []struct{ start, end, want string }{
+		{"0", "340282366920938463463374607431768211455", "170141183460469231731687303715884105728"},
+		{"10", "11", "11"},
+		{"10", "13", "12"},
+	} {
+		got, err := middleKey(shard(tt.start, tt.end), "s")
+		if err != nil || got != tt.want {
+			t.Errorf("middleKey [%s, %s] = %s, %v; want %s", tt.start, tt.end, got, err, tt.want)
+		}
+	}
+	if _, err := middleKey(shard("5", "5"), "s"); err == nil {
+		t.Error("a one-key shard was given a split key")
+	}
+	if _, err := middleKey(shard("0", "5"), "t"); err == nil {
+		t.Error("an unknown shard was given a split key")
 	}
 }

@@ -76,6 +76,8 @@ var commands = []*command{
 	streamListCommand,
 	streamRetentionCommand,
 	shardListCommand,
+	shardSplitCommand,
+	shardMergeCommand,
 	putCommand,
 	getCommand,
 	consumerRegisterCommand,

@@ -1916,6 +1916,218 @@ func (*DecreaseStreamRetentionPeriodResponse) Descriptor() ([]byte, []int) {
 	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{25}
 }
 
+type SplitShardRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	StreamName string                 `protobuf:"bytes,1,opt,name=stream_name,json=streamName,proto3" json:"stream_name,omitempty"`
+	// The open shard to split.
+	ShardToSplit string `protobuf:"bytes,2,opt,name=shard_to_split,json=shardToSplit,proto3" json:"shard_to_split,omitempty"`
+	// The first hash key of the upper child, strictly above the shard's
+	// starting hash key and at most its ending one.
+	NewStartingHashKey string `protobuf:"bytes,3,opt,name=new_starting_hash_key,json=newStartingHashKey,proto3" json:"new_starting_hash_key,omitempty"`
+	StreamArn          string `protobuf:"bytes,4,opt,name=stream_arn,json=streamArn,proto3" json:"stream_arn,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *SplitShardRequest) Reset() {
+	*x = SplitShardRequest{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitShardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitShardRequest) ProtoMessage() {}
+
+func (x *SplitShardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitShardRequest.ProtoReflect.Descriptor instead.
+func (*SplitShardRequest) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SplitShardRequest) GetStreamName() string {
+	if x != nil {
+		return x.StreamName
+	}
+	return ""
+}
+
+func (x *SplitShardRequest) GetShardToSplit() string {
+	if x != nil {
+		return x.ShardToSplit
+	}
+	return ""
+}
+
+func (x *SplitShardRequest) GetNewStartingHashKey() string {
+	if x != nil {
+		return x.NewStartingHashKey
+	}
+	return ""
+}
+
+func (x *SplitShardRequest) GetStreamArn() string {
+	if x != nil {
+		return x.StreamArn
+	}
+	return ""
+}
+
+type SplitShardResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitShardResponse) Reset() {
+	*x = SplitShardResponse{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitShardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitShardResponse) ProtoMessage() {}
+
+func (x *SplitShardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitShardResponse.ProtoReflect.Descriptor instead.
+func (*SplitShardResponse) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{27}
+}
+
+type MergeShardsRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	StreamName string                 `protobuf:"bytes,1,opt,name=stream_name,json=streamName,proto3" json:"stream_name,omitempty"`
+	// Two open shards with adjacent hash ranges.
+	ShardToMerge         string `protobuf:"bytes,2,opt,name=shard_to_merge,json=shardToMerge,proto3" json:"shard_to_merge,omitempty"`
+	AdjacentShardToMerge string `protobuf:"bytes,3,opt,name=adjacent_shard_to_merge,json=adjacentShardToMerge,proto3" json:"adjacent_shard_to_merge,omitempty"`
+	StreamArn            string `protobuf:"bytes,4,opt,name=stream_arn,json=streamArn,proto3" json:"stream_arn,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *MergeShardsRequest) Reset() {
+	*x = MergeShardsRequest{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergeShardsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergeShardsRequest) ProtoMessage() {}
+
+func (x *MergeShardsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergeShardsRequest.ProtoReflect.Descriptor instead.
+func (*MergeShardsRequest) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *MergeShardsRequest) GetStreamName() string {
+	if x != nil {
+		return x.StreamName
+	}
+	return ""
+}
+
+func (x *MergeShardsRequest) GetShardToMerge() string {
+	if x != nil {
+		return x.ShardToMerge
+	}
+	return ""
+}
+
+func (x *MergeShardsRequest) GetAdjacentShardToMerge() string {
+	if x != nil {
+		return x.AdjacentShardToMerge
+	}
+	return ""
+}
+
+func (x *MergeShardsRequest) GetStreamArn() string {
+	if x != nil {
+		return x.StreamArn
+	}
+	return ""
+}
+
+type MergeShardsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MergeShardsResponse) Reset() {
+	*x = MergeShardsResponse{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergeShardsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergeShardsResponse) ProtoMessage() {}
+
+func (x *MergeShardsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergeShardsResponse.ProtoReflect.Descriptor instead.
+func (*MergeShardsResponse) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{29}
+}
+
 type PutRecordRequest struct {
 	state                     protoimpl.MessageState `protogen:"open.v1"`
 	StreamName                string                 `protobuf:"bytes,1,opt,name=stream_name,json=streamName,proto3" json:"stream_name,omitempty"`
@@ -1930,7 +2142,7 @@ type PutRecordRequest struct {
 
 func (x *PutRecordRequest) Reset() {
 	*x = PutRecordRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[26]
+	mi := &file_riffle_v1_streams_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2154,7 @@ func (x *PutRecordRequest) String() string {
 func (*PutRecordRequest) ProtoMessage() {}
 
 func (x *PutRecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[26]
+	mi := &file_riffle_v1_streams_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2167,7 @@ func (x *PutRecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordRequest.ProtoReflect.Descriptor instead.
 func (*PutRecordRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{26}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PutRecordRequest) GetStreamName() string {
@@ -2010,7 +2222,7 @@ type PutRecordResponse struct {
 
 func (x *PutRecordResponse) Reset() {
 	*x = PutRecordResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[27]
+	mi := &file_riffle_v1_streams_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2022,7 +2234,7 @@ func (x *PutRecordResponse) String() string {
 func (*PutRecordResponse) ProtoMessage() {}
 
 func (x *PutRecordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[27]
+	mi := &file_riffle_v1_streams_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2035,7 +2247,7 @@ func (x *PutRecordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordResponse.ProtoReflect.Descriptor instead.
 func (*PutRecordResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{27}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PutRecordResponse) GetShardId() string {
@@ -2063,7 +2275,7 @@ type PutRecordsRequestEntry struct {
 
 func (x *PutRecordsRequestEntry) Reset() {
 	*x = PutRecordsRequestEntry{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[28]
+	mi := &file_riffle_v1_streams_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2287,7 @@ func (x *PutRecordsRequestEntry) String() string {
 func (*PutRecordsRequestEntry) ProtoMessage() {}
 
 func (x *PutRecordsRequestEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[28]
+	mi := &file_riffle_v1_streams_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2300,7 @@ func (x *PutRecordsRequestEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordsRequestEntry.ProtoReflect.Descriptor instead.
 func (*PutRecordsRequestEntry) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{28}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PutRecordsRequestEntry) GetData() []byte {
@@ -2123,7 +2335,7 @@ type PutRecordsRequest struct {
 
 func (x *PutRecordsRequest) Reset() {
 	*x = PutRecordsRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[29]
+	mi := &file_riffle_v1_streams_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2135,7 +2347,7 @@ func (x *PutRecordsRequest) String() string {
 func (*PutRecordsRequest) ProtoMessage() {}
 
 func (x *PutRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[29]
+	mi := &file_riffle_v1_streams_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2148,7 +2360,7 @@ func (x *PutRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordsRequest.ProtoReflect.Descriptor instead.
 func (*PutRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{29}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PutRecordsRequest) GetRecords() []*PutRecordsRequestEntry {
@@ -2186,7 +2398,7 @@ type PutRecordsResultEntry struct {
 
 func (x *PutRecordsResultEntry) Reset() {
 	*x = PutRecordsResultEntry{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[30]
+	mi := &file_riffle_v1_streams_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2198,7 +2410,7 @@ func (x *PutRecordsResultEntry) String() string {
 func (*PutRecordsResultEntry) ProtoMessage() {}
 
 func (x *PutRecordsResultEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[30]
+	mi := &file_riffle_v1_streams_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2211,7 +2423,7 @@ func (x *PutRecordsResultEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordsResultEntry.ProtoReflect.Descriptor instead.
 func (*PutRecordsResultEntry) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{30}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PutRecordsResultEntry) GetSequenceNumber() string {
@@ -2253,7 +2465,7 @@ type PutRecordsResponse struct {
 
 func (x *PutRecordsResponse) Reset() {
 	*x = PutRecordsResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[31]
+	mi := &file_riffle_v1_streams_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2265,7 +2477,7 @@ func (x *PutRecordsResponse) String() string {
 func (*PutRecordsResponse) ProtoMessage() {}
 
 func (x *PutRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[31]
+	mi := &file_riffle_v1_streams_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2278,7 +2490,7 @@ func (x *PutRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordsResponse.ProtoReflect.Descriptor instead.
 func (*PutRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{31}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PutRecordsResponse) GetFailedRecordCount() int32 {
@@ -2309,7 +2521,7 @@ type GetShardIteratorRequest struct {
 
 func (x *GetShardIteratorRequest) Reset() {
 	*x = GetShardIteratorRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[32]
+	mi := &file_riffle_v1_streams_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +2533,7 @@ func (x *GetShardIteratorRequest) String() string {
 func (*GetShardIteratorRequest) ProtoMessage() {}
 
 func (x *GetShardIteratorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[32]
+	mi := &file_riffle_v1_streams_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +2546,7 @@ func (x *GetShardIteratorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardIteratorRequest.ProtoReflect.Descriptor instead.
 func (*GetShardIteratorRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{32}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetShardIteratorRequest) GetStreamName() string {
@@ -2388,7 +2600,7 @@ type GetShardIteratorResponse struct {
 
 func (x *GetShardIteratorResponse) Reset() {
 	*x = GetShardIteratorResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[33]
+	mi := &file_riffle_v1_streams_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2400,7 +2612,7 @@ func (x *GetShardIteratorResponse) String() string {
 func (*GetShardIteratorResponse) ProtoMessage() {}
 
 func (x *GetShardIteratorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[33]
+	mi := &file_riffle_v1_streams_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2413,7 +2625,7 @@ func (x *GetShardIteratorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardIteratorResponse.ProtoReflect.Descriptor instead.
 func (*GetShardIteratorResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{33}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetShardIteratorResponse) GetShardIterator() string {
@@ -2435,7 +2647,7 @@ type Record struct {
 
 func (x *Record) Reset() {
 	*x = Record{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[34]
+	mi := &file_riffle_v1_streams_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2447,7 +2659,7 @@ func (x *Record) String() string {
 func (*Record) ProtoMessage() {}
 
 func (x *Record) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[34]
+	mi := &file_riffle_v1_streams_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2460,7 +2672,7 @@ func (x *Record) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Record.ProtoReflect.Descriptor instead.
 func (*Record) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{34}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Record) GetSequenceNumber() string {
@@ -2503,7 +2715,7 @@ type GetRecordsRequest struct {
 
 func (x *GetRecordsRequest) Reset() {
 	*x = GetRecordsRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[35]
+	mi := &file_riffle_v1_streams_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2515,7 +2727,7 @@ func (x *GetRecordsRequest) String() string {
 func (*GetRecordsRequest) ProtoMessage() {}
 
 func (x *GetRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[35]
+	mi := &file_riffle_v1_streams_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2528,7 +2740,7 @@ func (x *GetRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRecordsRequest.ProtoReflect.Descriptor instead.
 func (*GetRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{35}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetRecordsRequest) GetShardIterator() string {
@@ -2566,7 +2778,7 @@ type GetRecordsResponse struct {
 
 func (x *GetRecordsResponse) Reset() {
 	*x = GetRecordsResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[36]
+	mi := &file_riffle_v1_streams_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2578,7 +2790,7 @@ func (x *GetRecordsResponse) String() string {
 func (*GetRecordsResponse) ProtoMessage() {}
 
 func (x *GetRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[36]
+	mi := &file_riffle_v1_streams_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2591,7 +2803,7 @@ func (x *GetRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRecordsResponse.ProtoReflect.Descriptor instead.
 func (*GetRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{36}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetRecordsResponse) GetRecords() []*Record {
@@ -2637,7 +2849,7 @@ type Consumer struct {
 
 func (x *Consumer) Reset() {
 	*x = Consumer{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[37]
+	mi := &file_riffle_v1_streams_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2649,7 +2861,7 @@ func (x *Consumer) String() string {
 func (*Consumer) ProtoMessage() {}
 
 func (x *Consumer) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[37]
+	mi := &file_riffle_v1_streams_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2662,7 +2874,7 @@ func (x *Consumer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Consumer.ProtoReflect.Descriptor instead.
 func (*Consumer) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{37}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Consumer) GetConsumerName() string {
@@ -2706,7 +2918,7 @@ type ConsumerDescription struct {
 
 func (x *ConsumerDescription) Reset() {
 	*x = ConsumerDescription{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[38]
+	mi := &file_riffle_v1_streams_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2718,7 +2930,7 @@ func (x *ConsumerDescription) String() string {
 func (*ConsumerDescription) ProtoMessage() {}
 
 func (x *ConsumerDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[38]
+	mi := &file_riffle_v1_streams_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2731,7 +2943,7 @@ func (x *ConsumerDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerDescription.ProtoReflect.Descriptor instead.
 func (*ConsumerDescription) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{38}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ConsumerDescription) GetConsumerName() string {
@@ -2782,7 +2994,7 @@ type RegisterStreamConsumerRequest struct {
 
 func (x *RegisterStreamConsumerRequest) Reset() {
 	*x = RegisterStreamConsumerRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[39]
+	mi := &file_riffle_v1_streams_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2794,7 +3006,7 @@ func (x *RegisterStreamConsumerRequest) String() string {
 func (*RegisterStreamConsumerRequest) ProtoMessage() {}
 
 func (x *RegisterStreamConsumerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[39]
+	mi := &file_riffle_v1_streams_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2807,7 +3019,7 @@ func (x *RegisterStreamConsumerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterStreamConsumerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterStreamConsumerRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{39}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RegisterStreamConsumerRequest) GetStreamArn() string {
@@ -2840,7 +3052,7 @@ type RegisterStreamConsumerResponse struct {
 
 func (x *RegisterStreamConsumerResponse) Reset() {
 	*x = RegisterStreamConsumerResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[40]
+	mi := &file_riffle_v1_streams_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2852,7 +3064,7 @@ func (x *RegisterStreamConsumerResponse) String() string {
 func (*RegisterStreamConsumerResponse) ProtoMessage() {}
 
 func (x *RegisterStreamConsumerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[40]
+	mi := &file_riffle_v1_streams_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2865,7 +3077,7 @@ func (x *RegisterStreamConsumerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterStreamConsumerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterStreamConsumerResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{40}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RegisterStreamConsumerResponse) GetConsumer() *Consumer {
@@ -2888,7 +3100,7 @@ type DeregisterStreamConsumerRequest struct {
 
 func (x *DeregisterStreamConsumerRequest) Reset() {
 	*x = DeregisterStreamConsumerRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[41]
+	mi := &file_riffle_v1_streams_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2900,7 +3112,7 @@ func (x *DeregisterStreamConsumerRequest) String() string {
 func (*DeregisterStreamConsumerRequest) ProtoMessage() {}
 
 func (x *DeregisterStreamConsumerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[41]
+	mi := &file_riffle_v1_streams_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2913,7 +3125,7 @@ func (x *DeregisterStreamConsumerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterStreamConsumerRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterStreamConsumerRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{41}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *DeregisterStreamConsumerRequest) GetStreamArn() string {
@@ -2952,7 +3164,7 @@ type DeregisterStreamConsumerResponse struct {
 
 func (x *DeregisterStreamConsumerResponse) Reset() {
 	*x = DeregisterStreamConsumerResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[42]
+	mi := &file_riffle_v1_streams_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2964,7 +3176,7 @@ func (x *DeregisterStreamConsumerResponse) String() string {
 func (*DeregisterStreamConsumerResponse) ProtoMessage() {}
 
 func (x *DeregisterStreamConsumerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[42]
+	mi := &file_riffle_v1_streams_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2977,7 +3189,7 @@ func (x *DeregisterStreamConsumerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterStreamConsumerResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterStreamConsumerResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{42}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{46}
 }
 
 type DescribeStreamConsumerRequest struct {
@@ -2992,7 +3204,7 @@ type DescribeStreamConsumerRequest struct {
 
 func (x *DescribeStreamConsumerRequest) Reset() {
 	*x = DescribeStreamConsumerRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[43]
+	mi := &file_riffle_v1_streams_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3004,7 +3216,7 @@ func (x *DescribeStreamConsumerRequest) String() string {
 func (*DescribeStreamConsumerRequest) ProtoMessage() {}
 
 func (x *DescribeStreamConsumerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[43]
+	mi := &file_riffle_v1_streams_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3017,7 +3229,7 @@ func (x *DescribeStreamConsumerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeStreamConsumerRequest.ProtoReflect.Descriptor instead.
 func (*DescribeStreamConsumerRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{43}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *DescribeStreamConsumerRequest) GetStreamArn() string {
@@ -3057,7 +3269,7 @@ type DescribeStreamConsumerResponse struct {
 
 func (x *DescribeStreamConsumerResponse) Reset() {
 	*x = DescribeStreamConsumerResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[44]
+	mi := &file_riffle_v1_streams_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3069,7 +3281,7 @@ func (x *DescribeStreamConsumerResponse) String() string {
 func (*DescribeStreamConsumerResponse) ProtoMessage() {}
 
 func (x *DescribeStreamConsumerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[44]
+	mi := &file_riffle_v1_streams_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3082,7 +3294,7 @@ func (x *DescribeStreamConsumerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeStreamConsumerResponse.ProtoReflect.Descriptor instead.
 func (*DescribeStreamConsumerResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{44}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DescribeStreamConsumerResponse) GetConsumerDescription() *ConsumerDescription {
@@ -3107,7 +3319,7 @@ type ListStreamConsumersRequest struct {
 
 func (x *ListStreamConsumersRequest) Reset() {
 	*x = ListStreamConsumersRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[45]
+	mi := &file_riffle_v1_streams_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3119,7 +3331,7 @@ func (x *ListStreamConsumersRequest) String() string {
 func (*ListStreamConsumersRequest) ProtoMessage() {}
 
 func (x *ListStreamConsumersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[45]
+	mi := &file_riffle_v1_streams_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3132,7 +3344,7 @@ func (x *ListStreamConsumersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamConsumersRequest.ProtoReflect.Descriptor instead.
 func (*ListStreamConsumersRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{45}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListStreamConsumersRequest) GetStreamArn() string {
@@ -3180,7 +3392,7 @@ type ListStreamConsumersResponse struct {
 
 func (x *ListStreamConsumersResponse) Reset() {
 	*x = ListStreamConsumersResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[46]
+	mi := &file_riffle_v1_streams_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3192,7 +3404,7 @@ func (x *ListStreamConsumersResponse) String() string {
 func (*ListStreamConsumersResponse) ProtoMessage() {}
 
 func (x *ListStreamConsumersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[46]
+	mi := &file_riffle_v1_streams_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3205,7 +3417,7 @@ func (x *ListStreamConsumersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamConsumersResponse.ProtoReflect.Descriptor instead.
 func (*ListStreamConsumersResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{46}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListStreamConsumersResponse) GetConsumers() []*Consumer {
@@ -3235,7 +3447,7 @@ type StartingPosition struct {
 
 func (x *StartingPosition) Reset() {
 	*x = StartingPosition{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[47]
+	mi := &file_riffle_v1_streams_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3247,7 +3459,7 @@ func (x *StartingPosition) String() string {
 func (*StartingPosition) ProtoMessage() {}
 
 func (x *StartingPosition) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[47]
+	mi := &file_riffle_v1_streams_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3260,7 +3472,7 @@ func (x *StartingPosition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartingPosition.ProtoReflect.Descriptor instead.
 func (*StartingPosition) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{47}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *StartingPosition) GetType() ShardIteratorType {
@@ -3299,7 +3511,7 @@ type SubscribeToShardRequest struct {
 
 func (x *SubscribeToShardRequest) Reset() {
 	*x = SubscribeToShardRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[48]
+	mi := &file_riffle_v1_streams_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3311,7 +3523,7 @@ func (x *SubscribeToShardRequest) String() string {
 func (*SubscribeToShardRequest) ProtoMessage() {}
 
 func (x *SubscribeToShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[48]
+	mi := &file_riffle_v1_streams_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3324,7 +3536,7 @@ func (x *SubscribeToShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeToShardRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeToShardRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{48}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SubscribeToShardRequest) GetConsumerArn() string {
@@ -3380,7 +3592,7 @@ type SubscribeToShardEvent struct {
 
 func (x *SubscribeToShardEvent) Reset() {
 	*x = SubscribeToShardEvent{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[49]
+	mi := &file_riffle_v1_streams_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3392,7 +3604,7 @@ func (x *SubscribeToShardEvent) String() string {
 func (*SubscribeToShardEvent) ProtoMessage() {}
 
 func (x *SubscribeToShardEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[49]
+	mi := &file_riffle_v1_streams_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3405,7 +3617,7 @@ func (x *SubscribeToShardEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeToShardEvent.ProtoReflect.Descriptor instead.
 func (*SubscribeToShardEvent) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{49}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SubscribeToShardEvent) GetRecords() []*Record {
@@ -3582,7 +3794,23 @@ const file_riffle_v1_streams_proto_rawDesc = "" +
 	"\x16retention_period_hours\x18\x02 \x01(\x05R\x14retentionPeriodHours\x12\x1d\n" +
 	"\n" +
 	"stream_arn\x18\x03 \x01(\tR\tstreamArn\"'\n" +
-	"%DecreaseStreamRetentionPeriodResponse\"\xf8\x01\n" +
+	"%DecreaseStreamRetentionPeriodResponse\"\xac\x01\n" +
+	"\x11SplitShardRequest\x12\x1f\n" +
+	"\vstream_name\x18\x01 \x01(\tR\n" +
+	"streamName\x12$\n" +
+	"\x0eshard_to_split\x18\x02 \x01(\tR\fshardToSplit\x121\n" +
+	"\x15new_starting_hash_key\x18\x03 \x01(\tR\x12newStartingHashKey\x12\x1d\n" +
+	"\n" +
+	"stream_arn\x18\x04 \x01(\tR\tstreamArn\"\x14\n" +
+	"\x12SplitShardResponse\"\xb1\x01\n" +
+	"\x12MergeShardsRequest\x12\x1f\n" +
+	"\vstream_name\x18\x01 \x01(\tR\n" +
+	"streamName\x12$\n" +
+	"\x0eshard_to_merge\x18\x02 \x01(\tR\fshardToMerge\x125\n" +
+	"\x17adjacent_shard_to_merge\x18\x03 \x01(\tR\x14adjacentShardToMerge\x12\x1d\n" +
+	"\n" +
+	"stream_arn\x18\x04 \x01(\tR\tstreamArn\"\x15\n" +
+	"\x13MergeShardsResponse\"\xf8\x01\n" +
 	"\x10PutRecordRequest\x12\x1f\n" +
 	"\vstream_name\x18\x01 \x01(\tR\n" +
 	"streamName\x12\x12\n" +
@@ -3734,7 +3962,7 @@ const file_riffle_v1_streams_proto_rawDesc = "" +
 	"\x1bCONSUMER_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSUMER_STATUS_CREATING\x10\x01\x12\x1c\n" +
 	"\x18CONSUMER_STATUS_DELETING\x10\x02\x12\x1a\n" +
-	"\x16CONSUMER_STATUS_ACTIVE\x10\x032\xe1\f\n" +
+	"\x16CONSUMER_STATUS_ACTIVE\x10\x032\xfa\r\n" +
 	"\aStreams\x12O\n" +
 	"\fCreateStream\x12\x1e.riffle.v1.CreateStreamRequest\x1a\x1f.riffle.v1.CreateStreamResponse\x12O\n" +
 	"\fDeleteStream\x12\x1e.riffle.v1.DeleteStreamRequest\x1a\x1f.riffle.v1.DeleteStreamResponse\x12U\n" +
@@ -3744,7 +3972,10 @@ const file_riffle_v1_streams_proto_rawDesc = "" +
 	"\n" +
 	"ListShards\x12\x1c.riffle.v1.ListShardsRequest\x1a\x1d.riffle.v1.ListShardsResponse\x12\x82\x01\n" +
 	"\x1dIncreaseStreamRetentionPeriod\x12/.riffle.v1.IncreaseStreamRetentionPeriodRequest\x1a0.riffle.v1.IncreaseStreamRetentionPeriodResponse\x12\x82\x01\n" +
-	"\x1dDecreaseStreamRetentionPeriod\x12/.riffle.v1.DecreaseStreamRetentionPeriodRequest\x1a0.riffle.v1.DecreaseStreamRetentionPeriodResponse\x12F\n" +
+	"\x1dDecreaseStreamRetentionPeriod\x12/.riffle.v1.DecreaseStreamRetentionPeriodRequest\x1a0.riffle.v1.DecreaseStreamRetentionPeriodResponse\x12I\n" +
+	"\n" +
+	"SplitShard\x12\x1c.riffle.v1.SplitShardRequest\x1a\x1d.riffle.v1.SplitShardResponse\x12L\n" +
+	"\vMergeShards\x12\x1d.riffle.v1.MergeShardsRequest\x1a\x1e.riffle.v1.MergeShardsResponse\x12F\n" +
 	"\tPutRecord\x12\x1b.riffle.v1.PutRecordRequest\x1a\x1c.riffle.v1.PutRecordResponse\x12I\n" +
 	"\n" +
 	"PutRecords\x12\x1c.riffle.v1.PutRecordsRequest\x1a\x1d.riffle.v1.PutRecordsResponse\x12[\n" +
@@ -3770,7 +4001,7 @@ func file_riffle_v1_streams_proto_rawDescGZIP() []byte {
 }
 
 var file_riffle_v1_streams_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_riffle_v1_streams_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_riffle_v1_streams_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_riffle_v1_streams_proto_goTypes = []any{
 	(StreamStatus)(0),                             // 0: riffle.v1.StreamStatus
 	(StreamMode)(0),                               // 1: riffle.v1.StreamMode
@@ -3803,32 +4034,36 @@ var file_riffle_v1_streams_proto_goTypes = []any{
 	(*IncreaseStreamRetentionPeriodResponse)(nil), // 28: riffle.v1.IncreaseStreamRetentionPeriodResponse
 	(*DecreaseStreamRetentionPeriodRequest)(nil),  // 29: riffle.v1.DecreaseStreamRetentionPeriodRequest
 	(*DecreaseStreamRetentionPeriodResponse)(nil), // 30: riffle.v1.DecreaseStreamRetentionPeriodResponse
-	(*PutRecordRequest)(nil),                      // 31: riffle.v1.PutRecordRequest
-	(*PutRecordResponse)(nil),                     // 32: riffle.v1.PutRecordResponse
-	(*PutRecordsRequestEntry)(nil),                // 33: riffle.v1.PutRecordsRequestEntry
-	(*PutRecordsRequest)(nil),                     // 34: riffle.v1.PutRecordsRequest
-	(*PutRecordsResultEntry)(nil),                 // 35: riffle.v1.PutRecordsResultEntry
-	(*PutRecordsResponse)(nil),                    // 36: riffle.v1.PutRecordsResponse
-	(*GetShardIteratorRequest)(nil),               // 37: riffle.v1.GetShardIteratorRequest
-	(*GetShardIteratorResponse)(nil),              // 38: riffle.v1.GetShardIteratorResponse
-	(*Record)(nil),                                // 39: riffle.v1.Record
-	(*GetRecordsRequest)(nil),                     // 40: riffle.v1.GetRecordsRequest
-	(*GetRecordsResponse)(nil),                    // 41: riffle.v1.GetRecordsResponse
-	(*Consumer)(nil),                              // 42: riffle.v1.Consumer
-	(*ConsumerDescription)(nil),                   // 43: riffle.v1.ConsumerDescription
-	(*RegisterStreamConsumerRequest)(nil),         // 44: riffle.v1.RegisterStreamConsumerRequest
-	(*RegisterStreamConsumerResponse)(nil),        // 45: riffle.v1.RegisterStreamConsumerResponse
-	(*DeregisterStreamConsumerRequest)(nil),       // 46: riffle.v1.DeregisterStreamConsumerRequest
-	(*DeregisterStreamConsumerResponse)(nil),      // 47: riffle.v1.DeregisterStreamConsumerResponse
-	(*DescribeStreamConsumerRequest)(nil),         // 48: riffle.v1.DescribeStreamConsumerRequest
-	(*DescribeStreamConsumerResponse)(nil),        // 49: riffle.v1.DescribeStreamConsumerResponse
-	(*ListStreamConsumersRequest)(nil),            // 50: riffle.v1.ListStreamConsumersRequest
-	(*ListStreamConsumersResponse)(nil),           // 51: riffle.v1.ListStreamConsumersResponse
-	(*StartingPosition)(nil),                      // 52: riffle.v1.StartingPosition
-	(*SubscribeToShardRequest)(nil),               // 53: riffle.v1.SubscribeToShardRequest
-	(*SubscribeToShardEvent)(nil),                 // 54: riffle.v1.SubscribeToShardEvent
-	nil,                                           // 55: riffle.v1.CreateStreamRequest.TagsEntry
-	(*timestamppb.Timestamp)(nil),                 // 56: google.protobuf.Timestamp
+	(*SplitShardRequest)(nil),                     // 31: riffle.v1.SplitShardRequest
+	(*SplitShardResponse)(nil),                    // 32: riffle.v1.SplitShardResponse
+	(*MergeShardsRequest)(nil),                    // 33: riffle.v1.MergeShardsRequest
+	(*MergeShardsResponse)(nil),                   // 34: riffle.v1.MergeShardsResponse
+	(*PutRecordRequest)(nil),                      // 35: riffle.v1.PutRecordRequest
+	(*PutRecordResponse)(nil),                     // 36: riffle.v1.PutRecordResponse
+	(*PutRecordsRequestEntry)(nil),                // 37: riffle.v1.PutRecordsRequestEntry
+	(*PutRecordsRequest)(nil),                     // 38: riffle.v1.PutRecordsRequest
+	(*PutRecordsResultEntry)(nil),                 // 39: riffle.v1.PutRecordsResultEntry
+	(*PutRecordsResponse)(nil),                    // 40: riffle.v1.PutRecordsResponse
+	(*GetShardIteratorRequest)(nil),               // 41: riffle.v1.GetShardIteratorRequest
+	(*GetShardIteratorResponse)(nil),              // 42: riffle.v1.GetShardIteratorResponse
+	(*Record)(nil),                                // 43: riffle.v1.Record
+	(*GetRecordsRequest)(nil),                     // 44: riffle.v1.GetRecordsRequest
+	(*GetRecordsResponse)(nil),                    // 45: riffle.v1.GetRecordsResponse
+	(*Consumer)(nil),                              // 46: riffle.v1.Consumer
+	(*ConsumerDescription)(nil),                   // 47: riffle.v1.ConsumerDescription
+	(*RegisterStreamConsumerRequest)(nil),         // 48: riffle.v1.RegisterStreamConsumerRequest
+	(*RegisterStreamConsumerResponse)(nil),        // 49: riffle.v1.RegisterStreamConsumerResponse
+	(*DeregisterStreamConsumerRequest)(nil),       // 50: riffle.v1.DeregisterStreamConsumerRequest
+	(*DeregisterStreamConsumerResponse)(nil),      // 51: riffle.v1.DeregisterStreamConsumerResponse
+	(*DescribeStreamConsumerRequest)(nil),         // 52: riffle.v1.DescribeStreamConsumerRequest
+	(*DescribeStreamConsumerResponse)(nil),        // 53: riffle.v1.DescribeStreamConsumerResponse
+	(*ListStreamConsumersRequest)(nil),            // 54: riffle.v1.ListStreamConsumersRequest
+	(*ListStreamConsumersResponse)(nil),           // 55: riffle.v1.ListStreamConsumersResponse
+	(*StartingPosition)(nil),                      // 56: riffle.v1.StartingPosition
+	(*SubscribeToShardRequest)(nil),               // 57: riffle.v1.SubscribeToShardRequest
+	(*SubscribeToShardEvent)(nil),                 // 58: riffle.v1.SubscribeToShardEvent
+	nil,                                           // 59: riffle.v1.CreateStreamRequest.TagsEntry
+	(*timestamppb.Timestamp)(nil),                 // 60: google.protobuf.Timestamp
 }
 var file_riffle_v1_streams_proto_depIdxs = []int32{
 	1,  // 0: riffle.v1.StreamModeDetails.stream_mode:type_name -> riffle.v1.StreamMode
@@ -3836,46 +4071,46 @@ var file_riffle_v1_streams_proto_depIdxs = []int32{
 	7,  // 2: riffle.v1.Shard.sequence_number_range:type_name -> riffle.v1.SequenceNumberRange
 	6,  // 3: riffle.v1.ChildShard.hash_key_range:type_name -> riffle.v1.HashKeyRange
 	5,  // 4: riffle.v1.CreateStreamRequest.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
-	55, // 5: riffle.v1.CreateStreamRequest.tags:type_name -> riffle.v1.CreateStreamRequest.TagsEntry
+	59, // 5: riffle.v1.CreateStreamRequest.tags:type_name -> riffle.v1.CreateStreamRequest.TagsEntry
 	10, // 6: riffle.v1.CreateStreamRequest.shard_limits:type_name -> riffle.v1.ShardLimits
 	0,  // 7: riffle.v1.StreamDescription.stream_status:type_name -> riffle.v1.StreamStatus
 	5,  // 8: riffle.v1.StreamDescription.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
 	8,  // 9: riffle.v1.StreamDescription.shards:type_name -> riffle.v1.Shard
-	56, // 10: riffle.v1.StreamDescription.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	60, // 10: riffle.v1.StreamDescription.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
 	16, // 11: riffle.v1.DescribeStreamResponse.stream_description:type_name -> riffle.v1.StreamDescription
 	0,  // 12: riffle.v1.StreamDescriptionSummary.stream_status:type_name -> riffle.v1.StreamStatus
 	5,  // 13: riffle.v1.StreamDescriptionSummary.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
-	56, // 14: riffle.v1.StreamDescriptionSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	60, // 14: riffle.v1.StreamDescriptionSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
 	10, // 15: riffle.v1.StreamDescriptionSummary.shard_limits:type_name -> riffle.v1.ShardLimits
 	19, // 16: riffle.v1.DescribeStreamSummaryResponse.stream_description_summary:type_name -> riffle.v1.StreamDescriptionSummary
 	0,  // 17: riffle.v1.StreamSummary.stream_status:type_name -> riffle.v1.StreamStatus
 	5,  // 18: riffle.v1.StreamSummary.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
-	56, // 19: riffle.v1.StreamSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	60, // 19: riffle.v1.StreamSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
 	22, // 20: riffle.v1.ListStreamsResponse.stream_summaries:type_name -> riffle.v1.StreamSummary
 	3,  // 21: riffle.v1.ShardFilter.type:type_name -> riffle.v1.ShardFilterType
-	56, // 22: riffle.v1.ShardFilter.timestamp:type_name -> google.protobuf.Timestamp
-	56, // 23: riffle.v1.ListShardsRequest.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	60, // 22: riffle.v1.ShardFilter.timestamp:type_name -> google.protobuf.Timestamp
+	60, // 23: riffle.v1.ListShardsRequest.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
 	24, // 24: riffle.v1.ListShardsRequest.shard_filter:type_name -> riffle.v1.ShardFilter
 	8,  // 25: riffle.v1.ListShardsResponse.shards:type_name -> riffle.v1.Shard
-	33, // 26: riffle.v1.PutRecordsRequest.records:type_name -> riffle.v1.PutRecordsRequestEntry
-	35, // 27: riffle.v1.PutRecordsResponse.records:type_name -> riffle.v1.PutRecordsResultEntry
+	37, // 26: riffle.v1.PutRecordsRequest.records:type_name -> riffle.v1.PutRecordsRequestEntry
+	39, // 27: riffle.v1.PutRecordsResponse.records:type_name -> riffle.v1.PutRecordsResultEntry
 	2,  // 28: riffle.v1.GetShardIteratorRequest.shard_iterator_type:type_name -> riffle.v1.ShardIteratorType
-	56, // 29: riffle.v1.GetShardIteratorRequest.timestamp:type_name -> google.protobuf.Timestamp
-	56, // 30: riffle.v1.Record.approximate_arrival_timestamp:type_name -> google.protobuf.Timestamp
-	39, // 31: riffle.v1.GetRecordsResponse.records:type_name -> riffle.v1.Record
+	60, // 29: riffle.v1.GetShardIteratorRequest.timestamp:type_name -> google.protobuf.Timestamp
+	60, // 30: riffle.v1.Record.approximate_arrival_timestamp:type_name -> google.protobuf.Timestamp
+	43, // 31: riffle.v1.GetRecordsResponse.records:type_name -> riffle.v1.Record
 	9,  // 32: riffle.v1.GetRecordsResponse.child_shards:type_name -> riffle.v1.ChildShard
 	4,  // 33: riffle.v1.Consumer.consumer_status:type_name -> riffle.v1.ConsumerStatus
-	56, // 34: riffle.v1.Consumer.consumer_creation_timestamp:type_name -> google.protobuf.Timestamp
+	60, // 34: riffle.v1.Consumer.consumer_creation_timestamp:type_name -> google.protobuf.Timestamp
 	4,  // 35: riffle.v1.ConsumerDescription.consumer_status:type_name -> riffle.v1.ConsumerStatus
-	56, // 36: riffle.v1.ConsumerDescription.consumer_creation_timestamp:type_name -> google.protobuf.Timestamp
-	42, // 37: riffle.v1.RegisterStreamConsumerResponse.consumer:type_name -> riffle.v1.Consumer
-	43, // 38: riffle.v1.DescribeStreamConsumerResponse.consumer_description:type_name -> riffle.v1.ConsumerDescription
-	56, // 39: riffle.v1.ListStreamConsumersRequest.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
-	42, // 40: riffle.v1.ListStreamConsumersResponse.consumers:type_name -> riffle.v1.Consumer
+	60, // 36: riffle.v1.ConsumerDescription.consumer_creation_timestamp:type_name -> google.protobuf.Timestamp
+	46, // 37: riffle.v1.RegisterStreamConsumerResponse.consumer:type_name -> riffle.v1.Consumer
+	47, // 38: riffle.v1.DescribeStreamConsumerResponse.consumer_description:type_name -> riffle.v1.ConsumerDescription
+	60, // 39: riffle.v1.ListStreamConsumersRequest.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	46, // 40: riffle.v1.ListStreamConsumersResponse.consumers:type_name -> riffle.v1.Consumer
 	2,  // 41: riffle.v1.StartingPosition.type:type_name -> riffle.v1.ShardIteratorType
-	56, // 42: riffle.v1.StartingPosition.timestamp:type_name -> google.protobuf.Timestamp
-	52, // 43: riffle.v1.SubscribeToShardRequest.starting_position:type_name -> riffle.v1.StartingPosition
-	39, // 44: riffle.v1.SubscribeToShardEvent.records:type_name -> riffle.v1.Record
+	60, // 42: riffle.v1.StartingPosition.timestamp:type_name -> google.protobuf.Timestamp
+	56, // 43: riffle.v1.SubscribeToShardRequest.starting_position:type_name -> riffle.v1.StartingPosition
+	43, // 44: riffle.v1.SubscribeToShardEvent.records:type_name -> riffle.v1.Record
 	9,  // 45: riffle.v1.SubscribeToShardEvent.child_shards:type_name -> riffle.v1.ChildShard
 	11, // 46: riffle.v1.Streams.CreateStream:input_type -> riffle.v1.CreateStreamRequest
 	13, // 47: riffle.v1.Streams.DeleteStream:input_type -> riffle.v1.DeleteStreamRequest
@@ -3885,34 +4120,38 @@ var file_riffle_v1_streams_proto_depIdxs = []int32{
 	25, // 51: riffle.v1.Streams.ListShards:input_type -> riffle.v1.ListShardsRequest
 	27, // 52: riffle.v1.Streams.IncreaseStreamRetentionPeriod:input_type -> riffle.v1.IncreaseStreamRetentionPeriodRequest
 	29, // 53: riffle.v1.Streams.DecreaseStreamRetentionPeriod:input_type -> riffle.v1.DecreaseStreamRetentionPeriodRequest
-	31, // 54: riffle.v1.Streams.PutRecord:input_type -> riffle.v1.PutRecordRequest
-	34, // 55: riffle.v1.Streams.PutRecords:input_type -> riffle.v1.PutRecordsRequest
-	37, // 56: riffle.v1.Streams.GetShardIterator:input_type -> riffle.v1.GetShardIteratorRequest
-	40, // 57: riffle.v1.Streams.GetRecords:input_type -> riffle.v1.GetRecordsRequest
-	44, // 58: riffle.v1.Streams.RegisterStreamConsumer:input_type -> riffle.v1.RegisterStreamConsumerRequest
-	46, // 59: riffle.v1.Streams.DeregisterStreamConsumer:input_type -> riffle.v1.DeregisterStreamConsumerRequest
-	48, // 60: riffle.v1.Streams.DescribeStreamConsumer:input_type -> riffle.v1.DescribeStreamConsumerRequest
-	50, // 61: riffle.v1.Streams.ListStreamConsumers:input_type -> riffle.v1.ListStreamConsumersRequest
-	53, // 62: riffle.v1.Streams.SubscribeToShard:input_type -> riffle.v1.SubscribeToShardRequest
-	12, // 63: riffle.v1.Streams.CreateStream:output_type -> riffle.v1.CreateStreamResponse
-	14, // 64: riffle.v1.Streams.DeleteStream:output_type -> riffle.v1.DeleteStreamResponse
-	17, // 65: riffle.v1.Streams.DescribeStream:output_type -> riffle.v1.DescribeStreamResponse
-	20, // 66: riffle.v1.Streams.DescribeStreamSummary:output_type -> riffle.v1.DescribeStreamSummaryResponse
-	23, // 67: riffle.v1.Streams.ListStreams:output_type -> riffle.v1.ListStreamsResponse
-	26, // 68: riffle.v1.Streams.ListShards:output_type -> riffle.v1.ListShardsResponse
-	28, // 69: riffle.v1.Streams.IncreaseStreamRetentionPeriod:output_type -> riffle.v1.IncreaseStreamRetentionPeriodResponse
-	30, // 70: riffle.v1.Streams.DecreaseStreamRetentionPeriod:output_type -> riffle.v1.DecreaseStreamRetentionPeriodResponse
-	32, // 71: riffle.v1.Streams.PutRecord:output_type -> riffle.v1.PutRecordResponse
-	36, // 72: riffle.v1.Streams.PutRecords:output_type -> riffle.v1.PutRecordsResponse
-	38, // 73: riffle.v1.Streams.GetShardIterator:output_type -> riffle.v1.GetShardIteratorResponse
-	41, // 74: riffle.v1.Streams.GetRecords:output_type -> riffle.v1.GetRecordsResponse
-	45, // 75: riffle.v1.Streams.RegisterStreamConsumer:output_type -> riffle.v1.RegisterStreamConsumerResponse
-	47, // 76: riffle.v1.Streams.DeregisterStreamConsumer:output_type -> riffle.v1.DeregisterStreamConsumerResponse
-	49, // 77: riffle.v1.Streams.DescribeStreamConsumer:output_type -> riffle.v1.DescribeStreamConsumerResponse
-	51, // 78: riffle.v1.Streams.ListStreamConsumers:output_type -> riffle.v1.ListStreamConsumersResponse
-	54, // 79: riffle.v1.Streams.SubscribeToShard:output_type -> riffle.v1.SubscribeToShardEvent
-	63, // [63:80] is the sub-list for method output_type
-	46, // [46:63] is the sub-list for method input_type
+	31, // 54: riffle.v1.Streams.SplitShard:input_type -> riffle.v1.SplitShardRequest
+	33, // 55: riffle.v1.Streams.MergeShards:input_type -> riffle.v1.MergeShardsRequest
+	35, // 56: riffle.v1.Streams.PutRecord:input_type -> riffle.v1.PutRecordRequest
+	38, // 57: riffle.v1.Streams.PutRecords:input_type -> riffle.v1.PutRecordsRequest
+	41, // 58: riffle.v1.Streams.GetShardIterator:input_type -> riffle.v1.GetShardIteratorRequest
+	44, // 59: riffle.v1.Streams.GetRecords:input_type -> riffle.v1.GetRecordsRequest
+	48, // 60: riffle.v1.Streams.RegisterStreamConsumer:input_type -> riffle.v1.RegisterStreamConsumerRequest
+	50, // 61: riffle.v1.Streams.DeregisterStreamConsumer:input_type -> riffle.v1.DeregisterStreamConsumerRequest
+	52, // 62: riffle.v1.Streams.DescribeStreamConsumer:input_type -> riffle.v1.DescribeStreamConsumerRequest
+	54, // 63: riffle.v1.Streams.ListStreamConsumers:input_type -> riffle.v1.ListStreamConsumersRequest
+	57, // 64: riffle.v1.Streams.SubscribeToShard:input_type -> riffle.v1.SubscribeToShardRequest
+	12, // 65: riffle.v1.Streams.CreateStream:output_type -> riffle.v1.CreateStreamResponse
+	14, // 66: riffle.v1.Streams.DeleteStream:output_type -> riffle.v1.DeleteStreamResponse
+	17, // 67: riffle.v1.Streams.DescribeStream:output_type -> riffle.v1.DescribeStreamResponse
+	20, // 68: riffle.v1.Streams.DescribeStreamSummary:output_type -> riffle.v1.DescribeStreamSummaryResponse
+	23, // 69: riffle.v1.Streams.ListStreams:output_type -> riffle.v1.ListStreamsResponse
+	26, // 70: riffle.v1.Streams.ListShards:output_type -> riffle.v1.ListShardsResponse
+	28, // 71: riffle.v1.Streams.IncreaseStreamRetentionPeriod:output_type -> riffle.v1.IncreaseStreamRetentionPeriodResponse
+	30, // 72: riffle.v1.Streams.DecreaseStreamRetentionPeriod:output_type -> riffle.v1.DecreaseStreamRetentionPeriodResponse
+	32, // 73: riffle.v1.Streams.SplitShard:output_type -> riffle.v1.SplitShardResponse
+	34, // 74: riffle.v1.Streams.MergeShards:output_type -> riffle.v1.MergeShardsResponse
+	36, // 75: riffle.v1.Streams.PutRecord:output_type -> riffle.v1.PutRecordResponse
+	40, // 76: riffle.v1.Streams.PutRecords:output_type -> riffle.v1.PutRecordsResponse
+	42, // 77: riffle.v1.Streams.GetShardIterator:output_type -> riffle.v1.GetShardIteratorResponse
+	45, // 78: riffle.v1.Streams.GetRecords:output_type -> riffle.v1.GetRecordsResponse
+	49, // 79: riffle.v1.Streams.RegisterStreamConsumer:output_type -> riffle.v1.RegisterStreamConsumerResponse
+	51, // 80: riffle.v1.Streams.DeregisterStreamConsumer:output_type -> riffle.v1.DeregisterStreamConsumerResponse
+	53, // 81: riffle.v1.Streams.DescribeStreamConsumer:output_type -> riffle.v1.DescribeStreamConsumerResponse
+	55, // 82: riffle.v1.Streams.ListStreamConsumers:output_type -> riffle.v1.ListStreamConsumersResponse
+	58, // 83: riffle.v1.Streams.SubscribeToShard:output_type -> riffle.v1.SubscribeToShardEvent
+	65, // [65:84] is the sub-list for method output_type
+	46, // [46:65] is the sub-list for method input_type
 	46, // [46:46] is the sub-list for extension type_name
 	46, // [46:46] is the sub-list for extension extendee
 	0,  // [0:46] is the sub-list for field type_name
@@ -3930,7 +4169,7 @@ func file_riffle_v1_streams_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_riffle_v1_streams_proto_rawDesc), len(file_riffle_v1_streams_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   51,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,8 @@ const (
 	Streams_ListShards_FullMethodName                    = "/riffle.v1.Streams/ListShards"
 	Streams_IncreaseStreamRetentionPeriod_FullMethodName = "/riffle.v1.Streams/IncreaseStreamRetentionPeriod"
 	Streams_DecreaseStreamRetentionPeriod_FullMethodName = "/riffle.v1.Streams/DecreaseStreamRetentionPeriod"
+	Streams_SplitShard_FullMethodName                    = "/riffle.v1.Streams/SplitShard"
+	Streams_MergeShards_FullMethodName                   = "/riffle.v1.Streams/MergeShards"
 	Streams_PutRecord_FullMethodName                     = "/riffle.v1.Streams/PutRecord"
 	Streams_PutRecords_FullMethodName                    = "/riffle.v1.Streams/PutRecords"
 	Streams_GetShardIterator_FullMethodName              = "/riffle.v1.Streams/GetShardIterator"
@@ -62,6 +64,12 @@ type StreamsClient interface {
 	ListShards(ctx context.Context, in *ListShardsRequest, opts ...grpc.CallOption) (*ListShardsResponse, error)
 	IncreaseStreamRetentionPeriod(ctx context.Context, in *IncreaseStreamRetentionPeriodRequest, opts ...grpc.CallOption) (*IncreaseStreamRetentionPeriodResponse, error)
 	DecreaseStreamRetentionPeriod(ctx context.Context, in *DecreaseStreamRetentionPeriodRequest, opts ...grpc.CallOption) (*DecreaseStreamRetentionPeriodResponse, error)
+	// SplitShard and MergeShards reshard a stream: the parent shards close
+	// (readable, no more writes) and children take over their hash ranges.
+	// The call returns once the resharding started; the stream is UPDATING
+	// until the children take writes, then ACTIVE again.
+	SplitShard(ctx context.Context, in *SplitShardRequest, opts ...grpc.CallOption) (*SplitShardResponse, error)
+	MergeShards(ctx context.Context, in *MergeShardsRequest, opts ...grpc.CallOption) (*MergeShardsResponse, error)
 	PutRecord(ctx context.Context, in *PutRecordRequest, opts ...grpc.CallOption) (*PutRecordResponse, error)
 	PutRecords(ctx context.Context, in *PutRecordsRequest, opts ...grpc.CallOption) (*PutRecordsResponse, error)
 	GetShardIterator(ctx context.Context, in *GetShardIteratorRequest, opts ...grpc.CallOption) (*GetShardIteratorResponse, error)
@@ -162,6 +170,26 @@ func (c *streamsClient) DecreaseStreamRetentionPeriod(ctx context.Context, in *D
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DecreaseStreamRetentionPeriodResponse)
 	err := c.cc.Invoke(ctx, Streams_DecreaseStreamRetentionPeriod_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamsClient) SplitShard(ctx context.Context, in *SplitShardRequest, opts ...grpc.CallOption) (*SplitShardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SplitShardResponse)
+	err := c.cc.Invoke(ctx, Streams_SplitShard_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamsClient) MergeShards(ctx context.Context, in *MergeShardsRequest, opts ...grpc.CallOption) (*MergeShardsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MergeShardsResponse)
+	err := c.cc.Invoke(ctx, Streams_MergeShards_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -281,6 +309,12 @@ type StreamsServer interface {
 	ListShards(context.Context, *ListShardsRequest) (*ListShardsResponse, error)
 	IncreaseStreamRetentionPeriod(context.Context, *IncreaseStreamRetentionPeriodRequest) (*IncreaseStreamRetentionPeriodResponse, error)
 	DecreaseStreamRetentionPeriod(context.Context, *DecreaseStreamRetentionPeriodRequest) (*DecreaseStreamRetentionPeriodResponse, error)
+	// SplitShard and MergeShards reshard a stream: the parent shards close
+	// (readable, no more writes) and children take over their hash ranges.
+	// The call returns once the resharding started; the stream is UPDATING
+	// until the children take writes, then ACTIVE again.
+	SplitShard(context.Context, *SplitShardRequest) (*SplitShardResponse, error)
+	MergeShards(context.Context, *MergeShardsRequest) (*MergeShardsResponse, error)
 	PutRecord(context.Context, *PutRecordRequest) (*PutRecordResponse, error)
 	PutRecords(context.Context, *PutRecordsRequest) (*PutRecordsResponse, error)
 	GetShardIterator(context.Context, *GetShardIteratorRequest) (*GetShardIteratorResponse, error)
@@ -330,6 +364,12 @@ func (UnimplementedStreamsServer) IncreaseStreamRetentionPeriod(context.Context,
 }
 func (UnimplementedStreamsServer) DecreaseStreamRetentionPeriod(context.Context, *DecreaseStreamRetentionPeriodRequest) (*DecreaseStreamRetentionPeriodResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DecreaseStreamRetentionPeriod not implemented")
+}
+func (UnimplementedStreamsServer) SplitShard(context.Context, *SplitShardRequest) (*SplitShardResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SplitShard not implemented")
+}
+func (UnimplementedStreamsServer) MergeShards(context.Context, *MergeShardsRequest) (*MergeShardsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MergeShards not implemented")
 }
 func (UnimplementedStreamsServer) PutRecord(context.Context, *PutRecordRequest) (*PutRecordResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PutRecord not implemented")
@@ -519,6 +559,42 @@ func _Streams_DecreaseStreamRetentionPeriod_Handler(srv interface{}, ctx context
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(StreamsServer).DecreaseStreamRetentionPeriod(ctx, req.(*DecreaseStreamRetentionPeriodRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Streams_SplitShard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SplitShardRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).SplitShard(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_SplitShard_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).SplitShard(ctx, req.(*SplitShardRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Streams_MergeShards_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MergeShardsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).MergeShards(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_MergeShards_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).MergeShards(ctx, req.(*MergeShardsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -716,6 +792,14 @@ var Streams_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DecreaseStreamRetentionPeriod",
 			Handler:    _Streams_DecreaseStreamRetentionPeriod_Handler,
+		},
+		{
+			MethodName: "SplitShard",
+			Handler:    _Streams_SplitShard_Handler,
+		},
+		{
+			MethodName: "MergeShards",
+			Handler:    _Streams_MergeShards_Handler,
 		},
 		{
 			MethodName: "PutRecord",

@@ -44,6 +44,9 @@ const (
 	// The shard's write limits refused the entries from
 	// AppendResponse.admitted on; the ones before were appended.
 	ForwardError_KIND_THROTTLED ForwardError_Kind = 13
+	// The shard was sealed by a resharding before the write applied: not
+	// applied; the write belongs to one of the shard's children.
+	ForwardError_KIND_SHARD_SEALED ForwardError_Kind = 14
 )
 
 // Enum value maps for ForwardError_Kind.
@@ -63,6 +66,7 @@ var (
 		11: "KIND_CONSUMER_LIMIT",
 		12: "KIND_STREAM_HAS_CONSUMERS",
 		13: "KIND_THROTTLED",
+		14: "KIND_SHARD_SEALED",
 	}
 	ForwardError_Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":          0,
@@ -79,6 +83,7 @@ var (
 		"KIND_CONSUMER_LIMIT":       11,
 		"KIND_STREAM_HAS_CONSUMERS": 12,
 		"KIND_THROTTLED":            13,
+		"KIND_SHARD_SEALED":         14,
 	}
 )
 
@@ -800,6 +805,111 @@ func (x *ShardTipResponse) GetNextOffset() uint64 {
 	return 0
 }
 
+type SealShardRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StreamId      uint64                 `protobuf:"varint,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	ShardIndex    uint64                 `protobuf:"varint,2,opt,name=shard_index,json=shardIndex,proto3" json:"shard_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SealShardRequest) Reset() {
+	*x = SealShardRequest{}
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SealShardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SealShardRequest) ProtoMessage() {}
+
+func (x *SealShardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SealShardRequest.ProtoReflect.Descriptor instead.
+func (*SealShardRequest) Descriptor() ([]byte, []int) {
+	return file_riffle_internalapi_v1_forward_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SealShardRequest) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *SealShardRequest) GetShardIndex() uint64 {
+	if x != nil {
+		return x.ShardIndex
+	}
+	return 0
+}
+
+type SealShardResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Error *ForwardError          `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	// The exclusive end: every record of the shard has a lower offset.
+	EndOffset     uint64 `protobuf:"varint,2,opt,name=end_offset,json=endOffset,proto3" json:"end_offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SealShardResponse) Reset() {
+	*x = SealShardResponse{}
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SealShardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SealShardResponse) ProtoMessage() {}
+
+func (x *SealShardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SealShardResponse.ProtoReflect.Descriptor instead.
+func (*SealShardResponse) Descriptor() ([]byte, []int) {
+	return file_riffle_internalapi_v1_forward_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SealShardResponse) GetError() *ForwardError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *SealShardResponse) GetEndOffset() uint64 {
+	if x != nil {
+		return x.EndOffset
+	}
+	return 0
+}
+
 type MetaIndexRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -808,7 +918,7 @@ type MetaIndexRequest struct {
 
 func (x *MetaIndexRequest) Reset() {
 	*x = MetaIndexRequest{}
-	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[11]
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +930,7 @@ func (x *MetaIndexRequest) String() string {
 func (*MetaIndexRequest) ProtoMessage() {}
 
 func (x *MetaIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[11]
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +943,7 @@ func (x *MetaIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaIndexRequest.ProtoReflect.Descriptor instead.
 func (*MetaIndexRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_internalapi_v1_forward_proto_rawDescGZIP(), []int{11}
+	return file_riffle_internalapi_v1_forward_proto_rawDescGZIP(), []int{13}
 }
 
 type MetaIndexResponse struct {
@@ -846,7 +956,7 @@ type MetaIndexResponse struct {
 
 func (x *MetaIndexResponse) Reset() {
 	*x = MetaIndexResponse{}
-	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[12]
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +968,7 @@ func (x *MetaIndexResponse) String() string {
 func (*MetaIndexResponse) ProtoMessage() {}
 
 func (x *MetaIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[12]
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +981,7 @@ func (x *MetaIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaIndexResponse.ProtoReflect.Descriptor instead.
 func (*MetaIndexResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_internalapi_v1_forward_proto_rawDescGZIP(), []int{12}
+	return file_riffle_internalapi_v1_forward_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MetaIndexResponse) GetError() *ForwardError {
@@ -892,11 +1002,11 @@ var File_riffle_internalapi_v1_forward_proto protoreflect.FileDescriptor
 
 const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
 	"\n" +
-	"#riffle/internalapi/v1/forward.proto\x12\x12riffle.internal.v1\"\xd6\x03\n" +
+	"#riffle/internalapi/v1/forward.proto\x12\x12riffle.internal.v1\"\xed\x03\n" +
 	"\fForwardError\x129\n" +
 	"\x04kind\x18\x01 \x01(\x0e2%.riffle.internal.v1.ForwardError.KindR\x04kind\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1b\n" +
-	"\tleader_id\x18\x03 \x01(\tR\bleaderId\"\xd3\x02\n" +
+	"\tleader_id\x18\x03 \x01(\tR\bleaderId\"\xea\x02\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fKIND_NOT_LEADER\x10\x01\x12\x19\n" +
@@ -912,7 +1022,8 @@ const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
 	"\x12\x17\n" +
 	"\x13KIND_CONSUMER_LIMIT\x10\v\x12\x1d\n" +
 	"\x19KIND_STREAM_HAS_CONSUMERS\x10\f\x12\x12\n" +
-	"\x0eKIND_THROTTLED\x10\r\".\n" +
+	"\x0eKIND_THROTTLED\x10\r\x12\x15\n" +
+	"\x11KIND_SHARD_SEALED\x10\x0e\".\n" +
 	"\x12ProposeMetaRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"c\n" +
 	"\x13ProposeMetaResponse\x126\n" +
@@ -960,17 +1071,26 @@ const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
 	"\x10ShardTipResponse\x126\n" +
 	"\x05error\x18\x01 \x01(\v2 .riffle.internal.v1.ForwardErrorR\x05error\x12\x1f\n" +
 	"\vnext_offset\x18\x02 \x01(\x04R\n" +
-	"nextOffset\"\x12\n" +
+	"nextOffset\"P\n" +
+	"\x10SealShardRequest\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\x04R\bstreamId\x12\x1f\n" +
+	"\vshard_index\x18\x02 \x01(\x04R\n" +
+	"shardIndex\"j\n" +
+	"\x11SealShardResponse\x126\n" +
+	"\x05error\x18\x01 \x01(\v2 .riffle.internal.v1.ForwardErrorR\x05error\x12\x1d\n" +
+	"\n" +
+	"end_offset\x18\x02 \x01(\x04R\tendOffset\"\x12\n" +
 	"\x10MetaIndexRequest\"n\n" +
 	"\x11MetaIndexResponse\x126\n" +
 	"\x05error\x18\x01 \x01(\v2 .riffle.internal.v1.ForwardErrorR\x05error\x12!\n" +
-	"\fcommit_index\x18\x02 \x01(\x04R\vcommitIndex2\xcd\x03\n" +
+	"\fcommit_index\x18\x02 \x01(\x04R\vcommitIndex2\xa7\x04\n" +
 	"\aForward\x12^\n" +
 	"\vProposeMeta\x12&.riffle.internal.v1.ProposeMetaRequest\x1a'.riffle.internal.v1.ProposeMetaResponse\x12O\n" +
 	"\x06Append\x12!.riffle.internal.v1.AppendRequest\x1a\".riffle.internal.v1.AppendResponse\x12U\n" +
 	"\bShardTip\x12#.riffle.internal.v1.ShardTipRequest\x1a$.riffle.internal.v1.ShardTipResponse\x12X\n" +
 	"\tMetaIndex\x12$.riffle.internal.v1.MetaIndexRequest\x1a%.riffle.internal.v1.MetaIndexResponse\x12`\n" +
-	"\fFetchRecords\x12'.riffle.internal.v1.FetchRecordsRequest\x1a%.riffle.internal.v1.FetchRecordsChunk0\x01BIZGgithub.com/riffle-streams/riffle/proto/riffle/internalapi/v1;internalv1b\x06proto3"
+	"\fFetchRecords\x12'.riffle.internal.v1.FetchRecordsRequest\x1a%.riffle.internal.v1.FetchRecordsChunk0\x01\x12X\n" +
+	"\tSealShard\x12$.riffle.internal.v1.SealShardRequest\x1a%.riffle.internal.v1.SealShardResponseBIZGgithub.com/riffle-streams/riffle/proto/riffle/internalapi/v1;internalv1b\x06proto3"
 
 var (
 	file_riffle_internalapi_v1_forward_proto_rawDescOnce sync.Once
@@ -985,7 +1105,7 @@ func file_riffle_internalapi_v1_forward_proto_rawDescGZIP() []byte {
 }
 
 var file_riffle_internalapi_v1_forward_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_riffle_internalapi_v1_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_riffle_internalapi_v1_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_riffle_internalapi_v1_forward_proto_goTypes = []any{
 	(ForwardError_Kind)(0),      // 0: riffle.internal.v1.ForwardError.Kind
 	(*ForwardError)(nil),        // 1: riffle.internal.v1.ForwardError
@@ -999,8 +1119,10 @@ var file_riffle_internalapi_v1_forward_proto_goTypes = []any{
 	(*FetchRecordsChunk)(nil),   // 9: riffle.internal.v1.FetchRecordsChunk
 	(*ShardTipRequest)(nil),     // 10: riffle.internal.v1.ShardTipRequest
 	(*ShardTipResponse)(nil),    // 11: riffle.internal.v1.ShardTipResponse
-	(*MetaIndexRequest)(nil),    // 12: riffle.internal.v1.MetaIndexRequest
-	(*MetaIndexResponse)(nil),   // 13: riffle.internal.v1.MetaIndexResponse
+	(*SealShardRequest)(nil),    // 12: riffle.internal.v1.SealShardRequest
+	(*SealShardResponse)(nil),   // 13: riffle.internal.v1.SealShardResponse
+	(*MetaIndexRequest)(nil),    // 14: riffle.internal.v1.MetaIndexRequest
+	(*MetaIndexResponse)(nil),   // 15: riffle.internal.v1.MetaIndexResponse
 }
 var file_riffle_internalapi_v1_forward_proto_depIdxs = []int32{
 	0,  // 0: riffle.internal.v1.ForwardError.kind:type_name -> riffle.internal.v1.ForwardError.Kind
@@ -1009,22 +1131,25 @@ var file_riffle_internalapi_v1_forward_proto_depIdxs = []int32{
 	1,  // 3: riffle.internal.v1.AppendResponse.error:type_name -> riffle.internal.v1.ForwardError
 	8,  // 4: riffle.internal.v1.FetchRecordsChunk.records:type_name -> riffle.internal.v1.FetchedRecord
 	1,  // 5: riffle.internal.v1.ShardTipResponse.error:type_name -> riffle.internal.v1.ForwardError
-	1,  // 6: riffle.internal.v1.MetaIndexResponse.error:type_name -> riffle.internal.v1.ForwardError
-	2,  // 7: riffle.internal.v1.Forward.ProposeMeta:input_type -> riffle.internal.v1.ProposeMetaRequest
-	5,  // 8: riffle.internal.v1.Forward.Append:input_type -> riffle.internal.v1.AppendRequest
-	10, // 9: riffle.internal.v1.Forward.ShardTip:input_type -> riffle.internal.v1.ShardTipRequest
-	12, // 10: riffle.internal.v1.Forward.MetaIndex:input_type -> riffle.internal.v1.MetaIndexRequest
-	7,  // 11: riffle.internal.v1.Forward.FetchRecords:input_type -> riffle.internal.v1.FetchRecordsRequest
-	3,  // 12: riffle.internal.v1.Forward.ProposeMeta:output_type -> riffle.internal.v1.ProposeMetaResponse
-	6,  // 13: riffle.internal.v1.Forward.Append:output_type -> riffle.internal.v1.AppendResponse
-	11, // 14: riffle.internal.v1.Forward.ShardTip:output_type -> riffle.internal.v1.ShardTipResponse
-	13, // 15: riffle.internal.v1.Forward.MetaIndex:output_type -> riffle.internal.v1.MetaIndexResponse
-	9,  // 16: riffle.internal.v1.Forward.FetchRecords:output_type -> riffle.internal.v1.FetchRecordsChunk
-	12, // [12:17] is the sub-list for method output_type
-	7,  // [7:12] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	1,  // 6: riffle.internal.v1.SealShardResponse.error:type_name -> riffle.internal.v1.ForwardError
+	1,  // 7: riffle.internal.v1.MetaIndexResponse.error:type_name -> riffle.internal.v1.ForwardError
+	2,  // 8: riffle.internal.v1.Forward.ProposeMeta:input_type -> riffle.internal.v1.ProposeMetaRequest
+	5,  // 9: riffle.internal.v1.Forward.Append:input_type -> riffle.internal.v1.AppendRequest
+	10, // 10: riffle.internal.v1.Forward.ShardTip:input_type -> riffle.internal.v1.ShardTipRequest
+	14, // 11: riffle.internal.v1.Forward.MetaIndex:input_type -> riffle.internal.v1.MetaIndexRequest
+	7,  // 12: riffle.internal.v1.Forward.FetchRecords:input_type -> riffle.internal.v1.FetchRecordsRequest
+	12, // 13: riffle.internal.v1.Forward.SealShard:input_type -> riffle.internal.v1.SealShardRequest
+	3,  // 14: riffle.internal.v1.Forward.ProposeMeta:output_type -> riffle.internal.v1.ProposeMetaResponse
+	6,  // 15: riffle.internal.v1.Forward.Append:output_type -> riffle.internal.v1.AppendResponse
+	11, // 16: riffle.internal.v1.Forward.ShardTip:output_type -> riffle.internal.v1.ShardTipResponse
+	15, // 17: riffle.internal.v1.Forward.MetaIndex:output_type -> riffle.internal.v1.MetaIndexResponse
+	9,  // 18: riffle.internal.v1.Forward.FetchRecords:output_type -> riffle.internal.v1.FetchRecordsChunk
+	13, // 19: riffle.internal.v1.Forward.SealShard:output_type -> riffle.internal.v1.SealShardResponse
+	14, // [14:20] is the sub-list for method output_type
+	8,  // [8:14] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_riffle_internalapi_v1_forward_proto_init() }
@@ -1038,7 +1163,7 @@ func file_riffle_internalapi_v1_forward_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_riffle_internalapi_v1_forward_proto_rawDesc), len(file_riffle_internalapi_v1_forward_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	Forward_ShardTip_FullMethodName     = "/riffle.internal.v1.Forward/ShardTip"
 	Forward_MetaIndex_FullMethodName    = "/riffle.internal.v1.Forward/MetaIndex"
 	Forward_FetchRecords_FullMethodName = "/riffle.internal.v1.Forward/FetchRecords"
+	Forward_SealShard_FullMethodName    = "/riffle.internal.v1.Forward/SealShard"
 )
 
 // ForwardClient is the client API for Forward service.
@@ -53,6 +54,10 @@ type ForwardClient interface {
 	// The stream ends at to_offset or at the end of what the replica holds,
 	// whichever is first; the caller asks another replica for the rest.
 	FetchRecords(ctx context.Context, in *FetchRecordsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FetchRecordsChunk], error)
+	// SealShard closes a shard for a resharding through its raft log, on its
+	// leader, and answers where it ended. Sealing a sealed shard answers the
+	// same end, so the metadata leader may repeat it after a crash.
+	SealShard(ctx context.Context, in *SealShardRequest, opts ...grpc.CallOption) (*SealShardResponse, error)
 }
 
 type forwardClient struct {
@@ -122,6 +127,16 @@ func (c *forwardClient) FetchRecords(ctx context.Context, in *FetchRecordsReques
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Forward_FetchRecordsClient = grpc.ServerStreamingClient[FetchRecordsChunk]
 
+func (c *forwardClient) SealShard(ctx context.Context, in *SealShardRequest, opts ...grpc.CallOption) (*SealShardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SealShardResponse)
+	err := c.cc.Invoke(ctx, Forward_SealShard_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ForwardServer is the server API for Forward service.
 // All implementations must embed UnimplementedForwardServer
 // for forward compatibility.
@@ -145,6 +160,10 @@ type ForwardServer interface {
 	// The stream ends at to_offset or at the end of what the replica holds,
 	// whichever is first; the caller asks another replica for the rest.
 	FetchRecords(*FetchRecordsRequest, grpc.ServerStreamingServer[FetchRecordsChunk]) error
+	// SealShard closes a shard for a resharding through its raft log, on its
+	// leader, and answers where it ended. Sealing a sealed shard answers the
+	// same end, so the metadata leader may repeat it after a crash.
+	SealShard(context.Context, *SealShardRequest) (*SealShardResponse, error)
 	mustEmbedUnimplementedForwardServer()
 }
 
@@ -169,6 +188,9 @@ func (UnimplementedForwardServer) MetaIndex(context.Context, *MetaIndexRequest) 
 }
 func (UnimplementedForwardServer) FetchRecords(*FetchRecordsRequest, grpc.ServerStreamingServer[FetchRecordsChunk]) error {
 	return status.Error(codes.Unimplemented, "method FetchRecords not implemented")
+}
+func (UnimplementedForwardServer) SealShard(context.Context, *SealShardRequest) (*SealShardResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SealShard not implemented")
 }
 func (UnimplementedForwardServer) mustEmbedUnimplementedForwardServer() {}
 func (UnimplementedForwardServer) testEmbeddedByValue()                 {}
@@ -274,6 +296,24 @@ func _Forward_FetchRecords_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Forward_FetchRecordsServer = grpc.ServerStreamingServer[FetchRecordsChunk]
 
+func _Forward_SealShard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SealShardRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ForwardServer).SealShard(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Forward_SealShard_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ForwardServer).SealShard(ctx, req.(*SealShardRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Forward_ServiceDesc is the grpc.ServiceDesc for Forward service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -296,6 +336,10 @@ var Forward_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MetaIndex",
 			Handler:    _Forward_MetaIndex_Handler,
+		},
+		{
+			MethodName: "SealShard",
+			Handler:    _Forward_SealShard_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
