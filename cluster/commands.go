@@ -181,7 +181,7 @@ func (st *State) createStream(c *CreateStreamCmd) (*State, error) {
 		NextShardIndex: uint64(c.ShardCount), Limits: c.Limits,
 	}
 	for i, r := range ranges {
-		sh := &Shard{Index: uint64(i), HashStart: r.Start.String(), HashEnd: r.End.String(),
+		sh := &Shard{Index: uint64(i), HashStart: r.Start.String(), HashEnd: r.End.String(), OpenedAt: c.CreatedAt,
 			Replicas: append([]string(nil), c.Placement[i]...), hashRange: r}
 		s.Shards = append(s.Shards, sh)
 	}

@@ -62,6 +62,9 @@ type ShardEnd struct {
 type ShardsSwitchedCmd struct {
 	StreamID uint64     `json:"stream_id"`
 	Ends     []ShardEnd `json:"ends"`
+	// At is the switch's time on the proposer's clock: the parents'
+	// ClosedAt and the children's OpenedAt (ListShards' timestamp filters).
+	At time.Time `json:"at,omitzero"`
 }
 
 // openShardForReshard finds an open shard of an ACTIVE stream.
@@ -210,6 +213,10 @@ func (st *State) shardsSwitched(c *ShardsSwitchedCmd) (*State, error) {
 			// The ending number is the last record's; an empty parent ends
 			// at its starting number (EndOffset 0 says it holds nothing).
 			sh.EndingSequence = shardlog.SequenceNumber(sh.Index, max(end, 1)-1)
+			sh.ClosedAt = c.At
+		}
+		if sh.Pending {
+			sh.OpenedAt = c.At
 		}
 		sh.Pending = false
 	}
@@ -263,7 +270,6 @@ func (h *Host) advanceReshards(ctx context.Context) {
 		if !ready {
 			continue
 		}
-		cmd := ShardsSwitchedCmd{StreamID: s.ID}
 		sealStart := time.Now()
 		// The parents are sealed in parallel: each one's writes wait from
 		// its seal to the switch.
@@ -279,12 +285,15 @@ func (h *Host) advanceReshards(ctx context.Context) {
 			}()
 		}
 		wg.Wait()
-		cmd.Ends = ends
 		err := errors.Join(errs...)
 		if err != nil {
 			h.logger.Warn("sealing a parent shard failed; will retry", "stream", s.Name, "err", err)
 			continue
 		}
+		// The switch's time is decided here, after every seal, so that the
+		// parents' records all arrived before it; milliseconds, as arrival
+		// times are.
+		cmd := ShardsSwitchedCmd{StreamID: s.ID, Ends: ends, At: time.Now().UTC().Truncate(time.Millisecond)}
 		pctx, cancel := context.WithTimeout(ctx, sealWait)
 		err = h.ProposeMeta(pctx, Command{ShardsSwitched: &cmd})
 		cancel()

@@ -76,6 +76,14 @@ type Shard struct {
 	// EndOffset is the exclusive end of a closed shard: every record it
 	// holds lies below it, so a reader at EndOffset has finished it.
 	EndOffset uint64 `json:"end_offset,omitempty"`
+	// OpenedAt is when the shard began taking writes: the stream's creation
+	// for its first shards, the hash-range switch for a resharding's
+	// children. Zero while pending, and for shards recorded before the field
+	// existed (Stream.ShardOpenedAt reads those as the stream's creation).
+	OpenedAt time.Time `json:"opened_at,omitzero"`
+	// ClosedAt is when the switch closed the shard; zero while open. Like
+	// every time in the metadata it comes from the command's proposer.
+	ClosedAt time.Time `json:"closed_at,omitzero"`
 	// Pending marks a child of a resharding in progress: its group runs and
 	// elects, but it takes no writes until the parents are sealed and the
 	// hash ranges switch to it (ShardsSwitchedCmd).

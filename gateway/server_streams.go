@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"sort"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -144,68 +143,6 @@ func (s *Server) ListStreams(ctx context.Context, req *rifflev1.ListStreamsReque
 	}
 	if resp.HasMoreStreams {
 		resp.NextToken = base64.RawURLEncoding.EncodeToString([]byte(names[end-1]))
-	}
-	return resp, nil
-}
-
-// listShardsToken continues a ListShards listing.
-type listShardsToken struct {
-	Stream string `json:"s"`
-	After  string `json:"a"`
-	Filter int32  `json:"f,omitempty"`
-}
-
-// ListShards implements riffle.v1.Streams.
-func (s *Server) ListShards(ctx context.Context, req *rifflev1.ListShardsRequest) (*rifflev1.ListShardsResponse, error) {
-	limit, verr := limitOrDefault("max_results", req.MaxResults, DefaultListShards)
-	if verr != nil {
-		return nil, verr
-	}
-	name, arn, after := req.StreamName, req.StreamArn, req.ExclusiveStartShardId
-	filter := req.GetShardFilter().GetType()
-	if req.NextToken != "" {
-		if name != "" || arn != "" || after != "" || req.ShardFilter != nil {
-			return nil, invalidArgument("next_token cannot be combined with stream_name, stream_arn, exclusive_start_shard_id or shard_filter")
-		}
-		var tok listShardsToken
-		b, err := base64.RawURLEncoding.DecodeString(req.NextToken)
-		if err != nil || json.Unmarshal(b, &tok) != nil {
-			return nil, invalidArgument("next_token is malformed")
-		}
-		name, after, filter = tok.Stream, tok.After, rifflev1.ShardFilterType(tok.Filter)
-	}
-	st, err := s.stream(ctx, name, arn)
-	if err != nil {
-		return nil, err
-	}
-	candidates := listedShards(st)
-	switch filter {
-	case rifflev1.ShardFilterType_SHARD_FILTER_TYPE_UNSPECIFIED, rifflev1.ShardFilterType_SHARD_FILTER_TYPE_FROM_TRIM_HORIZON:
-	case rifflev1.ShardFilterType_SHARD_FILTER_TYPE_AFTER_SHARD_ID:
-		if req.ShardFilter.ShardId == "" {
-			return nil, invalidArgument("shard filter AFTER_SHARD_ID needs shard_id")
-		}
-		if after == "" {
-			after = req.ShardFilter.ShardId
-		}
-	case rifflev1.ShardFilterType_SHARD_FILTER_TYPE_AT_LATEST:
-		candidates = nil
-		for _, sh := range st.Shards {
-			if sh.Open() {
-				candidates = append(candidates, sh)
-			}
-		}
-	default:
-		return nil, invalidArgument("shard filter %v is not supported yet", filter)
-	}
-	shards, more, verr := pageShards(candidates, after, limit)
-	if verr != nil {
-		return nil, verr
-	}
-	resp := &rifflev1.ListShardsResponse{Shards: shardsToProto(shards)}
-	if more {
-		b, _ := json.Marshal(listShardsToken{Stream: st.Name, After: shards[len(shards)-1].ID(), Filter: int32(filter)})
-		resp.NextToken = base64.RawURLEncoding.EncodeToString(b)
 	}
 	return resp, nil
 }
