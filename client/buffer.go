@@ -58,10 +58,3 @@ func (b *bufferLimit) release(bytes, records int) {
 	b.freed = make(chan struct{})
 	b.mu.Unlock()
 }
-
-// used reports the bytes and records held.
-func (b *bufferLimit) used() (bytes, records int) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.bytes, b.records
-}
