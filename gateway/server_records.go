@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -69,50 +68,21 @@ func (s *Server) PutRecords(ctx context.Context, req *rifflev1.PutRecordsRequest
 		return nil, invalidArgument("records total %d bytes, more than the limit of %d per call", total, MaxPutRecordsBytes)
 	}
 
-	type part struct {
-		shard   *cluster.Shard
-		indexes []int
-		recs    []record
-	}
-	var parts []*part
-	byShard := map[uint64]*part{}
+	placements := make([]placed, n)
+	s.appendByShard(ctx, "PutRecords", st, recs, placements, 0)
 	results := make([]*rifflev1.PutRecordsResultEntry, n)
-	for i, r := range recs {
-		sh, ok := st.ShardForHash(r.hash)
-		if !ok {
-			results[i] = &rifflev1.PutRecordsResultEntry{ErrorCode: ServiceUnavailable, ErrorMessage: "no open shard covers the hash key (not applied; retry)"}
+	for i, pl := range placements {
+		if pl.err != nil {
+			e := asError(pl.err)
+			s.metrics.errors.WithLabelValues("PutRecords", e.Exception).Inc()
+			results[i] = &rifflev1.PutRecordsResultEntry{ErrorCode: e.Exception, ErrorMessage: e.Message}
 			continue
 		}
-		p := byShard[sh.Index]
-		if p == nil {
-			p = &part{shard: sh}
-			byShard[sh.Index] = p
-			parts = append(parts, p)
+		results[i] = &rifflev1.PutRecordsResultEntry{
+			ShardId:        pl.shard.ID(),
+			SequenceNumber: shardlog.SequenceNumber(pl.shard.Index, pl.offset),
 		}
-		p.indexes = append(p.indexes, i)
-		p.recs = append(p.recs, r)
 	}
-	var wg sync.WaitGroup
-	for _, p := range parts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j, pl := range s.appendRouted(ctx, "PutRecords", st, p.shard, p.recs, 0) {
-				i := p.indexes[j]
-				if pl.err != nil {
-					e := asError(pl.err)
-					s.metrics.errors.WithLabelValues("PutRecords", e.Exception).Inc()
-					results[i] = &rifflev1.PutRecordsResultEntry{ErrorCode: e.Exception, ErrorMessage: e.Message}
-					continue
-				}
-				results[i] = &rifflev1.PutRecordsResultEntry{
-					ShardId:        pl.shard.ID(),
-					SequenceNumber: shardlog.SequenceNumber(pl.shard.Index, pl.offset),
-				}
-			}
-		}()
-	}
-	wg.Wait()
 	resp := &rifflev1.PutRecordsResponse{Records: results}
 	for _, r := range results {
 		if r.ErrorCode != "" {

@@ -90,7 +90,7 @@ func (s *Server) appendRouted(ctx context.Context, op string, st *cluster.Stream
 	if errors.Is(err, shardlog.ErrShardSealed) && depth < maxReroutes {
 		next, werr := s.waitClosed(ctx, st.ID, sh.Index)
 		if werr == nil {
-			s.reroute(ctx, op, next, recs, out, depth)
+			s.appendByShard(ctx, op, next, recs, out, depth+1)
 			return out
 		}
 		err = werr
@@ -110,10 +110,12 @@ func (s *Server) appendRouted(ctx context.Context, op string, st *cluster.Stream
 	return out
 }
 
-// reroute writes recs to the open shards now covering their hash keys,
-// the parts in parallel, and fills out in request order. Records of one
-// key stay in one part, in request order.
-func (s *Server) reroute(ctx context.Context, op string, st *cluster.Stream, recs []record, out []placed, depth int) {
+// appendByShard writes recs to the open shards of st covering their hash
+// keys, the parts in parallel, and fills out in request order. Records of
+// one key stay in one part, in request order. PutRecords uses it for a
+// request, appendRouted for a part a sealed parent refused (depth counts
+// those re-routings).
+func (s *Server) appendByShard(ctx context.Context, op string, st *cluster.Stream, recs []record, out []placed, depth int) {
 	type part struct {
 		shard   *cluster.Shard
 		indexes []int
@@ -138,13 +140,11 @@ func (s *Server) reroute(ctx context.Context, op string, st *cluster.Stream, rec
 	}
 	var wg sync.WaitGroup
 	for _, p := range parts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j, pl := range s.appendRouted(ctx, op, st, p.shard, p.recs, depth+1) {
+		wg.Go(func() {
+			for j, pl := range s.appendRouted(ctx, op, st, p.shard, p.recs, depth) {
 				out[p.indexes[j]] = pl
 			}
-		}()
+		})
 	}
 	wg.Wait()
 }
