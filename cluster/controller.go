@@ -107,6 +107,7 @@ func (h *Host) runController() {
 			h.manageMetaVoters()
 			h.manageConsumers(h.ctx)
 			h.planMoves(h.ctx)
+			h.advanceScaling(h.ctx)
 			h.advanceReshards(h.ctx)
 		} else if !h.meta.IsLeader() {
 			h.caughtUp.Store(false)
