@@ -268,7 +268,9 @@ const sealWait = 5 * time.Second
 // advanceReshards runs on the metadata leader: for every stream whose
 // pending children have all elected, it seals the parents and switches the
 // hash ranges. A failure leaves the state as it is; the next pass retries.
-func (h *Host) advanceReshards(ctx context.Context) {
+// It reports whether it switched any stream.
+func (h *Host) advanceReshards(ctx context.Context) bool {
+	switched := false
 	for _, s := range h.meta.State().Streams {
 		if s.Status != StreamUpdating {
 			continue
@@ -317,7 +319,9 @@ func (h *Host) advanceReshards(ctx context.Context) {
 		// this is the write pause a resharding costs.
 		h.logger.Info("resharding done", "stream", s.Name, "ends", cmd.Ends,
 			"sealToSwitch", time.Since(sealStart).Round(time.Millisecond))
+		switched = true
 	}
+	return switched
 }
 
 // SealShard seals a shard through its leader, here or on a peer, and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/big"
 	"sort"
 )
 
@@ -15,9 +16,11 @@ import (
 //
 //  1. every open shard whose range strictly contains a target boundary is
 //     split at the first such boundary (one child per side, one parent);
-//  2. else, adjacent open shards lying in the same target range are merged
-//     pairwise (one child, two parents);
-//  3. else the step is empty: the target is cleared and the stream ACTIVE.
+//  2. in the same step, the other open shards are merged pairwise where
+//     two adjacent ones lie in the same target range (one child, two
+//     parents);
+//  3. when there is nothing to split or merge, the step is empty: the
+//     target is cleared and the stream ACTIVE.
 //
 // Each step's children are then sealed in and switched exactly as for a
 // user's SplitShard or MergeShards (advanceReshards). The plan is derived
@@ -110,37 +113,42 @@ func (s *Stream) sortedOpenShards() []*Shard {
 	return open
 }
 
-// ScalePlan is the next step toward the stream's scaling target: splits at
-// target boundaries first, then pairwise merges inside target ranges. Both
-// empty means the open shards are the target's even ranges.
+// ScalePlan is the next step toward the stream's scaling target: every
+// open shard whose range strictly contains a target boundary is split at
+// the first one, and the other open shards are merged pairwise where two
+// adjacent ones lie in the same target range; the splits and merges touch
+// distinct shards, so they run in one step. Both empty means the open
+// shards are the target's even ranges.
 func (s *Stream) ScalePlan() ([]ScaleSplit, []ScaleMerge, error) {
 	targets, err := EvenRanges(s.ScalingTarget)
 	if err != nil {
 		return nil, nil, err
 	}
-	// rangeOf finds the target range holding a shard's first key.
-	rangeOf := func(sh *Shard) int {
-		return sort.Search(len(targets), func(i int) bool { return targets[i].End.Cmp(sh.hashRange.Start) >= 0 })
+	// rangeOf finds the target range holding a key.
+	rangeOf := func(k *big.Int) int {
+		return sort.Search(len(targets), func(i int) bool { return targets[i].End.Cmp(k) >= 0 })
 	}
 	open := s.sortedOpenShards()
 	var splits []ScaleSplit
-	for _, sh := range open {
-		i := rangeOf(sh)
-		if i+1 < len(targets) && targets[i].End.Cmp(sh.hashRange.End) < 0 {
-			splits = append(splits, ScaleSplit{Shard: sh.ID(), Key: targets[i+1].Start.String()})
+	var merges []ScaleMerge
+	// within[i] is the target range holding all of open[i], or -1 when
+	// open[i] is split in this step.
+	within := make([]int, len(open))
+	for i, sh := range open {
+		lo, hi := rangeOf(sh.hashRange.Start), rangeOf(sh.hashRange.End)
+		within[i] = lo
+		if lo != hi {
+			within[i] = -1
+			splits = append(splits, ScaleSplit{Shard: sh.ID(), Key: targets[lo+1].Start.String()})
 		}
 	}
-	if len(splits) > 0 {
-		return splits, nil, nil
-	}
-	var merges []ScaleMerge
 	for i := 0; i+1 < len(open); i++ {
-		if rangeOf(open[i]) == rangeOf(open[i+1]) {
+		if within[i] >= 0 && within[i] == within[i+1] {
 			merges = append(merges, ScaleMerge{Shard: open[i].ID(), Adjacent: open[i+1].ID()})
 			i++
 		}
 	}
-	return nil, merges, nil
+	return splits, merges, nil
 }
 
 func (st *State) scaleStep(c *ScaleStepCmd) (*State, error) {
