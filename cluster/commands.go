@@ -23,18 +23,20 @@ var (
 // dependent is decided by the proposer and carried in the command, so every
 // replica applies it identically.
 type Command struct {
-	Bootstrap      *BootstrapCmd      `json:"bootstrap,omitempty"`
-	CreateStream   *CreateStreamCmd   `json:"create_stream,omitempty"`
-	DeleteStream   *DeleteStreamCmd   `json:"delete_stream,omitempty"`
-	SetRetention   *SetRetentionCmd   `json:"set_retention,omitempty"`
-	ShardReady     *ShardReadyCmd     `json:"shard_ready,omitempty"`
-	ReplicaStopped *ReplicaStoppedCmd `json:"replica_stopped,omitempty"`
-	MoveReplica    *MoveReplicaCmd    `json:"move_replica,omitempty"`
-	MoveCaughtUp   *MoveCaughtUpCmd   `json:"move_caught_up,omitempty"`
-	MoveDone       *MoveDoneCmd       `json:"move_done,omitempty"`
-	SplitShard     *SplitShardCmd     `json:"split_shard,omitempty"`
-	MergeShards    *MergeShardsCmd    `json:"merge_shards,omitempty"`
-	ShardsSwitched *ShardsSwitchedCmd `json:"shards_switched,omitempty"`
+	Bootstrap        *BootstrapCmd        `json:"bootstrap,omitempty"`
+	CreateStream     *CreateStreamCmd     `json:"create_stream,omitempty"`
+	DeleteStream     *DeleteStreamCmd     `json:"delete_stream,omitempty"`
+	SetRetention     *SetRetentionCmd     `json:"set_retention,omitempty"`
+	ShardReady       *ShardReadyCmd       `json:"shard_ready,omitempty"`
+	ReplicaStopped   *ReplicaStoppedCmd   `json:"replica_stopped,omitempty"`
+	MoveReplica      *MoveReplicaCmd      `json:"move_replica,omitempty"`
+	MoveCaughtUp     *MoveCaughtUpCmd     `json:"move_caught_up,omitempty"`
+	MoveDone         *MoveDoneCmd         `json:"move_done,omitempty"`
+	SplitShard       *SplitShardCmd       `json:"split_shard,omitempty"`
+	MergeShards      *MergeShardsCmd      `json:"merge_shards,omitempty"`
+	ShardsSwitched   *ShardsSwitchedCmd   `json:"shards_switched,omitempty"`
+	UpdateShardCount *UpdateShardCountCmd `json:"update_shard_count,omitempty"`
+	ScaleStep        *ScaleStepCmd        `json:"scale_step,omitempty"`
 
 	RegisterConsumer   *RegisterConsumerCmd   `json:"register_consumer,omitempty"`
 	DeregisterConsumer *DeregisterConsumerCmd `json:"deregister_consumer,omitempty"`
@@ -154,6 +156,10 @@ func (st *State) apply(cmd *Command) (*State, error) {
 		return st.mergeShards(cmd.MergeShards)
 	case cmd.ShardsSwitched != nil:
 		return st.shardsSwitched(cmd.ShardsSwitched)
+	case cmd.UpdateShardCount != nil:
+		return st.updateShardCount(cmd.UpdateShardCount)
+	case cmd.ScaleStep != nil:
+		return st.scaleStep(cmd.ScaleStep)
 	case cmd.RegisterConsumer != nil:
 		return st.registerConsumer(cmd.RegisterConsumer)
 	case cmd.DeregisterConsumer != nil:

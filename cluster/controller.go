@@ -107,7 +107,13 @@ func (h *Host) runController() {
 			h.manageMetaVoters()
 			h.manageConsumers(h.ctx)
 			h.planMoves(h.ctx)
-			h.advanceReshards(h.ctx)
+			h.advanceScaling(h.ctx)
+			if h.advanceReshards(h.ctx) {
+				// The switch changed the metadata after this pass read
+				// it: look again now (a scaling's next step) rather
+				// than at the next change or tick.
+				continue
+			}
 		} else if !h.meta.IsLeader() {
 			h.caughtUp.Store(false)
 		}

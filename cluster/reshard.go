@@ -67,7 +67,9 @@ type ShardsSwitchedCmd struct {
 	At time.Time `json:"at,omitzero"`
 }
 
-// openShardForReshard finds an open shard of an ACTIVE stream.
+// openShardForReshard finds an open shard of an ACTIVE stream: a user's
+// split or merge is refused while another resharding or a scaling holds
+// the stream UPDATING.
 func (st *State) openShardForReshard(name, id string) (*Stream, *Shard, error) {
 	s, ok := st.Streams[name]
 	if !ok {
@@ -76,14 +78,20 @@ func (st *State) openShardForReshard(name, id string) (*Stream, *Shard, error) {
 	if s.Status != StreamActive {
 		return nil, nil, fmt.Errorf("%w: %s is %s", ErrStreamInUse, name, s.Status)
 	}
+	sh, err := s.openShard(id)
+	return s, sh, err
+}
+
+// openShard finds an open shard of s, whatever the stream's status.
+func (s *Stream) openShard(id string) (*Shard, error) {
 	sh, ok := s.ShardByID(id)
 	if !ok {
-		return nil, nil, fmt.Errorf("%w: shard %s of %s", ErrStreamNotFound, id, name)
+		return nil, fmt.Errorf("%w: shard %s of %s", ErrStreamNotFound, id, s.Name)
 	}
 	if !sh.Open() {
-		return nil, nil, fmt.Errorf("%w: %s is closed", ErrInvalidCommand, id)
+		return nil, fmt.Errorf("%w: %s is closed", ErrInvalidCommand, id)
 	}
-	return s, sh, nil
+	return sh, nil
 }
 
 // CheckSplit validates a split against st; the same checks run when the
@@ -93,6 +101,11 @@ func (st *State) CheckSplit(name, shard, key string) (lower, upper HashRange, er
 	if err != nil {
 		return HashRange{}, HashRange{}, err
 	}
+	return splitRanges(sh, key)
+}
+
+// splitRanges returns the children's ranges of splitting sh at key.
+func splitRanges(sh *Shard, key string) (lower, upper HashRange, err error) {
 	k, perr := ParseHashKey(key)
 	if perr != nil {
 		return HashRange{}, HashRange{}, fmt.Errorf("%w: new_starting_hash_key: %v", ErrInvalidCommand, perr)
@@ -100,7 +113,7 @@ func (st *State) CheckSplit(name, shard, key string) (lower, upper HashRange, er
 	r := sh.HashRange()
 	if k.Cmp(r.Start) <= 0 || k.Cmp(r.End) > 0 {
 		return HashRange{}, HashRange{}, fmt.Errorf("%w: new_starting_hash_key %s is not strictly inside %s's range [%s, %s]",
-			ErrInvalidCommand, key, shard, sh.HashStart, sh.HashEnd)
+			ErrInvalidCommand, key, sh.ID(), sh.HashStart, sh.HashEnd)
 	}
 	below := new(big.Int).Sub(k, big.NewInt(1))
 	return HashRange{Start: r.Start, End: below}, HashRange{Start: k, End: r.End}, nil
@@ -116,6 +129,11 @@ func (st *State) CheckMerge(name, shard, adjacent string) (HashRange, error) {
 	if err != nil {
 		return HashRange{}, err
 	}
+	return mergeRange(a, b)
+}
+
+// mergeRange returns the range of merging a and b, which must be adjacent.
+func mergeRange(a, b *Shard) (HashRange, error) {
 	ra, rb := a.HashRange(), b.HashRange()
 	next := func(x *big.Int) *big.Int { return new(big.Int).Add(x, big.NewInt(1)) }
 	switch {
@@ -124,7 +142,7 @@ func (st *State) CheckMerge(name, shard, adjacent string) (HashRange, error) {
 	case next(rb.End).Cmp(ra.Start) == 0:
 		return HashRange{Start: rb.Start, End: ra.End}, nil
 	}
-	return HashRange{}, fmt.Errorf("%w: %s and %s are not adjacent", ErrInvalidCommand, shard, adjacent)
+	return HashRange{}, fmt.Errorf("%w: %s and %s are not adjacent", ErrInvalidCommand, a.ID(), b.ID())
 }
 
 func (st *State) splitShard(c *SplitShardCmd) (*State, error) {
@@ -220,7 +238,10 @@ func (st *State) shardsSwitched(c *ShardsSwitchedCmd) (*State, error) {
 		}
 		sh.Pending = false
 	}
-	s.Status = StreamActive
+	// A scaling keeps the stream UPDATING until its last step.
+	if s.ScalingTarget == 0 {
+		s.Status = StreamActive
+	}
 	return st.withStream(s.Name, s), nil
 }
 
@@ -254,7 +275,9 @@ const sealWait = 5 * time.Second
 // advanceReshards runs on the metadata leader: for every stream whose
 // pending children have all elected, it seals the parents and switches the
 // hash ranges. A failure leaves the state as it is; the next pass retries.
-func (h *Host) advanceReshards(ctx context.Context) {
+// It reports whether it switched any stream.
+func (h *Host) advanceReshards(ctx context.Context) bool {
+	switched := false
 	for _, s := range h.meta.State().Streams {
 		if s.Status != StreamUpdating {
 			continue
@@ -305,7 +328,9 @@ func (h *Host) advanceReshards(ctx context.Context) {
 		// this is the write pause a resharding costs.
 		h.logger.Info("resharding done", "stream", s.Name, "ends", cmd.Ends,
 			"sealToSwitch", time.Since(sealStart).Round(time.Millisecond))
+		switched = true
 	}
+	return switched
 }
 
 // SealShard seals a shard through its leader, here or on a peer, and

@@ -61,6 +61,11 @@ type Stream struct {
 	// Limits override the cluster's default per-shard limits; nil fields
 	// take the default of the node enforcing them.
 	Limits *LimitOverrides `json:"limits,omitempty"`
+	// ScalingTarget, while non-zero, is the open shard count an
+	// UpdateShardCount is reaching (uniform ranges); the stream stays
+	// UPDATING and the metadata leader's controller splits and merges
+	// toward it.
+	ScalingTarget int `json:"scaling_target,omitempty"`
 }
 
 // Shard is one shard's metadata.

@@ -172,3 +172,28 @@ func (s *Server) waitClosed(ctx context.Context, streamID, index uint64) (*clust
 		}
 	}
 }
+
+// UpdateShardCount implements riffle.v1.Streams. It returns once the
+// scaling has started: the stream is UPDATING until its open shards are
+// the target count's even ranges, reached by splits and merges.
+func (s *Server) UpdateShardCount(ctx context.Context, req *rifflev1.UpdateShardCountRequest) (*rifflev1.UpdateShardCountResponse, error) {
+	st, err := s.stream(ctx, req.StreamName, req.StreamArn)
+	if err != nil {
+		return nil, err
+	}
+	if req.ScalingType != rifflev1.ScalingType_SCALING_TYPE_UNIFORM_SCALING {
+		return nil, validation("scaling_type must be UNIFORM_SCALING")
+	}
+	if req.TargetShardCount < 1 {
+		return nil, validation("target_shard_count must be at least 1")
+	}
+	if req.TargetShardCount > MaxShardsPerStream {
+		return nil, newError(LimitExceeded, "target_shard_count %d exceeds the limit of %d shards per stream", req.TargetShardCount, MaxShardsPerStream)
+	}
+	current, err := s.host.UpdateShardCount(ctx, st.Name, int(req.TargetShardCount))
+	if err != nil {
+		return nil, err
+	}
+	return &rifflev1.UpdateShardCountResponse{StreamName: st.Name, StreamArn: st.ARN(),
+		CurrentShardCount: int32(current), TargetShardCount: req.TargetShardCount}, nil
+}

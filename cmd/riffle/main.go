@@ -75,6 +75,7 @@ var commands = []*command{
 	streamDescribeCommand,
 	streamListCommand,
 	streamRetentionCommand,
+	streamScaleCommand,
 	shardListCommand,
 	shardSplitCommand,
 	shardMergeCommand,

@@ -255,6 +255,54 @@ func (ShardFilterType) EnumDescriptor() ([]byte, []int) {
 	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{3}
 }
 
+// ScalingType says how UpdateShardCount lays out the new shards.
+type ScalingType int32
+
+const (
+	ScalingType_SCALING_TYPE_UNSPECIFIED ScalingType = 0
+	// Shards of equal hash ranges.
+	ScalingType_SCALING_TYPE_UNIFORM_SCALING ScalingType = 1
+)
+
+// Enum value maps for ScalingType.
+var (
+	ScalingType_name = map[int32]string{
+		0: "SCALING_TYPE_UNSPECIFIED",
+		1: "SCALING_TYPE_UNIFORM_SCALING",
+	}
+	ScalingType_value = map[string]int32{
+		"SCALING_TYPE_UNSPECIFIED":     0,
+		"SCALING_TYPE_UNIFORM_SCALING": 1,
+	}
+)
+
+func (x ScalingType) Enum() *ScalingType {
+	p := new(ScalingType)
+	*p = x
+	return p
+}
+
+func (x ScalingType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ScalingType) Descriptor() protoreflect.EnumDescriptor {
+	return file_riffle_v1_streams_proto_enumTypes[4].Descriptor()
+}
+
+func (ScalingType) Type() protoreflect.EnumType {
+	return &file_riffle_v1_streams_proto_enumTypes[4]
+}
+
+func (x ScalingType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ScalingType.Descriptor instead.
+func (ScalingType) EnumDescriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{4}
+}
+
 type ConsumerStatus int32
 
 const (
@@ -291,11 +339,11 @@ func (x ConsumerStatus) String() string {
 }
 
 func (ConsumerStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_riffle_v1_streams_proto_enumTypes[4].Descriptor()
+	return file_riffle_v1_streams_proto_enumTypes[5].Descriptor()
 }
 
 func (ConsumerStatus) Type() protoreflect.EnumType {
-	return &file_riffle_v1_streams_proto_enumTypes[4]
+	return &file_riffle_v1_streams_proto_enumTypes[5]
 }
 
 func (x ConsumerStatus) Number() protoreflect.EnumNumber {
@@ -304,7 +352,7 @@ func (x ConsumerStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ConsumerStatus.Descriptor instead.
 func (ConsumerStatus) EnumDescriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{4}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{5}
 }
 
 type StreamModeDetails struct {
@@ -2128,6 +2176,145 @@ func (*MergeShardsResponse) Descriptor() ([]byte, []int) {
 	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{29}
 }
 
+type UpdateShardCountRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	StreamName string                 `protobuf:"bytes,1,opt,name=stream_name,json=streamName,proto3" json:"stream_name,omitempty"`
+	// The open shard count to reach: from half (rounded up) to double the
+	// current open shard count.
+	TargetShardCount int32       `protobuf:"varint,2,opt,name=target_shard_count,json=targetShardCount,proto3" json:"target_shard_count,omitempty"`
+	ScalingType      ScalingType `protobuf:"varint,3,opt,name=scaling_type,json=scalingType,proto3,enum=riffle.v1.ScalingType" json:"scaling_type,omitempty"`
+	StreamArn        string      `protobuf:"bytes,4,opt,name=stream_arn,json=streamArn,proto3" json:"stream_arn,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *UpdateShardCountRequest) Reset() {
+	*x = UpdateShardCountRequest{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateShardCountRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateShardCountRequest) ProtoMessage() {}
+
+func (x *UpdateShardCountRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateShardCountRequest.ProtoReflect.Descriptor instead.
+func (*UpdateShardCountRequest) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *UpdateShardCountRequest) GetStreamName() string {
+	if x != nil {
+		return x.StreamName
+	}
+	return ""
+}
+
+func (x *UpdateShardCountRequest) GetTargetShardCount() int32 {
+	if x != nil {
+		return x.TargetShardCount
+	}
+	return 0
+}
+
+func (x *UpdateShardCountRequest) GetScalingType() ScalingType {
+	if x != nil {
+		return x.ScalingType
+	}
+	return ScalingType_SCALING_TYPE_UNSPECIFIED
+}
+
+func (x *UpdateShardCountRequest) GetStreamArn() string {
+	if x != nil {
+		return x.StreamArn
+	}
+	return ""
+}
+
+type UpdateShardCountResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	StreamName string                 `protobuf:"bytes,1,opt,name=stream_name,json=streamName,proto3" json:"stream_name,omitempty"`
+	// The open shard count when the call was accepted.
+	CurrentShardCount int32  `protobuf:"varint,2,opt,name=current_shard_count,json=currentShardCount,proto3" json:"current_shard_count,omitempty"`
+	TargetShardCount  int32  `protobuf:"varint,3,opt,name=target_shard_count,json=targetShardCount,proto3" json:"target_shard_count,omitempty"`
+	StreamArn         string `protobuf:"bytes,4,opt,name=stream_arn,json=streamArn,proto3" json:"stream_arn,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *UpdateShardCountResponse) Reset() {
+	*x = UpdateShardCountResponse{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateShardCountResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateShardCountResponse) ProtoMessage() {}
+
+func (x *UpdateShardCountResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateShardCountResponse.ProtoReflect.Descriptor instead.
+func (*UpdateShardCountResponse) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *UpdateShardCountResponse) GetStreamName() string {
+	if x != nil {
+		return x.StreamName
+	}
+	return ""
+}
+
+func (x *UpdateShardCountResponse) GetCurrentShardCount() int32 {
+	if x != nil {
+		return x.CurrentShardCount
+	}
+	return 0
+}
+
+func (x *UpdateShardCountResponse) GetTargetShardCount() int32 {
+	if x != nil {
+		return x.TargetShardCount
+	}
+	return 0
+}
+
+func (x *UpdateShardCountResponse) GetStreamArn() string {
+	if x != nil {
+		return x.StreamArn
+	}
+	return ""
+}
+
 type PutRecordRequest struct {
 	state                     protoimpl.MessageState `protogen:"open.v1"`
 	StreamName                string                 `protobuf:"bytes,1,opt,name=stream_name,json=streamName,proto3" json:"stream_name,omitempty"`
@@ -2142,7 +2329,7 @@ type PutRecordRequest struct {
 
 func (x *PutRecordRequest) Reset() {
 	*x = PutRecordRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[30]
+	mi := &file_riffle_v1_streams_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2154,7 +2341,7 @@ func (x *PutRecordRequest) String() string {
 func (*PutRecordRequest) ProtoMessage() {}
 
 func (x *PutRecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[30]
+	mi := &file_riffle_v1_streams_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2167,7 +2354,7 @@ func (x *PutRecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordRequest.ProtoReflect.Descriptor instead.
 func (*PutRecordRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{30}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PutRecordRequest) GetStreamName() string {
@@ -2222,7 +2409,7 @@ type PutRecordResponse struct {
 
 func (x *PutRecordResponse) Reset() {
 	*x = PutRecordResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[31]
+	mi := &file_riffle_v1_streams_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2234,7 +2421,7 @@ func (x *PutRecordResponse) String() string {
 func (*PutRecordResponse) ProtoMessage() {}
 
 func (x *PutRecordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[31]
+	mi := &file_riffle_v1_streams_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2247,7 +2434,7 @@ func (x *PutRecordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordResponse.ProtoReflect.Descriptor instead.
 func (*PutRecordResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{31}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PutRecordResponse) GetShardId() string {
@@ -2275,7 +2462,7 @@ type PutRecordsRequestEntry struct {
 
 func (x *PutRecordsRequestEntry) Reset() {
 	*x = PutRecordsRequestEntry{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[32]
+	mi := &file_riffle_v1_streams_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2287,7 +2474,7 @@ func (x *PutRecordsRequestEntry) String() string {
 func (*PutRecordsRequestEntry) ProtoMessage() {}
 
 func (x *PutRecordsRequestEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[32]
+	mi := &file_riffle_v1_streams_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2300,7 +2487,7 @@ func (x *PutRecordsRequestEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordsRequestEntry.ProtoReflect.Descriptor instead.
 func (*PutRecordsRequestEntry) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{32}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PutRecordsRequestEntry) GetData() []byte {
@@ -2335,7 +2522,7 @@ type PutRecordsRequest struct {
 
 func (x *PutRecordsRequest) Reset() {
 	*x = PutRecordsRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[33]
+	mi := &file_riffle_v1_streams_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2347,7 +2534,7 @@ func (x *PutRecordsRequest) String() string {
 func (*PutRecordsRequest) ProtoMessage() {}
 
 func (x *PutRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[33]
+	mi := &file_riffle_v1_streams_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2360,7 +2547,7 @@ func (x *PutRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordsRequest.ProtoReflect.Descriptor instead.
 func (*PutRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{33}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PutRecordsRequest) GetRecords() []*PutRecordsRequestEntry {
@@ -2398,7 +2585,7 @@ type PutRecordsResultEntry struct {
 
 func (x *PutRecordsResultEntry) Reset() {
 	*x = PutRecordsResultEntry{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[34]
+	mi := &file_riffle_v1_streams_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2410,7 +2597,7 @@ func (x *PutRecordsResultEntry) String() string {
 func (*PutRecordsResultEntry) ProtoMessage() {}
 
 func (x *PutRecordsResultEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[34]
+	mi := &file_riffle_v1_streams_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2423,7 +2610,7 @@ func (x *PutRecordsResultEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordsResultEntry.ProtoReflect.Descriptor instead.
 func (*PutRecordsResultEntry) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{34}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PutRecordsResultEntry) GetSequenceNumber() string {
@@ -2465,7 +2652,7 @@ type PutRecordsResponse struct {
 
 func (x *PutRecordsResponse) Reset() {
 	*x = PutRecordsResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[35]
+	mi := &file_riffle_v1_streams_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2477,7 +2664,7 @@ func (x *PutRecordsResponse) String() string {
 func (*PutRecordsResponse) ProtoMessage() {}
 
 func (x *PutRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[35]
+	mi := &file_riffle_v1_streams_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2490,7 +2677,7 @@ func (x *PutRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordsResponse.ProtoReflect.Descriptor instead.
 func (*PutRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{35}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PutRecordsResponse) GetFailedRecordCount() int32 {
@@ -2521,7 +2708,7 @@ type GetShardIteratorRequest struct {
 
 func (x *GetShardIteratorRequest) Reset() {
 	*x = GetShardIteratorRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[36]
+	mi := &file_riffle_v1_streams_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2533,7 +2720,7 @@ func (x *GetShardIteratorRequest) String() string {
 func (*GetShardIteratorRequest) ProtoMessage() {}
 
 func (x *GetShardIteratorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[36]
+	mi := &file_riffle_v1_streams_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2546,7 +2733,7 @@ func (x *GetShardIteratorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardIteratorRequest.ProtoReflect.Descriptor instead.
 func (*GetShardIteratorRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{36}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetShardIteratorRequest) GetStreamName() string {
@@ -2600,7 +2787,7 @@ type GetShardIteratorResponse struct {
 
 func (x *GetShardIteratorResponse) Reset() {
 	*x = GetShardIteratorResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[37]
+	mi := &file_riffle_v1_streams_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2612,7 +2799,7 @@ func (x *GetShardIteratorResponse) String() string {
 func (*GetShardIteratorResponse) ProtoMessage() {}
 
 func (x *GetShardIteratorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[37]
+	mi := &file_riffle_v1_streams_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2625,7 +2812,7 @@ func (x *GetShardIteratorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardIteratorResponse.ProtoReflect.Descriptor instead.
 func (*GetShardIteratorResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{37}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetShardIteratorResponse) GetShardIterator() string {
@@ -2647,7 +2834,7 @@ type Record struct {
 
 func (x *Record) Reset() {
 	*x = Record{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[38]
+	mi := &file_riffle_v1_streams_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2659,7 +2846,7 @@ func (x *Record) String() string {
 func (*Record) ProtoMessage() {}
 
 func (x *Record) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[38]
+	mi := &file_riffle_v1_streams_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2672,7 +2859,7 @@ func (x *Record) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Record.ProtoReflect.Descriptor instead.
 func (*Record) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{38}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Record) GetSequenceNumber() string {
@@ -2715,7 +2902,7 @@ type GetRecordsRequest struct {
 
 func (x *GetRecordsRequest) Reset() {
 	*x = GetRecordsRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[39]
+	mi := &file_riffle_v1_streams_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2727,7 +2914,7 @@ func (x *GetRecordsRequest) String() string {
 func (*GetRecordsRequest) ProtoMessage() {}
 
 func (x *GetRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[39]
+	mi := &file_riffle_v1_streams_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2740,7 +2927,7 @@ func (x *GetRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRecordsRequest.ProtoReflect.Descriptor instead.
 func (*GetRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{39}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetRecordsRequest) GetShardIterator() string {
@@ -2778,7 +2965,7 @@ type GetRecordsResponse struct {
 
 func (x *GetRecordsResponse) Reset() {
 	*x = GetRecordsResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[40]
+	mi := &file_riffle_v1_streams_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2790,7 +2977,7 @@ func (x *GetRecordsResponse) String() string {
 func (*GetRecordsResponse) ProtoMessage() {}
 
 func (x *GetRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[40]
+	mi := &file_riffle_v1_streams_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2803,7 +2990,7 @@ func (x *GetRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRecordsResponse.ProtoReflect.Descriptor instead.
 func (*GetRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{40}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetRecordsResponse) GetRecords() []*Record {
@@ -2849,7 +3036,7 @@ type Consumer struct {
 
 func (x *Consumer) Reset() {
 	*x = Consumer{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[41]
+	mi := &file_riffle_v1_streams_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2861,7 +3048,7 @@ func (x *Consumer) String() string {
 func (*Consumer) ProtoMessage() {}
 
 func (x *Consumer) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[41]
+	mi := &file_riffle_v1_streams_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2874,7 +3061,7 @@ func (x *Consumer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Consumer.ProtoReflect.Descriptor instead.
 func (*Consumer) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{41}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Consumer) GetConsumerName() string {
@@ -2918,7 +3105,7 @@ type ConsumerDescription struct {
 
 func (x *ConsumerDescription) Reset() {
 	*x = ConsumerDescription{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[42]
+	mi := &file_riffle_v1_streams_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2930,7 +3117,7 @@ func (x *ConsumerDescription) String() string {
 func (*ConsumerDescription) ProtoMessage() {}
 
 func (x *ConsumerDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[42]
+	mi := &file_riffle_v1_streams_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2943,7 +3130,7 @@ func (x *ConsumerDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerDescription.ProtoReflect.Descriptor instead.
 func (*ConsumerDescription) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{42}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ConsumerDescription) GetConsumerName() string {
@@ -2994,7 +3181,7 @@ type RegisterStreamConsumerRequest struct {
 
 func (x *RegisterStreamConsumerRequest) Reset() {
 	*x = RegisterStreamConsumerRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[43]
+	mi := &file_riffle_v1_streams_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3006,7 +3193,7 @@ func (x *RegisterStreamConsumerRequest) String() string {
 func (*RegisterStreamConsumerRequest) ProtoMessage() {}
 
 func (x *RegisterStreamConsumerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[43]
+	mi := &file_riffle_v1_streams_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3019,7 +3206,7 @@ func (x *RegisterStreamConsumerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterStreamConsumerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterStreamConsumerRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{43}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RegisterStreamConsumerRequest) GetStreamArn() string {
@@ -3052,7 +3239,7 @@ type RegisterStreamConsumerResponse struct {
 
 func (x *RegisterStreamConsumerResponse) Reset() {
 	*x = RegisterStreamConsumerResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[44]
+	mi := &file_riffle_v1_streams_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3064,7 +3251,7 @@ func (x *RegisterStreamConsumerResponse) String() string {
 func (*RegisterStreamConsumerResponse) ProtoMessage() {}
 
 func (x *RegisterStreamConsumerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[44]
+	mi := &file_riffle_v1_streams_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3077,7 +3264,7 @@ func (x *RegisterStreamConsumerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterStreamConsumerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterStreamConsumerResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{44}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RegisterStreamConsumerResponse) GetConsumer() *Consumer {
@@ -3100,7 +3287,7 @@ type DeregisterStreamConsumerRequest struct {
 
 func (x *DeregisterStreamConsumerRequest) Reset() {
 	*x = DeregisterStreamConsumerRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[45]
+	mi := &file_riffle_v1_streams_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3112,7 +3299,7 @@ func (x *DeregisterStreamConsumerRequest) String() string {
 func (*DeregisterStreamConsumerRequest) ProtoMessage() {}
 
 func (x *DeregisterStreamConsumerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[45]
+	mi := &file_riffle_v1_streams_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3125,7 +3312,7 @@ func (x *DeregisterStreamConsumerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterStreamConsumerRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterStreamConsumerRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{45}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *DeregisterStreamConsumerRequest) GetStreamArn() string {
@@ -3164,7 +3351,7 @@ type DeregisterStreamConsumerResponse struct {
 
 func (x *DeregisterStreamConsumerResponse) Reset() {
 	*x = DeregisterStreamConsumerResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[46]
+	mi := &file_riffle_v1_streams_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3176,7 +3363,7 @@ func (x *DeregisterStreamConsumerResponse) String() string {
 func (*DeregisterStreamConsumerResponse) ProtoMessage() {}
 
 func (x *DeregisterStreamConsumerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[46]
+	mi := &file_riffle_v1_streams_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3189,7 +3376,7 @@ func (x *DeregisterStreamConsumerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterStreamConsumerResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterStreamConsumerResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{46}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{48}
 }
 
 type DescribeStreamConsumerRequest struct {
@@ -3204,7 +3391,7 @@ type DescribeStreamConsumerRequest struct {
 
 func (x *DescribeStreamConsumerRequest) Reset() {
 	*x = DescribeStreamConsumerRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[47]
+	mi := &file_riffle_v1_streams_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3216,7 +3403,7 @@ func (x *DescribeStreamConsumerRequest) String() string {
 func (*DescribeStreamConsumerRequest) ProtoMessage() {}
 
 func (x *DescribeStreamConsumerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[47]
+	mi := &file_riffle_v1_streams_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3229,7 +3416,7 @@ func (x *DescribeStreamConsumerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeStreamConsumerRequest.ProtoReflect.Descriptor instead.
 func (*DescribeStreamConsumerRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{47}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *DescribeStreamConsumerRequest) GetStreamArn() string {
@@ -3269,7 +3456,7 @@ type DescribeStreamConsumerResponse struct {
 
 func (x *DescribeStreamConsumerResponse) Reset() {
 	*x = DescribeStreamConsumerResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[48]
+	mi := &file_riffle_v1_streams_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3281,7 +3468,7 @@ func (x *DescribeStreamConsumerResponse) String() string {
 func (*DescribeStreamConsumerResponse) ProtoMessage() {}
 
 func (x *DescribeStreamConsumerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[48]
+	mi := &file_riffle_v1_streams_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3294,7 +3481,7 @@ func (x *DescribeStreamConsumerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeStreamConsumerResponse.ProtoReflect.Descriptor instead.
 func (*DescribeStreamConsumerResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{48}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *DescribeStreamConsumerResponse) GetConsumerDescription() *ConsumerDescription {
@@ -3319,7 +3506,7 @@ type ListStreamConsumersRequest struct {
 
 func (x *ListStreamConsumersRequest) Reset() {
 	*x = ListStreamConsumersRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[49]
+	mi := &file_riffle_v1_streams_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3331,7 +3518,7 @@ func (x *ListStreamConsumersRequest) String() string {
 func (*ListStreamConsumersRequest) ProtoMessage() {}
 
 func (x *ListStreamConsumersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[49]
+	mi := &file_riffle_v1_streams_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3344,7 +3531,7 @@ func (x *ListStreamConsumersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamConsumersRequest.ProtoReflect.Descriptor instead.
 func (*ListStreamConsumersRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{49}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListStreamConsumersRequest) GetStreamArn() string {
@@ -3392,7 +3579,7 @@ type ListStreamConsumersResponse struct {
 
 func (x *ListStreamConsumersResponse) Reset() {
 	*x = ListStreamConsumersResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[50]
+	mi := &file_riffle_v1_streams_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3404,7 +3591,7 @@ func (x *ListStreamConsumersResponse) String() string {
 func (*ListStreamConsumersResponse) ProtoMessage() {}
 
 func (x *ListStreamConsumersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[50]
+	mi := &file_riffle_v1_streams_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3417,7 +3604,7 @@ func (x *ListStreamConsumersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamConsumersResponse.ProtoReflect.Descriptor instead.
 func (*ListStreamConsumersResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{50}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListStreamConsumersResponse) GetConsumers() []*Consumer {
@@ -3447,7 +3634,7 @@ type StartingPosition struct {
 
 func (x *StartingPosition) Reset() {
 	*x = StartingPosition{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[51]
+	mi := &file_riffle_v1_streams_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3459,7 +3646,7 @@ func (x *StartingPosition) String() string {
 func (*StartingPosition) ProtoMessage() {}
 
 func (x *StartingPosition) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[51]
+	mi := &file_riffle_v1_streams_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3472,7 +3659,7 @@ func (x *StartingPosition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartingPosition.ProtoReflect.Descriptor instead.
 func (*StartingPosition) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{51}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *StartingPosition) GetType() ShardIteratorType {
@@ -3511,7 +3698,7 @@ type SubscribeToShardRequest struct {
 
 func (x *SubscribeToShardRequest) Reset() {
 	*x = SubscribeToShardRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[52]
+	mi := &file_riffle_v1_streams_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3523,7 +3710,7 @@ func (x *SubscribeToShardRequest) String() string {
 func (*SubscribeToShardRequest) ProtoMessage() {}
 
 func (x *SubscribeToShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[52]
+	mi := &file_riffle_v1_streams_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3536,7 +3723,7 @@ func (x *SubscribeToShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeToShardRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeToShardRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{52}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SubscribeToShardRequest) GetConsumerArn() string {
@@ -3592,7 +3779,7 @@ type SubscribeToShardEvent struct {
 
 func (x *SubscribeToShardEvent) Reset() {
 	*x = SubscribeToShardEvent{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[53]
+	mi := &file_riffle_v1_streams_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3604,7 +3791,7 @@ func (x *SubscribeToShardEvent) String() string {
 func (*SubscribeToShardEvent) ProtoMessage() {}
 
 func (x *SubscribeToShardEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[53]
+	mi := &file_riffle_v1_streams_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3617,7 +3804,7 @@ func (x *SubscribeToShardEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeToShardEvent.ProtoReflect.Descriptor instead.
 func (*SubscribeToShardEvent) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{53}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SubscribeToShardEvent) GetRecords() []*Record {
@@ -3810,7 +3997,21 @@ const file_riffle_v1_streams_proto_rawDesc = "" +
 	"\x17adjacent_shard_to_merge\x18\x03 \x01(\tR\x14adjacentShardToMerge\x12\x1d\n" +
 	"\n" +
 	"stream_arn\x18\x04 \x01(\tR\tstreamArn\"\x15\n" +
-	"\x13MergeShardsResponse\"\xf8\x01\n" +
+	"\x13MergeShardsResponse\"\xc2\x01\n" +
+	"\x17UpdateShardCountRequest\x12\x1f\n" +
+	"\vstream_name\x18\x01 \x01(\tR\n" +
+	"streamName\x12,\n" +
+	"\x12target_shard_count\x18\x02 \x01(\x05R\x10targetShardCount\x129\n" +
+	"\fscaling_type\x18\x03 \x01(\x0e2\x16.riffle.v1.ScalingTypeR\vscalingType\x12\x1d\n" +
+	"\n" +
+	"stream_arn\x18\x04 \x01(\tR\tstreamArn\"\xb8\x01\n" +
+	"\x18UpdateShardCountResponse\x12\x1f\n" +
+	"\vstream_name\x18\x01 \x01(\tR\n" +
+	"streamName\x12.\n" +
+	"\x13current_shard_count\x18\x02 \x01(\x05R\x11currentShardCount\x12,\n" +
+	"\x12target_shard_count\x18\x03 \x01(\x05R\x10targetShardCount\x12\x1d\n" +
+	"\n" +
+	"stream_arn\x18\x04 \x01(\tR\tstreamArn\"\xf8\x01\n" +
 	"\x10PutRecordRequest\x12\x1f\n" +
 	"\vstream_name\x18\x01 \x01(\tR\n" +
 	"streamName\x12\x12\n" +
@@ -3957,12 +4158,15 @@ const file_riffle_v1_streams_proto_rawDesc = "" +
 	"#SHARD_FILTER_TYPE_FROM_TRIM_HORIZON\x10\x03\x12\x1f\n" +
 	"\x1bSHARD_FILTER_TYPE_AT_LATEST\x10\x04\x12\"\n" +
 	"\x1eSHARD_FILTER_TYPE_AT_TIMESTAMP\x10\x05\x12$\n" +
-	" SHARD_FILTER_TYPE_FROM_TIMESTAMP\x10\x06*\x89\x01\n" +
+	" SHARD_FILTER_TYPE_FROM_TIMESTAMP\x10\x06*M\n" +
+	"\vScalingType\x12\x1c\n" +
+	"\x18SCALING_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
+	"\x1cSCALING_TYPE_UNIFORM_SCALING\x10\x01*\x89\x01\n" +
 	"\x0eConsumerStatus\x12\x1f\n" +
 	"\x1bCONSUMER_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSUMER_STATUS_CREATING\x10\x01\x12\x1c\n" +
 	"\x18CONSUMER_STATUS_DELETING\x10\x02\x12\x1a\n" +
-	"\x16CONSUMER_STATUS_ACTIVE\x10\x032\xfa\r\n" +
+	"\x16CONSUMER_STATUS_ACTIVE\x10\x032\xd7\x0e\n" +
 	"\aStreams\x12O\n" +
 	"\fCreateStream\x12\x1e.riffle.v1.CreateStreamRequest\x1a\x1f.riffle.v1.CreateStreamResponse\x12O\n" +
 	"\fDeleteStream\x12\x1e.riffle.v1.DeleteStreamRequest\x1a\x1f.riffle.v1.DeleteStreamResponse\x12U\n" +
@@ -3975,7 +4179,8 @@ const file_riffle_v1_streams_proto_rawDesc = "" +
 	"\x1dDecreaseStreamRetentionPeriod\x12/.riffle.v1.DecreaseStreamRetentionPeriodRequest\x1a0.riffle.v1.DecreaseStreamRetentionPeriodResponse\x12I\n" +
 	"\n" +
 	"SplitShard\x12\x1c.riffle.v1.SplitShardRequest\x1a\x1d.riffle.v1.SplitShardResponse\x12L\n" +
-	"\vMergeShards\x12\x1d.riffle.v1.MergeShardsRequest\x1a\x1e.riffle.v1.MergeShardsResponse\x12F\n" +
+	"\vMergeShards\x12\x1d.riffle.v1.MergeShardsRequest\x1a\x1e.riffle.v1.MergeShardsResponse\x12[\n" +
+	"\x10UpdateShardCount\x12\".riffle.v1.UpdateShardCountRequest\x1a#.riffle.v1.UpdateShardCountResponse\x12F\n" +
 	"\tPutRecord\x12\x1b.riffle.v1.PutRecordRequest\x1a\x1c.riffle.v1.PutRecordResponse\x12I\n" +
 	"\n" +
 	"PutRecords\x12\x1c.riffle.v1.PutRecordsRequest\x1a\x1d.riffle.v1.PutRecordsResponse\x12[\n" +
@@ -4000,161 +4205,167 @@ func file_riffle_v1_streams_proto_rawDescGZIP() []byte {
 	return file_riffle_v1_streams_proto_rawDescData
 }
 
-var file_riffle_v1_streams_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_riffle_v1_streams_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_riffle_v1_streams_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_riffle_v1_streams_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_riffle_v1_streams_proto_goTypes = []any{
 	(StreamStatus)(0),                             // 0: riffle.v1.StreamStatus
 	(StreamMode)(0),                               // 1: riffle.v1.StreamMode
 	(ShardIteratorType)(0),                        // 2: riffle.v1.ShardIteratorType
 	(ShardFilterType)(0),                          // 3: riffle.v1.ShardFilterType
-	(ConsumerStatus)(0),                           // 4: riffle.v1.ConsumerStatus
-	(*StreamModeDetails)(nil),                     // 5: riffle.v1.StreamModeDetails
-	(*HashKeyRange)(nil),                          // 6: riffle.v1.HashKeyRange
-	(*SequenceNumberRange)(nil),                   // 7: riffle.v1.SequenceNumberRange
-	(*Shard)(nil),                                 // 8: riffle.v1.Shard
-	(*ChildShard)(nil),                            // 9: riffle.v1.ChildShard
-	(*ShardLimits)(nil),                           // 10: riffle.v1.ShardLimits
-	(*CreateStreamRequest)(nil),                   // 11: riffle.v1.CreateStreamRequest
-	(*CreateStreamResponse)(nil),                  // 12: riffle.v1.CreateStreamResponse
-	(*DeleteStreamRequest)(nil),                   // 13: riffle.v1.DeleteStreamRequest
-	(*DeleteStreamResponse)(nil),                  // 14: riffle.v1.DeleteStreamResponse
-	(*DescribeStreamRequest)(nil),                 // 15: riffle.v1.DescribeStreamRequest
-	(*StreamDescription)(nil),                     // 16: riffle.v1.StreamDescription
-	(*DescribeStreamResponse)(nil),                // 17: riffle.v1.DescribeStreamResponse
-	(*DescribeStreamSummaryRequest)(nil),          // 18: riffle.v1.DescribeStreamSummaryRequest
-	(*StreamDescriptionSummary)(nil),              // 19: riffle.v1.StreamDescriptionSummary
-	(*DescribeStreamSummaryResponse)(nil),         // 20: riffle.v1.DescribeStreamSummaryResponse
-	(*ListStreamsRequest)(nil),                    // 21: riffle.v1.ListStreamsRequest
-	(*StreamSummary)(nil),                         // 22: riffle.v1.StreamSummary
-	(*ListStreamsResponse)(nil),                   // 23: riffle.v1.ListStreamsResponse
-	(*ShardFilter)(nil),                           // 24: riffle.v1.ShardFilter
-	(*ListShardsRequest)(nil),                     // 25: riffle.v1.ListShardsRequest
-	(*ListShardsResponse)(nil),                    // 26: riffle.v1.ListShardsResponse
-	(*IncreaseStreamRetentionPeriodRequest)(nil),  // 27: riffle.v1.IncreaseStreamRetentionPeriodRequest
-	(*IncreaseStreamRetentionPeriodResponse)(nil), // 28: riffle.v1.IncreaseStreamRetentionPeriodResponse
-	(*DecreaseStreamRetentionPeriodRequest)(nil),  // 29: riffle.v1.DecreaseStreamRetentionPeriodRequest
-	(*DecreaseStreamRetentionPeriodResponse)(nil), // 30: riffle.v1.DecreaseStreamRetentionPeriodResponse
-	(*SplitShardRequest)(nil),                     // 31: riffle.v1.SplitShardRequest
-	(*SplitShardResponse)(nil),                    // 32: riffle.v1.SplitShardResponse
-	(*MergeShardsRequest)(nil),                    // 33: riffle.v1.MergeShardsRequest
-	(*MergeShardsResponse)(nil),                   // 34: riffle.v1.MergeShardsResponse
-	(*PutRecordRequest)(nil),                      // 35: riffle.v1.PutRecordRequest
-	(*PutRecordResponse)(nil),                     // 36: riffle.v1.PutRecordResponse
-	(*PutRecordsRequestEntry)(nil),                // 37: riffle.v1.PutRecordsRequestEntry
-	(*PutRecordsRequest)(nil),                     // 38: riffle.v1.PutRecordsRequest
-	(*PutRecordsResultEntry)(nil),                 // 39: riffle.v1.PutRecordsResultEntry
-	(*PutRecordsResponse)(nil),                    // 40: riffle.v1.PutRecordsResponse
-	(*GetShardIteratorRequest)(nil),               // 41: riffle.v1.GetShardIteratorRequest
-	(*GetShardIteratorResponse)(nil),              // 42: riffle.v1.GetShardIteratorResponse
-	(*Record)(nil),                                // 43: riffle.v1.Record
-	(*GetRecordsRequest)(nil),                     // 44: riffle.v1.GetRecordsRequest
-	(*GetRecordsResponse)(nil),                    // 45: riffle.v1.GetRecordsResponse
-	(*Consumer)(nil),                              // 46: riffle.v1.Consumer
-	(*ConsumerDescription)(nil),                   // 47: riffle.v1.ConsumerDescription
-	(*RegisterStreamConsumerRequest)(nil),         // 48: riffle.v1.RegisterStreamConsumerRequest
-	(*RegisterStreamConsumerResponse)(nil),        // 49: riffle.v1.RegisterStreamConsumerResponse
-	(*DeregisterStreamConsumerRequest)(nil),       // 50: riffle.v1.DeregisterStreamConsumerRequest
-	(*DeregisterStreamConsumerResponse)(nil),      // 51: riffle.v1.DeregisterStreamConsumerResponse
-	(*DescribeStreamConsumerRequest)(nil),         // 52: riffle.v1.DescribeStreamConsumerRequest
-	(*DescribeStreamConsumerResponse)(nil),        // 53: riffle.v1.DescribeStreamConsumerResponse
-	(*ListStreamConsumersRequest)(nil),            // 54: riffle.v1.ListStreamConsumersRequest
-	(*ListStreamConsumersResponse)(nil),           // 55: riffle.v1.ListStreamConsumersResponse
-	(*StartingPosition)(nil),                      // 56: riffle.v1.StartingPosition
-	(*SubscribeToShardRequest)(nil),               // 57: riffle.v1.SubscribeToShardRequest
-	(*SubscribeToShardEvent)(nil),                 // 58: riffle.v1.SubscribeToShardEvent
-	nil,                                           // 59: riffle.v1.CreateStreamRequest.TagsEntry
-	(*timestamppb.Timestamp)(nil),                 // 60: google.protobuf.Timestamp
+	(ScalingType)(0),                              // 4: riffle.v1.ScalingType
+	(ConsumerStatus)(0),                           // 5: riffle.v1.ConsumerStatus
+	(*StreamModeDetails)(nil),                     // 6: riffle.v1.StreamModeDetails
+	(*HashKeyRange)(nil),                          // 7: riffle.v1.HashKeyRange
+	(*SequenceNumberRange)(nil),                   // 8: riffle.v1.SequenceNumberRange
+	(*Shard)(nil),                                 // 9: riffle.v1.Shard
+	(*ChildShard)(nil),                            // 10: riffle.v1.ChildShard
+	(*ShardLimits)(nil),                           // 11: riffle.v1.ShardLimits
+	(*CreateStreamRequest)(nil),                   // 12: riffle.v1.CreateStreamRequest
+	(*CreateStreamResponse)(nil),                  // 13: riffle.v1.CreateStreamResponse
+	(*DeleteStreamRequest)(nil),                   // 14: riffle.v1.DeleteStreamRequest
+	(*DeleteStreamResponse)(nil),                  // 15: riffle.v1.DeleteStreamResponse
+	(*DescribeStreamRequest)(nil),                 // 16: riffle.v1.DescribeStreamRequest
+	(*StreamDescription)(nil),                     // 17: riffle.v1.StreamDescription
+	(*DescribeStreamResponse)(nil),                // 18: riffle.v1.DescribeStreamResponse
+	(*DescribeStreamSummaryRequest)(nil),          // 19: riffle.v1.DescribeStreamSummaryRequest
+	(*StreamDescriptionSummary)(nil),              // 20: riffle.v1.StreamDescriptionSummary
+	(*DescribeStreamSummaryResponse)(nil),         // 21: riffle.v1.DescribeStreamSummaryResponse
+	(*ListStreamsRequest)(nil),                    // 22: riffle.v1.ListStreamsRequest
+	(*StreamSummary)(nil),                         // 23: riffle.v1.StreamSummary
+	(*ListStreamsResponse)(nil),                   // 24: riffle.v1.ListStreamsResponse
+	(*ShardFilter)(nil),                           // 25: riffle.v1.ShardFilter
+	(*ListShardsRequest)(nil),                     // 26: riffle.v1.ListShardsRequest
+	(*ListShardsResponse)(nil),                    // 27: riffle.v1.ListShardsResponse
+	(*IncreaseStreamRetentionPeriodRequest)(nil),  // 28: riffle.v1.IncreaseStreamRetentionPeriodRequest
+	(*IncreaseStreamRetentionPeriodResponse)(nil), // 29: riffle.v1.IncreaseStreamRetentionPeriodResponse
+	(*DecreaseStreamRetentionPeriodRequest)(nil),  // 30: riffle.v1.DecreaseStreamRetentionPeriodRequest
+	(*DecreaseStreamRetentionPeriodResponse)(nil), // 31: riffle.v1.DecreaseStreamRetentionPeriodResponse
+	(*SplitShardRequest)(nil),                     // 32: riffle.v1.SplitShardRequest
+	(*SplitShardResponse)(nil),                    // 33: riffle.v1.SplitShardResponse
+	(*MergeShardsRequest)(nil),                    // 34: riffle.v1.MergeShardsRequest
+	(*MergeShardsResponse)(nil),                   // 35: riffle.v1.MergeShardsResponse
+	(*UpdateShardCountRequest)(nil),               // 36: riffle.v1.UpdateShardCountRequest
+	(*UpdateShardCountResponse)(nil),              // 37: riffle.v1.UpdateShardCountResponse
+	(*PutRecordRequest)(nil),                      // 38: riffle.v1.PutRecordRequest
+	(*PutRecordResponse)(nil),                     // 39: riffle.v1.PutRecordResponse
+	(*PutRecordsRequestEntry)(nil),                // 40: riffle.v1.PutRecordsRequestEntry
+	(*PutRecordsRequest)(nil),                     // 41: riffle.v1.PutRecordsRequest
+	(*PutRecordsResultEntry)(nil),                 // 42: riffle.v1.PutRecordsResultEntry
+	(*PutRecordsResponse)(nil),                    // 43: riffle.v1.PutRecordsResponse
+	(*GetShardIteratorRequest)(nil),               // 44: riffle.v1.GetShardIteratorRequest
+	(*GetShardIteratorResponse)(nil),              // 45: riffle.v1.GetShardIteratorResponse
+	(*Record)(nil),                                // 46: riffle.v1.Record
+	(*GetRecordsRequest)(nil),                     // 47: riffle.v1.GetRecordsRequest
+	(*GetRecordsResponse)(nil),                    // 48: riffle.v1.GetRecordsResponse
+	(*Consumer)(nil),                              // 49: riffle.v1.Consumer
+	(*ConsumerDescription)(nil),                   // 50: riffle.v1.ConsumerDescription
+	(*RegisterStreamConsumerRequest)(nil),         // 51: riffle.v1.RegisterStreamConsumerRequest
+	(*RegisterStreamConsumerResponse)(nil),        // 52: riffle.v1.RegisterStreamConsumerResponse
+	(*DeregisterStreamConsumerRequest)(nil),       // 53: riffle.v1.DeregisterStreamConsumerRequest
+	(*DeregisterStreamConsumerResponse)(nil),      // 54: riffle.v1.DeregisterStreamConsumerResponse
+	(*DescribeStreamConsumerRequest)(nil),         // 55: riffle.v1.DescribeStreamConsumerRequest
+	(*DescribeStreamConsumerResponse)(nil),        // 56: riffle.v1.DescribeStreamConsumerResponse
+	(*ListStreamConsumersRequest)(nil),            // 57: riffle.v1.ListStreamConsumersRequest
+	(*ListStreamConsumersResponse)(nil),           // 58: riffle.v1.ListStreamConsumersResponse
+	(*StartingPosition)(nil),                      // 59: riffle.v1.StartingPosition
+	(*SubscribeToShardRequest)(nil),               // 60: riffle.v1.SubscribeToShardRequest
+	(*SubscribeToShardEvent)(nil),                 // 61: riffle.v1.SubscribeToShardEvent
+	nil,                                           // 62: riffle.v1.CreateStreamRequest.TagsEntry
+	(*timestamppb.Timestamp)(nil),                 // 63: google.protobuf.Timestamp
 }
 var file_riffle_v1_streams_proto_depIdxs = []int32{
 	1,  // 0: riffle.v1.StreamModeDetails.stream_mode:type_name -> riffle.v1.StreamMode
-	6,  // 1: riffle.v1.Shard.hash_key_range:type_name -> riffle.v1.HashKeyRange
-	7,  // 2: riffle.v1.Shard.sequence_number_range:type_name -> riffle.v1.SequenceNumberRange
-	6,  // 3: riffle.v1.ChildShard.hash_key_range:type_name -> riffle.v1.HashKeyRange
-	5,  // 4: riffle.v1.CreateStreamRequest.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
-	59, // 5: riffle.v1.CreateStreamRequest.tags:type_name -> riffle.v1.CreateStreamRequest.TagsEntry
-	10, // 6: riffle.v1.CreateStreamRequest.shard_limits:type_name -> riffle.v1.ShardLimits
+	7,  // 1: riffle.v1.Shard.hash_key_range:type_name -> riffle.v1.HashKeyRange
+	8,  // 2: riffle.v1.Shard.sequence_number_range:type_name -> riffle.v1.SequenceNumberRange
+	7,  // 3: riffle.v1.ChildShard.hash_key_range:type_name -> riffle.v1.HashKeyRange
+	6,  // 4: riffle.v1.CreateStreamRequest.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
+	62, // 5: riffle.v1.CreateStreamRequest.tags:type_name -> riffle.v1.CreateStreamRequest.TagsEntry
+	11, // 6: riffle.v1.CreateStreamRequest.shard_limits:type_name -> riffle.v1.ShardLimits
 	0,  // 7: riffle.v1.StreamDescription.stream_status:type_name -> riffle.v1.StreamStatus
-	5,  // 8: riffle.v1.StreamDescription.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
-	8,  // 9: riffle.v1.StreamDescription.shards:type_name -> riffle.v1.Shard
-	60, // 10: riffle.v1.StreamDescription.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
-	16, // 11: riffle.v1.DescribeStreamResponse.stream_description:type_name -> riffle.v1.StreamDescription
+	6,  // 8: riffle.v1.StreamDescription.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
+	9,  // 9: riffle.v1.StreamDescription.shards:type_name -> riffle.v1.Shard
+	63, // 10: riffle.v1.StreamDescription.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	17, // 11: riffle.v1.DescribeStreamResponse.stream_description:type_name -> riffle.v1.StreamDescription
 	0,  // 12: riffle.v1.StreamDescriptionSummary.stream_status:type_name -> riffle.v1.StreamStatus
-	5,  // 13: riffle.v1.StreamDescriptionSummary.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
-	60, // 14: riffle.v1.StreamDescriptionSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
-	10, // 15: riffle.v1.StreamDescriptionSummary.shard_limits:type_name -> riffle.v1.ShardLimits
-	19, // 16: riffle.v1.DescribeStreamSummaryResponse.stream_description_summary:type_name -> riffle.v1.StreamDescriptionSummary
+	6,  // 13: riffle.v1.StreamDescriptionSummary.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
+	63, // 14: riffle.v1.StreamDescriptionSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	11, // 15: riffle.v1.StreamDescriptionSummary.shard_limits:type_name -> riffle.v1.ShardLimits
+	20, // 16: riffle.v1.DescribeStreamSummaryResponse.stream_description_summary:type_name -> riffle.v1.StreamDescriptionSummary
 	0,  // 17: riffle.v1.StreamSummary.stream_status:type_name -> riffle.v1.StreamStatus
-	5,  // 18: riffle.v1.StreamSummary.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
-	60, // 19: riffle.v1.StreamSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
-	22, // 20: riffle.v1.ListStreamsResponse.stream_summaries:type_name -> riffle.v1.StreamSummary
+	6,  // 18: riffle.v1.StreamSummary.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
+	63, // 19: riffle.v1.StreamSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	23, // 20: riffle.v1.ListStreamsResponse.stream_summaries:type_name -> riffle.v1.StreamSummary
 	3,  // 21: riffle.v1.ShardFilter.type:type_name -> riffle.v1.ShardFilterType
-	60, // 22: riffle.v1.ShardFilter.timestamp:type_name -> google.protobuf.Timestamp
-	60, // 23: riffle.v1.ListShardsRequest.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
-	24, // 24: riffle.v1.ListShardsRequest.shard_filter:type_name -> riffle.v1.ShardFilter
-	8,  // 25: riffle.v1.ListShardsResponse.shards:type_name -> riffle.v1.Shard
-	37, // 26: riffle.v1.PutRecordsRequest.records:type_name -> riffle.v1.PutRecordsRequestEntry
-	39, // 27: riffle.v1.PutRecordsResponse.records:type_name -> riffle.v1.PutRecordsResultEntry
-	2,  // 28: riffle.v1.GetShardIteratorRequest.shard_iterator_type:type_name -> riffle.v1.ShardIteratorType
-	60, // 29: riffle.v1.GetShardIteratorRequest.timestamp:type_name -> google.protobuf.Timestamp
-	60, // 30: riffle.v1.Record.approximate_arrival_timestamp:type_name -> google.protobuf.Timestamp
-	43, // 31: riffle.v1.GetRecordsResponse.records:type_name -> riffle.v1.Record
-	9,  // 32: riffle.v1.GetRecordsResponse.child_shards:type_name -> riffle.v1.ChildShard
-	4,  // 33: riffle.v1.Consumer.consumer_status:type_name -> riffle.v1.ConsumerStatus
-	60, // 34: riffle.v1.Consumer.consumer_creation_timestamp:type_name -> google.protobuf.Timestamp
-	4,  // 35: riffle.v1.ConsumerDescription.consumer_status:type_name -> riffle.v1.ConsumerStatus
-	60, // 36: riffle.v1.ConsumerDescription.consumer_creation_timestamp:type_name -> google.protobuf.Timestamp
-	46, // 37: riffle.v1.RegisterStreamConsumerResponse.consumer:type_name -> riffle.v1.Consumer
-	47, // 38: riffle.v1.DescribeStreamConsumerResponse.consumer_description:type_name -> riffle.v1.ConsumerDescription
-	60, // 39: riffle.v1.ListStreamConsumersRequest.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
-	46, // 40: riffle.v1.ListStreamConsumersResponse.consumers:type_name -> riffle.v1.Consumer
-	2,  // 41: riffle.v1.StartingPosition.type:type_name -> riffle.v1.ShardIteratorType
-	60, // 42: riffle.v1.StartingPosition.timestamp:type_name -> google.protobuf.Timestamp
-	56, // 43: riffle.v1.SubscribeToShardRequest.starting_position:type_name -> riffle.v1.StartingPosition
-	43, // 44: riffle.v1.SubscribeToShardEvent.records:type_name -> riffle.v1.Record
-	9,  // 45: riffle.v1.SubscribeToShardEvent.child_shards:type_name -> riffle.v1.ChildShard
-	11, // 46: riffle.v1.Streams.CreateStream:input_type -> riffle.v1.CreateStreamRequest
-	13, // 47: riffle.v1.Streams.DeleteStream:input_type -> riffle.v1.DeleteStreamRequest
-	15, // 48: riffle.v1.Streams.DescribeStream:input_type -> riffle.v1.DescribeStreamRequest
-	18, // 49: riffle.v1.Streams.DescribeStreamSummary:input_type -> riffle.v1.DescribeStreamSummaryRequest
-	21, // 50: riffle.v1.Streams.ListStreams:input_type -> riffle.v1.ListStreamsRequest
-	25, // 51: riffle.v1.Streams.ListShards:input_type -> riffle.v1.ListShardsRequest
-	27, // 52: riffle.v1.Streams.IncreaseStreamRetentionPeriod:input_type -> riffle.v1.IncreaseStreamRetentionPeriodRequest
-	29, // 53: riffle.v1.Streams.DecreaseStreamRetentionPeriod:input_type -> riffle.v1.DecreaseStreamRetentionPeriodRequest
-	31, // 54: riffle.v1.Streams.SplitShard:input_type -> riffle.v1.SplitShardRequest
-	33, // 55: riffle.v1.Streams.MergeShards:input_type -> riffle.v1.MergeShardsRequest
-	35, // 56: riffle.v1.Streams.PutRecord:input_type -> riffle.v1.PutRecordRequest
-	38, // 57: riffle.v1.Streams.PutRecords:input_type -> riffle.v1.PutRecordsRequest
-	41, // 58: riffle.v1.Streams.GetShardIterator:input_type -> riffle.v1.GetShardIteratorRequest
-	44, // 59: riffle.v1.Streams.GetRecords:input_type -> riffle.v1.GetRecordsRequest
-	48, // 60: riffle.v1.Streams.RegisterStreamConsumer:input_type -> riffle.v1.RegisterStreamConsumerRequest
-	50, // 61: riffle.v1.Streams.DeregisterStreamConsumer:input_type -> riffle.v1.DeregisterStreamConsumerRequest
-	52, // 62: riffle.v1.Streams.DescribeStreamConsumer:input_type -> riffle.v1.DescribeStreamConsumerRequest
-	54, // 63: riffle.v1.Streams.ListStreamConsumers:input_type -> riffle.v1.ListStreamConsumersRequest
-	57, // 64: riffle.v1.Streams.SubscribeToShard:input_type -> riffle.v1.SubscribeToShardRequest
-	12, // 65: riffle.v1.Streams.CreateStream:output_type -> riffle.v1.CreateStreamResponse
-	14, // 66: riffle.v1.Streams.DeleteStream:output_type -> riffle.v1.DeleteStreamResponse
-	17, // 67: riffle.v1.Streams.DescribeStream:output_type -> riffle.v1.DescribeStreamResponse
-	20, // 68: riffle.v1.Streams.DescribeStreamSummary:output_type -> riffle.v1.DescribeStreamSummaryResponse
-	23, // 69: riffle.v1.Streams.ListStreams:output_type -> riffle.v1.ListStreamsResponse
-	26, // 70: riffle.v1.Streams.ListShards:output_type -> riffle.v1.ListShardsResponse
-	28, // 71: riffle.v1.Streams.IncreaseStreamRetentionPeriod:output_type -> riffle.v1.IncreaseStreamRetentionPeriodResponse
-	30, // 72: riffle.v1.Streams.DecreaseStreamRetentionPeriod:output_type -> riffle.v1.DecreaseStreamRetentionPeriodResponse
-	32, // 73: riffle.v1.Streams.SplitShard:output_type -> riffle.v1.SplitShardResponse
-	34, // 74: riffle.v1.Streams.MergeShards:output_type -> riffle.v1.MergeShardsResponse
-	36, // 75: riffle.v1.Streams.PutRecord:output_type -> riffle.v1.PutRecordResponse
-	40, // 76: riffle.v1.Streams.PutRecords:output_type -> riffle.v1.PutRecordsResponse
-	42, // 77: riffle.v1.Streams.GetShardIterator:output_type -> riffle.v1.GetShardIteratorResponse
-	45, // 78: riffle.v1.Streams.GetRecords:output_type -> riffle.v1.GetRecordsResponse
-	49, // 79: riffle.v1.Streams.RegisterStreamConsumer:output_type -> riffle.v1.RegisterStreamConsumerResponse
-	51, // 80: riffle.v1.Streams.DeregisterStreamConsumer:output_type -> riffle.v1.DeregisterStreamConsumerResponse
-	53, // 81: riffle.v1.Streams.DescribeStreamConsumer:output_type -> riffle.v1.DescribeStreamConsumerResponse
-	55, // 82: riffle.v1.Streams.ListStreamConsumers:output_type -> riffle.v1.ListStreamConsumersResponse
-	58, // 83: riffle.v1.Streams.SubscribeToShard:output_type -> riffle.v1.SubscribeToShardEvent
-	65, // [65:84] is the sub-list for method output_type
-	46, // [46:65] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	63, // 22: riffle.v1.ShardFilter.timestamp:type_name -> google.protobuf.Timestamp
+	63, // 23: riffle.v1.ListShardsRequest.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	25, // 24: riffle.v1.ListShardsRequest.shard_filter:type_name -> riffle.v1.ShardFilter
+	9,  // 25: riffle.v1.ListShardsResponse.shards:type_name -> riffle.v1.Shard
+	4,  // 26: riffle.v1.UpdateShardCountRequest.scaling_type:type_name -> riffle.v1.ScalingType
+	40, // 27: riffle.v1.PutRecordsRequest.records:type_name -> riffle.v1.PutRecordsRequestEntry
+	42, // 28: riffle.v1.PutRecordsResponse.records:type_name -> riffle.v1.PutRecordsResultEntry
+	2,  // 29: riffle.v1.GetShardIteratorRequest.shard_iterator_type:type_name -> riffle.v1.ShardIteratorType
+	63, // 30: riffle.v1.GetShardIteratorRequest.timestamp:type_name -> google.protobuf.Timestamp
+	63, // 31: riffle.v1.Record.approximate_arrival_timestamp:type_name -> google.protobuf.Timestamp
+	46, // 32: riffle.v1.GetRecordsResponse.records:type_name -> riffle.v1.Record
+	10, // 33: riffle.v1.GetRecordsResponse.child_shards:type_name -> riffle.v1.ChildShard
+	5,  // 34: riffle.v1.Consumer.consumer_status:type_name -> riffle.v1.ConsumerStatus
+	63, // 35: riffle.v1.Consumer.consumer_creation_timestamp:type_name -> google.protobuf.Timestamp
+	5,  // 36: riffle.v1.ConsumerDescription.consumer_status:type_name -> riffle.v1.ConsumerStatus
+	63, // 37: riffle.v1.ConsumerDescription.consumer_creation_timestamp:type_name -> google.protobuf.Timestamp
+	49, // 38: riffle.v1.RegisterStreamConsumerResponse.consumer:type_name -> riffle.v1.Consumer
+	50, // 39: riffle.v1.DescribeStreamConsumerResponse.consumer_description:type_name -> riffle.v1.ConsumerDescription
+	63, // 40: riffle.v1.ListStreamConsumersRequest.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	49, // 41: riffle.v1.ListStreamConsumersResponse.consumers:type_name -> riffle.v1.Consumer
+	2,  // 42: riffle.v1.StartingPosition.type:type_name -> riffle.v1.ShardIteratorType
+	63, // 43: riffle.v1.StartingPosition.timestamp:type_name -> google.protobuf.Timestamp
+	59, // 44: riffle.v1.SubscribeToShardRequest.starting_position:type_name -> riffle.v1.StartingPosition
+	46, // 45: riffle.v1.SubscribeToShardEvent.records:type_name -> riffle.v1.Record
+	10, // 46: riffle.v1.SubscribeToShardEvent.child_shards:type_name -> riffle.v1.ChildShard
+	12, // 47: riffle.v1.Streams.CreateStream:input_type -> riffle.v1.CreateStreamRequest
+	14, // 48: riffle.v1.Streams.DeleteStream:input_type -> riffle.v1.DeleteStreamRequest
+	16, // 49: riffle.v1.Streams.DescribeStream:input_type -> riffle.v1.DescribeStreamRequest
+	19, // 50: riffle.v1.Streams.DescribeStreamSummary:input_type -> riffle.v1.DescribeStreamSummaryRequest
+	22, // 51: riffle.v1.Streams.ListStreams:input_type -> riffle.v1.ListStreamsRequest
+	26, // 52: riffle.v1.Streams.ListShards:input_type -> riffle.v1.ListShardsRequest
+	28, // 53: riffle.v1.Streams.IncreaseStreamRetentionPeriod:input_type -> riffle.v1.IncreaseStreamRetentionPeriodRequest
+	30, // 54: riffle.v1.Streams.DecreaseStreamRetentionPeriod:input_type -> riffle.v1.DecreaseStreamRetentionPeriodRequest
+	32, // 55: riffle.v1.Streams.SplitShard:input_type -> riffle.v1.SplitShardRequest
+	34, // 56: riffle.v1.Streams.MergeShards:input_type -> riffle.v1.MergeShardsRequest
+	36, // 57: riffle.v1.Streams.UpdateShardCount:input_type -> riffle.v1.UpdateShardCountRequest
+	38, // 58: riffle.v1.Streams.PutRecord:input_type -> riffle.v1.PutRecordRequest
+	41, // 59: riffle.v1.Streams.PutRecords:input_type -> riffle.v1.PutRecordsRequest
+	44, // 60: riffle.v1.Streams.GetShardIterator:input_type -> riffle.v1.GetShardIteratorRequest
+	47, // 61: riffle.v1.Streams.GetRecords:input_type -> riffle.v1.GetRecordsRequest
+	51, // 62: riffle.v1.Streams.RegisterStreamConsumer:input_type -> riffle.v1.RegisterStreamConsumerRequest
+	53, // 63: riffle.v1.Streams.DeregisterStreamConsumer:input_type -> riffle.v1.DeregisterStreamConsumerRequest
+	55, // 64: riffle.v1.Streams.DescribeStreamConsumer:input_type -> riffle.v1.DescribeStreamConsumerRequest
+	57, // 65: riffle.v1.Streams.ListStreamConsumers:input_type -> riffle.v1.ListStreamConsumersRequest
+	60, // 66: riffle.v1.Streams.SubscribeToShard:input_type -> riffle.v1.SubscribeToShardRequest
+	13, // 67: riffle.v1.Streams.CreateStream:output_type -> riffle.v1.CreateStreamResponse
+	15, // 68: riffle.v1.Streams.DeleteStream:output_type -> riffle.v1.DeleteStreamResponse
+	18, // 69: riffle.v1.Streams.DescribeStream:output_type -> riffle.v1.DescribeStreamResponse
+	21, // 70: riffle.v1.Streams.DescribeStreamSummary:output_type -> riffle.v1.DescribeStreamSummaryResponse
+	24, // 71: riffle.v1.Streams.ListStreams:output_type -> riffle.v1.ListStreamsResponse
+	27, // 72: riffle.v1.Streams.ListShards:output_type -> riffle.v1.ListShardsResponse
+	29, // 73: riffle.v1.Streams.IncreaseStreamRetentionPeriod:output_type -> riffle.v1.IncreaseStreamRetentionPeriodResponse
+	31, // 74: riffle.v1.Streams.DecreaseStreamRetentionPeriod:output_type -> riffle.v1.DecreaseStreamRetentionPeriodResponse
+	33, // 75: riffle.v1.Streams.SplitShard:output_type -> riffle.v1.SplitShardResponse
+	35, // 76: riffle.v1.Streams.MergeShards:output_type -> riffle.v1.MergeShardsResponse
+	37, // 77: riffle.v1.Streams.UpdateShardCount:output_type -> riffle.v1.UpdateShardCountResponse
+	39, // 78: riffle.v1.Streams.PutRecord:output_type -> riffle.v1.PutRecordResponse
+	43, // 79: riffle.v1.Streams.PutRecords:output_type -> riffle.v1.PutRecordsResponse
+	45, // 80: riffle.v1.Streams.GetShardIterator:output_type -> riffle.v1.GetShardIteratorResponse
+	48, // 81: riffle.v1.Streams.GetRecords:output_type -> riffle.v1.GetRecordsResponse
+	52, // 82: riffle.v1.Streams.RegisterStreamConsumer:output_type -> riffle.v1.RegisterStreamConsumerResponse
+	54, // 83: riffle.v1.Streams.DeregisterStreamConsumer:output_type -> riffle.v1.DeregisterStreamConsumerResponse
+	56, // 84: riffle.v1.Streams.DescribeStreamConsumer:output_type -> riffle.v1.DescribeStreamConsumerResponse
+	58, // 85: riffle.v1.Streams.ListStreamConsumers:output_type -> riffle.v1.ListStreamConsumersResponse
+	61, // 86: riffle.v1.Streams.SubscribeToShard:output_type -> riffle.v1.SubscribeToShardEvent
+	67, // [67:87] is the sub-list for method output_type
+	47, // [47:67] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_riffle_v1_streams_proto_init() }
@@ -4168,8 +4379,8 @@ func file_riffle_v1_streams_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_riffle_v1_streams_proto_rawDesc), len(file_riffle_v1_streams_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   55,
+			NumEnums:      6,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

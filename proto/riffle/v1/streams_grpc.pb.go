@@ -39,6 +39,7 @@ const (
 	Streams_DecreaseStreamRetentionPeriod_FullMethodName = "/riffle.v1.Streams/DecreaseStreamRetentionPeriod"
 	Streams_SplitShard_FullMethodName                    = "/riffle.v1.Streams/SplitShard"
 	Streams_MergeShards_FullMethodName                   = "/riffle.v1.Streams/MergeShards"
+	Streams_UpdateShardCount_FullMethodName              = "/riffle.v1.Streams/UpdateShardCount"
 	Streams_PutRecord_FullMethodName                     = "/riffle.v1.Streams/PutRecord"
 	Streams_PutRecords_FullMethodName                    = "/riffle.v1.Streams/PutRecords"
 	Streams_GetShardIterator_FullMethodName              = "/riffle.v1.Streams/GetShardIterator"
@@ -70,6 +71,7 @@ type StreamsClient interface {
 	// until the children take writes, then ACTIVE again.
 	SplitShard(ctx context.Context, in *SplitShardRequest, opts ...grpc.CallOption) (*SplitShardResponse, error)
 	MergeShards(ctx context.Context, in *MergeShardsRequest, opts ...grpc.CallOption) (*MergeShardsResponse, error)
+	UpdateShardCount(ctx context.Context, in *UpdateShardCountRequest, opts ...grpc.CallOption) (*UpdateShardCountResponse, error)
 	PutRecord(ctx context.Context, in *PutRecordRequest, opts ...grpc.CallOption) (*PutRecordResponse, error)
 	PutRecords(ctx context.Context, in *PutRecordsRequest, opts ...grpc.CallOption) (*PutRecordsResponse, error)
 	GetShardIterator(ctx context.Context, in *GetShardIteratorRequest, opts ...grpc.CallOption) (*GetShardIteratorResponse, error)
@@ -196,6 +198,16 @@ func (c *streamsClient) MergeShards(ctx context.Context, in *MergeShardsRequest,
 	return out, nil
 }
 
+func (c *streamsClient) UpdateShardCount(ctx context.Context, in *UpdateShardCountRequest, opts ...grpc.CallOption) (*UpdateShardCountResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateShardCountResponse)
+	err := c.cc.Invoke(ctx, Streams_UpdateShardCount_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *streamsClient) PutRecord(ctx context.Context, in *PutRecordRequest, opts ...grpc.CallOption) (*PutRecordResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PutRecordResponse)
@@ -315,6 +327,7 @@ type StreamsServer interface {
 	// until the children take writes, then ACTIVE again.
 	SplitShard(context.Context, *SplitShardRequest) (*SplitShardResponse, error)
 	MergeShards(context.Context, *MergeShardsRequest) (*MergeShardsResponse, error)
+	UpdateShardCount(context.Context, *UpdateShardCountRequest) (*UpdateShardCountResponse, error)
 	PutRecord(context.Context, *PutRecordRequest) (*PutRecordResponse, error)
 	PutRecords(context.Context, *PutRecordsRequest) (*PutRecordsResponse, error)
 	GetShardIterator(context.Context, *GetShardIteratorRequest) (*GetShardIteratorResponse, error)
@@ -370,6 +383,9 @@ func (UnimplementedStreamsServer) SplitShard(context.Context, *SplitShardRequest
 }
 func (UnimplementedStreamsServer) MergeShards(context.Context, *MergeShardsRequest) (*MergeShardsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MergeShards not implemented")
+}
+func (UnimplementedStreamsServer) UpdateShardCount(context.Context, *UpdateShardCountRequest) (*UpdateShardCountResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateShardCount not implemented")
 }
 func (UnimplementedStreamsServer) PutRecord(context.Context, *PutRecordRequest) (*PutRecordResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PutRecord not implemented")
@@ -599,6 +615,24 @@ func _Streams_MergeShards_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Streams_UpdateShardCount_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateShardCountRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).UpdateShardCount(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_UpdateShardCount_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).UpdateShardCount(ctx, req.(*UpdateShardCountRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Streams_PutRecord_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(PutRecordRequest)
 	if err := dec(in); err != nil {
@@ -800,6 +834,10 @@ var Streams_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MergeShards",
 			Handler:    _Streams_MergeShards_Handler,
+		},
+		{
+			MethodName: "UpdateShardCount",
+			Handler:    _Streams_UpdateShardCount_Handler,
 		},
 		{
 			MethodName: "PutRecord",
