@@ -25,6 +25,17 @@ var fastRaft = shardlog.RaftTiming{
 	CommitTimeout:    5 * time.Millisecond,
 }
 
+// steadyRaft is slower than fastRaft, for cluster tests that run many shard
+// groups under writes and count every failed write as a defect (resharding,
+// scaling): on a busy two-core machine 100 ms timeouts make leaderships
+// flap, which fails writes for reasons those tests do not test.
+var steadyRaft = shardlog.RaftTiming{
+	HeartbeatTimeout: 250 * time.Millisecond,
+	ElectionTimeout:  250 * time.Millisecond,
+	LeaderLease:      250 * time.Millisecond,
+	CommitTimeout:    5 * time.Millisecond,
+}
+
 // testNode is one in-process node and a client connected to it.
 type testNode struct {
 	*node.Node

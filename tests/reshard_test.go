@@ -372,7 +372,7 @@ func longestWrite(writes []reshardWrite, shards []string) time.Duration {
 // and no continuation. The merged child lists both parents. No write
 // fails back to the client: one refused by a sealed parent is re-routed.
 func TestReshardSplitThenMergeUnderWrites(t *testing.T) {
-	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: fastRaft})
+	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: steadyRaft})
 	killAtEnd(t, c)
 	ctx := context.Background()
 	const stream = "reshard"
@@ -499,7 +499,7 @@ func TestReshardSplitThenMergeUnderWrites(t *testing.T) {
 // shard's range, a closed shard, non-adjacent shards (InvalidArgument), and
 // a second resharding while one runs (ResourceInUse).
 func TestReshardValidation(t *testing.T) {
-	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: fastRaft})
+	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: steadyRaft})
 	killAtEnd(t, c)
 	ctx := context.Background()
 	cl := c.nodes[0].client
@@ -570,7 +570,7 @@ func TestReshardValidation(t *testing.T) {
 // it (seal and switch are idempotent and resumable: sealing again through
 // any node answers the recorded end), and no acknowledged record is lost.
 func TestReshardSurvivesMetadataLeaderKill(t *testing.T) {
-	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: fastRaft})
+	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: steadyRaft})
 	killAtEnd(t, c)
 	ctx := context.Background()
 	const stream = "crash"

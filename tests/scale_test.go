@@ -15,20 +15,9 @@ import (
 
 	"github.com/riffle-streams/riffle/cluster"
 	rifflev1 "github.com/riffle-streams/riffle/proto/riffle/v1"
-	"github.com/riffle-streams/riffle/shardlog"
 )
 
 const uniform = rifflev1.ScalingType_SCALING_TYPE_UNIFORM_SCALING
-
-// scaleRaft is slower than fastRaft: a scaling runs some twenty shard
-// groups on three in-process nodes, and on a busy machine 100 ms timeouts
-// make their leaderships flap.
-var scaleRaft = shardlog.RaftTiming{
-	HeartbeatTimeout: 250 * time.Millisecond,
-	ElectionTimeout:  250 * time.Millisecond,
-	LeaderLease:      250 * time.Millisecond,
-	CommitTimeout:    5 * time.Millisecond,
-}
 
 // lineageReadRoots reads a stream as a consumer following the lineage
 // would, starting from every shard without a parent: each shard from its
@@ -232,7 +221,7 @@ func scaleAndWait(t *testing.T, c rifflev1.StreamsClient, stream string, from, t
 // shards, per-key order holds across parents and children, and at every
 // moment each node's metadata has exactly one open shard per hash key.
 func TestScaleUnderWrites(t *testing.T) {
-	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: scaleRaft})
+	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: steadyRaft})
 	killAtEnd(t, c)
 	const stream = "scale"
 	createStream(t, c.nodes[0].client, stream, 4)
@@ -281,7 +270,7 @@ func TestScaleUnderWrites(t *testing.T) {
 // unknown stream (ResourceNotFound), and, while a scaling runs, a second
 // scaling or a user's SplitShard (ResourceInUse).
 func TestScaleValidation(t *testing.T) {
-	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: scaleRaft})
+	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: steadyRaft})
 	killAtEnd(t, c)
 	ctx := context.Background()
 	cl := c.nodes[0].client
@@ -326,7 +315,7 @@ func TestScaleValidation(t *testing.T) {
 // merge step); the open shards end as EvenRanges(3) and no acknowledged
 // record is lost or read twice.
 func TestScaleSurvivesMetadataLeaderKill(t *testing.T) {
-	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: scaleRaft})
+	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: steadyRaft})
 	killAtEnd(t, c)
 	const stream = "scalecrash"
 	createStream(t, c.nodes[0].client, stream, 2)
