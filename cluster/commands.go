@@ -37,6 +37,7 @@ type Command struct {
 	ShardsSwitched   *ShardsSwitchedCmd   `json:"shards_switched,omitempty"`
 	UpdateShardCount *UpdateShardCountCmd `json:"update_shard_count,omitempty"`
 	ScaleStep        *ScaleStepCmd        `json:"scale_step,omitempty"`
+	ReplicaSealed    *ReplicaSealedCmd    `json:"replica_sealed,omitempty"`
 
 	RegisterConsumer   *RegisterConsumerCmd   `json:"register_consumer,omitempty"`
 	DeregisterConsumer *DeregisterConsumerCmd `json:"deregister_consumer,omitempty"`
@@ -160,6 +161,8 @@ func (st *State) apply(cmd *Command) (*State, error) {
 		return st.updateShardCount(cmd.UpdateShardCount)
 	case cmd.ScaleStep != nil:
 		return st.scaleStep(cmd.ScaleStep)
+	case cmd.ReplicaSealed != nil:
+		return st.replicaSealed(cmd.ReplicaSealed)
 	case cmd.RegisterConsumer != nil:
 		return st.registerConsumer(cmd.RegisterConsumer)
 	case cmd.DeregisterConsumer != nil:
@@ -304,6 +307,8 @@ func (st *State) moveReplica(c *MoveReplicaCmd) (*State, error) {
 	switch {
 	case sh.Moving != nil:
 		return st, fmt.Errorf("%w: %s is already moving a replica", ErrInvalidCommand, sh.ID())
+	case sh.Frozen:
+		return st, fmt.Errorf("%w: %s is frozen: its replicas run no raft group to move", ErrInvalidCommand, sh.ID())
 	case !slices.Contains(sh.Replicas, c.From):
 		return st, fmt.Errorf("%w: %s has no replica on %s", ErrInvalidCommand, sh.ID(), c.From)
 	case slices.Contains(sh.Replicas, c.To):
@@ -333,5 +338,6 @@ func (st *State) moveDone(c *MoveDoneCmd) (*State, error) {
 		}
 	}
 	sh.Moving = nil
+	sh.Frozen = sh.frozenNow()
 	return st.withStream(s.Name, s), nil
 }

@@ -77,6 +77,9 @@ type Host struct {
 
 	// removing holds groups whose removal is reported; reconciler-owned.
 	removing map[string]bool
+	// sealReports holds, per closed shard, the replica whose seal report
+	// is started, so each runs once; reconciler-owned.
+	sealReports map[string]*shardlog.Shard
 
 	// throttles hold the per-shard limits' buckets of groups running here.
 	throttles throttles
@@ -121,7 +124,8 @@ func StartHost(opts HostOptions) (*Host, error) {
 	h := &Host{opts: opts, meta: meta, logger: opts.Logger,
 		peers:  &peerConns{dialOpts: opts.DialOptions, conns: map[string]*grpc.ClientConn{}},
 		bulk:   &peerConns{dialOpts: opts.DialOptions, conns: map[string]*grpc.ClientConn{}},
-		shards: map[string]*shardlog.Shard{}, removing: map[string]bool{}}
+		shards: map[string]*shardlog.Shard{}, removing: map[string]bool{},
+		sealReports: map[string]*shardlog.Shard{}}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.wg.Add(5)
 	go h.runBalancer()
@@ -172,7 +176,8 @@ func (h *Host) ShardsReady() bool {
 			if !slices.Contains(sh.Replicas, h.opts.NodeID) {
 				continue
 			}
-			if r := h.shards[s.GroupID(sh)]; r == nil || r.Leader() == "" {
+			// A frozen replica runs no group and has no leader to know.
+			if r := h.shards[s.GroupID(sh)]; r == nil || (r.Leader() == "" && r.Raft() != nil) {
 				return false
 			}
 		}

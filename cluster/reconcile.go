@@ -65,12 +65,15 @@ func (h *Host) reconcile(st *State) {
 			switch {
 			case s.Status == StreamDeleting && member:
 				h.removeReplica(s, sh, running)
+			case sh.Frozen && member && (running == nil || running.Raft() != nil):
+				h.freezeReplica(s, sh, running)
 			case s.Status != StreamDeleting && (member || incoming) && running == nil:
 				h.startReplica(s, sh)
 			case s.Status != StreamDeleting && !member && !incoming && running != nil:
 				// The replica moved away while this node was gone.
 				h.removeReplica(s, sh, running)
 			}
+			h.maybeReportSealed(s, sh, gid)
 		}
 	}
 	// Groups of streams that are gone altogether (removed while this node
@@ -91,6 +94,28 @@ func (h *Host) reconcile(st *State) {
 			delete(h.removing, gid)
 		}
 	}
+	for gid := range h.sealReports {
+		if !live[gid] {
+			delete(h.sealReports, gid)
+		}
+	}
+}
+
+// maybeReportSealed starts, once per replica, the report that this node's
+// replica of a closed shard has applied its seal.
+func (h *Host) maybeReportSealed(s *Stream, sh *Shard, gid string) {
+	if s.Status == StreamDeleting || !sh.Closed() || sh.Frozen || slices.Contains(sh.SealedOn, h.opts.NodeID) {
+		return
+	}
+	h.mu.RLock()
+	r := h.shards[gid]
+	h.mu.RUnlock()
+	if r == nil || r.Raft() == nil || h.sealReports[gid] == r {
+		return
+	}
+	h.sealReports[gid] = r
+	h.wg.Add(1)
+	go h.reportSealed(r, sh.EndOffset, ReplicaSealedCmd{StreamID: s.ID, ShardIndex: sh.Index, Node: h.opts.NodeID})
 }
 
 // stopOrphan stops and removes a replica whose stream no longer exists.

@@ -240,7 +240,8 @@ func (h *Host) LeaderTip(ctx context.Context, s *Stream, sh *Shard) (uint64, err
 	if err != nil {
 		return 0, err
 	}
-	if r.IsLeader() {
+	if r.IsLeader() || r.Raft() == nil {
+		// A frozen replica holds the sealed shard whole: it is its own tip.
 		return r.Log().NextOffset(), nil
 	}
 	leader := string(r.Leader())

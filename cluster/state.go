@@ -99,6 +99,14 @@ type Shard struct {
 	Ready bool `json:"ready"`
 	// Moving, when set, is a replica being rebuilt on another node.
 	Moving *Move `json:"moving,omitempty"`
+	// SealedOn are the replicas of a closed shard that have applied its
+	// seal and hold every record below EndOffset durably (ReplicaSealedCmd).
+	SealedOn []string `json:"sealed_on,omitempty"`
+	// Frozen is set once every replica is in SealedOn with no move in
+	// progress: the shard's records can never change again, so its nodes
+	// stop its raft group and serve reads from the segment files alone.
+	// A frozen shard's replicas are never moved.
+	Frozen bool `json:"frozen,omitempty"`
 
 	hashRange HashRange // parsed from HashStart/HashEnd
 }
@@ -203,6 +211,7 @@ func (s *Stream) clone() *Stream {
 	for i, sh := range s.Shards {
 		shc := *sh
 		shc.Replicas = append([]string(nil), sh.Replicas...)
+		shc.SealedOn = append([]string(nil), sh.SealedOn...)
 		if sh.Moving != nil {
 			mv := *sh.Moving
 			shc.Moving = &mv

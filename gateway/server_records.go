@@ -323,6 +323,12 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 	if errors.Is(err, cluster.ErrThrottled) {
 		s.throttled.throttled("GetRecords", st, sh, nil)
 	}
+	if errors.Is(err, shardlog.ErrClosed) {
+		// The replica closed under the read (it was frozen, moved or
+		// removed): a read changes nothing, so the client may simply ask
+		// again, and will find the replica reopened or another node.
+		return nil, unavailable("%s's replica on this node closed during the read; retry", sh.ID())
+	}
 	if err != nil {
 		return nil, err
 	}

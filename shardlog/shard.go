@@ -261,19 +261,27 @@ func (s *Shard) checkAgainstSnapshot(snaps raft.SnapshotStore, machine *fsm) err
 func (s *Shard) Log() *Log { return s.log }
 
 // Raft exposes the group for cluster membership changes and observation.
+// It is nil for a frozen replica (OpenFrozen), which runs no group.
 func (s *Shard) Raft() *raft.Raft { return s.raft }
 
-// IsLeader reports whether this replica currently leads the group.
-func (s *Shard) IsLeader() bool { return s.raft.State() == raft.Leader }
+// IsLeader reports whether this replica currently leads the group; a
+// frozen replica leads nothing.
+func (s *Shard) IsLeader() bool { return s.raft != nil && s.raft.State() == raft.Leader }
 
-// Leader returns the current leader's id, empty when unknown.
+// Leader returns the current leader's id, empty when unknown or frozen.
 func (s *Shard) Leader() raft.ServerID {
+	if s.raft == nil {
+		return ""
+	}
 	_, id := s.raft.LeaderWithID()
 	return id
 }
 
 // WaitLeader blocks until the group has a leader or ctx ends.
 func (s *Shard) WaitLeader(ctx context.Context) error {
+	if s.raft == nil {
+		return ErrShardClosed // frozen: there will never be a leader
+	}
 	obs := make(chan raft.Observation, 1)
 	o := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
@@ -301,6 +309,9 @@ func (s *Shard) Close() error {
 	default:
 	}
 	close(s.stop)
+	if s.raft == nil { // frozen: only the files are open
+		return s.log.Close()
+	}
 	s.cancelFetch()
 	<-s.done
 	err := s.raft.Shutdown().Error()

@@ -1,0 +1,137 @@
+package cluster
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/riffle-streams/riffle/shardlog"
+)
+
+// ReplicaSealedCmd records that Node's replica of a closed shard has applied
+// the seal and holds every record below the shard's EndOffset durably. Once
+// every replica has reported (and no move is in progress) the shard is
+// Frozen. Idempotent: a repeated or stale report changes nothing.
+type ReplicaSealedCmd struct {
+	StreamID   uint64 `json:"stream_id"`
+	ShardIndex uint64 `json:"shard_index"`
+	Node       string `json:"node"`
+}
+
+func (st *State) replicaSealed(c *ReplicaSealedCmd) (*State, error) {
+	s, ok := st.streamByID(c.StreamID)
+	if !ok || s.Status == StreamDeleting || c.ShardIndex >= uint64(len(s.Shards)) {
+		return st, nil
+	}
+	sh := s.Shards[c.ShardIndex]
+	if !sh.Closed() || sh.Frozen || slices.Contains(sh.SealedOn, c.Node) {
+		return st, nil
+	}
+	if !slices.Contains(sh.Replicas, c.Node) && (sh.Moving == nil || sh.Moving.To != c.Node) {
+		return st, nil // a replica that moved away meanwhile
+	}
+	s = s.clone()
+	sh = s.Shards[c.ShardIndex]
+	sh.SealedOn = append(sh.SealedOn, c.Node)
+	sh.Frozen = sh.frozenNow()
+	return st.withStream(s.Name, s), nil
+}
+
+// frozenNow reports whether a closed shard may stop its raft group: every
+// current replica has reported its seal applied, and no replica is being
+// rebuilt (a new replica catches up through raft, so raft must run).
+func (sh *Shard) frozenNow() bool {
+	if !sh.Closed() || sh.Moving != nil || len(sh.Replicas) == 0 {
+		return false
+	}
+	for _, n := range sh.Replicas {
+		if !slices.Contains(sh.SealedOn, n) {
+			return false
+		}
+	}
+	return true
+}
+
+// reportSealed waits until the local replica of a closed shard has applied
+// its seal and every record below end, makes the segments durable (a frozen
+// replica keeps no raft log to replay them from) and reports it.
+func (h *Host) reportSealed(r *shardlog.Shard, end uint64, cmd ReplicaSealedCmd) {
+	defer h.wg.Done()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if _, sealed := r.Sealed(); sealed && r.Log().NextOffset() >= end {
+			break
+		}
+		select {
+		case <-t.C:
+		case <-h.ctx.Done():
+			return
+		}
+		if _, err := r.Log().Read(r.Log().NextOffset(), 1, 1); errors.Is(err, shardlog.ErrClosed) {
+			return // the replica stopped; a later reconcile starts over
+		}
+	}
+	if err := r.Log().Sync(); err != nil {
+		h.logger.Warn("cannot sync a sealed shard's segments", "group", cmd.StreamID, "shard", ShardID(cmd.ShardIndex), "err", err)
+		return
+	}
+	h.proposeUntilDone(h.ctx, Command{ReplicaSealed: &cmd})
+}
+
+// freezeReplica stops a frozen shard's raft group, if it runs here, and
+// serves the replica from its segments alone. The raft log store is
+// deleted: the segments and seal.json hold the data, and a frozen shard
+// never runs raft again (its replicas are never moved).
+func (h *Host) freezeReplica(s *Stream, sh *Shard, running *shardlog.Shard) {
+	gid := s.GroupID(sh)
+	if running != nil {
+		// Readers that find no replica meanwhile are proxied to another.
+		h.mu.Lock()
+		delete(h.shards, gid)
+		h.mu.Unlock()
+		h.throttles.drop(gid)
+		if err := running.Close(); err != nil {
+			h.logger.Warn("stopping a frozen shard's raft group", "group", gid, "err", err)
+		}
+		h.opts.Transports.Release(gid)
+	}
+	dir := h.shardDir(gid)
+	f, err := shardlog.OpenFrozen(dir, h.logger.With("stream", s.Name, "shard", sh.ID()))
+	if err != nil {
+		h.logger.Error("cannot open a frozen shard replica", "stream", s.Name, "shard", sh.ID(), "group", gid, "err", err)
+		return
+	}
+	h.mu.Lock()
+	h.shards[gid] = f
+	h.mu.Unlock()
+	if err := os.Remove(filepath.Join(dir, shardlog.RaftLogFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		h.logger.Warn("cannot remove a frozen shard's raft log", "group", gid, "err", err)
+	}
+	h.logger.Info("shard frozen: raft group stopped, serving reads from its segments",
+		"stream", s.Name, "shard", sh.ID(), "group", gid, "records", f.Log().NextOffset())
+}
+
+// IsFrozen reports whether this node serves group gid read-only, with no
+// raft group running for it.
+func (h *Host) IsFrozen(gid string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	r := h.shards[gid]
+	return r != nil && r.Raft() == nil
+}
+
+// RunningGroups is how many shard raft groups run on this node.
+func (h *Host) RunningGroups() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	n := 0
+	for _, r := range h.shards {
+		if r.Raft() != nil {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,51 @@
+package shardlog
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+)
+
+// ErrNotSealed: OpenFrozen found no seal in the replica's directory. Only a
+// sealed shard is immutable, so only a sealed one may be opened without raft.
+var ErrNotSealed = errors.New("shardlog: shard is not sealed")
+
+// OpenFrozen opens a sealed replica's segments for reading only, with no
+// raft group: a closed shard whose every replica has applied its seal holds
+// records that can never change, so running raft for it would only cost a
+// goroutine set, heartbeats and a bolt file. The returned Shard serves Log()
+// like a running one; it never leads (IsLeader false, Leader empty), Append
+// returns ErrShardSealed, and Close closes the files.
+func OpenFrozen(dir string, logger *slog.Logger) (*Shard, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	seal, err := loadSeal(dir)
+	if err != nil {
+		return nil, err
+	}
+	if seal.get() == nil {
+		return nil, fmt.Errorf("shardlog: open frozen %s: %w", dir, ErrNotSealed)
+	}
+	// OpenLog would create the directory: a frozen replica without its
+	// segments has lost its data, which must not read as an empty shard.
+	segDir := filepath.Join(dir, "segments")
+	if _, err := os.Stat(segDir); err != nil {
+		return nil, fmt.Errorf("shardlog: open frozen %s: %w", dir, err)
+	}
+	l, err := OpenLog(LogOptions{Dir: segDir, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	close(done) // no batcher runs
+	return &Shard{opts: ShardOptions{Dir: dir, Logger: logger}, log: l, logger: logger, seal: seal,
+		stop: stop, done: done}, nil
+}
+
+// RaftLogFile is the name of a replica's raft log store in its directory;
+// a frozen replica no longer needs it.
+const RaftLogFile = "raft.db"
