@@ -260,7 +260,7 @@ func (h *Host) LeaderTip(ctx context.Context, s *Stream, sh *Shard) (uint64, err
 }
 
 // metaSyncWait bounds SyncMeta.
-const metaSyncWait = time.Second
+const metaSyncWait = 3 * time.Second
 
 // SyncMeta brings this node's copy of the metadata up to every change the
 // metadata leader has committed (a read index), for a lookup about to
@@ -271,30 +271,43 @@ const metaSyncWait = time.Second
 func (h *Host) SyncMeta(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, metaSyncWait)
 	defer cancel()
-	var index uint64
-	if h.meta.IsLeader() {
-		i, err := h.meta.appliedAfterBarrier(metaSyncWait)
-		if err != nil {
+	// This node's idea of the leader may be stale (a leader change, or
+	// this node just lost leadership): try again, briefly, on an answer
+	// that says so.
+	for attempt := 0; ; attempt++ {
+		index, err := h.metaReadIndex(ctx)
+		if err == nil {
+			return h.meta.WaitApplied(ctx, index)
+		}
+		if !notApplied(err) {
 			return err
 		}
-		index = i
-	} else {
-		leader := h.metaLeaderID()
-		if leader == "" {
-			return ErrNotLeader
-		}
-		client, err := h.forwardClient(leader)
-		if err != nil {
+		if err := sleepCtx(ctx, retryDelay(attempt)); err != nil {
 			return err
 		}
-		resp, err := client.MetaIndex(ctx, &internalv1.MetaIndexRequest{})
-		if err != nil {
-			return transportError(leader, err)
-		}
-		if err := fromForwardError(resp.Error); err != nil {
-			return err
-		}
-		index = resp.CommitIndex
 	}
-	return h.meta.WaitApplied(ctx, index)
+}
+
+// metaReadIndex asks the metadata leader, here or on a peer, for the index
+// every acknowledged metadata change lies at or below.
+func (h *Host) metaReadIndex(ctx context.Context) (uint64, error) {
+	if h.meta.IsLeader() {
+		return h.meta.appliedAfterBarrier(metaSyncWait)
+	}
+	leader := h.metaLeaderID()
+	if leader == "" {
+		return 0, ErrNotLeader
+	}
+	client, err := h.forwardClient(leader)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := client.MetaIndex(ctx, &internalv1.MetaIndexRequest{})
+	if err != nil {
+		return 0, transportError(leader, err)
+	}
+	if err := fromForwardError(resp.Error); err != nil {
+		return 0, err
+	}
+	return resp.CommitIndex, nil
 }

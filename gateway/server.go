@@ -119,8 +119,10 @@ func (s *Server) stream(ctx context.Context, name, arn string) (*cluster.Stream,
 	st, ok := s.host.Meta().State().Streams[n]
 	if !ok {
 		// Created through another node a moment ago? Catch up first.
-		if s.host.SyncMeta(ctx) == nil {
+		if err := s.host.SyncMeta(ctx); err == nil {
 			st, ok = s.host.Meta().State().Streams[n]
+		} else {
+			s.logger.Info("metadata catch-up failed; answering from this node's copy", "stream", n, "err", err)
 		}
 		if !ok {
 			return nil, notFound("stream %s not found", n)
