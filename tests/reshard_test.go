@@ -340,6 +340,28 @@ func streamStatusOf(t *testing.T, c rifflev1.StreamsClient, stream string) riffl
 	return out.StreamDescriptionSummary.StreamStatus
 }
 
+// metaLeader waits for the metadata leader and returns its index and the
+// other nodes' indexes.
+func (c *testCluster) metaLeader(t *testing.T) (leader int, others []int) {
+	t.Helper()
+	leader = -1
+	waitFor(t, 10*time.Second, "metadata leader", func() error {
+		for i, n := range c.nodes {
+			if n.Host().Meta().IsLeader() {
+				leader = i
+				return nil
+			}
+		}
+		return errors.New("none")
+	})
+	for i := range c.nodes {
+		if i != leader {
+			others = append(others, i)
+		}
+	}
+	return leader, others
+}
+
 func clientsOf(c *testCluster, nodes ...int) []rifflev1.StreamsClient {
 	var out []rifflev1.StreamsClient
 	for _, i := range nodes {
@@ -575,22 +597,7 @@ func TestReshardSurvivesMetadataLeaderKill(t *testing.T) {
 	ctx := context.Background()
 	const stream = "crash"
 	createStream(t, c.nodes[0].client, stream, 1)
-	leader := -1
-	waitFor(t, 10*time.Second, "metadata leader", func() error {
-		for i, n := range c.nodes {
-			if n.Host().Meta().IsLeader() {
-				leader = i
-				return nil
-			}
-		}
-		return errors.New("none")
-	})
-	var others []int
-	for i := range c.nodes {
-		if i != leader {
-			others = append(others, i)
-		}
-	}
+	leader, others := c.metaLeader(t)
 	load := startReshardLoad(t, clientsOf(c, others...), stream, 4, 20)
 	waitFor(t, 10*time.Second, "writes before the split", func() error {
 		if n := load.count(); n < 200 {

@@ -319,22 +319,7 @@ func TestScaleSurvivesMetadataLeaderKill(t *testing.T) {
 	killAtEnd(t, c)
 	const stream = "scalecrash"
 	createStream(t, c.nodes[0].client, stream, 2)
-	leader := -1
-	waitFor(t, 10*time.Second, "metadata leader", func() error {
-		for i, n := range c.nodes {
-			if n.Host().Meta().IsLeader() {
-				leader = i
-				return nil
-			}
-		}
-		return errors.New("none")
-	})
-	var others []int
-	for i := range c.nodes {
-		if i != leader {
-			others = append(others, i)
-		}
-	}
+	leader, others := c.metaLeader(t)
 	load := startReshardLoad(t, clientsOf(c, others...), stream, 4, 20)
 	waitFor(t, 20*time.Second, "writes before scaling", func() error {
 		if n := load.count(); n < 100 {
