@@ -138,7 +138,10 @@ func (m *Meta) Propose(ctx context.Context, cmd Command) (uint64, error) {
 func (m *Meta) WaitApplied(ctx context.Context, index uint64) error {
 	for {
 		changed := m.fsm.changed()
-		if m.fsm.appliedIndex() >= index || m.raft.AppliedIndex() >= index {
+		// Not raft.AppliedIndex: raft advances it when it hands entries
+		// to the FSM, before they are applied, so a lookup could still
+		// miss what the leader has acknowledged.
+		if m.fsm.appliedIndex() >= index {
 			return nil
 		}
 		select {
@@ -238,8 +241,19 @@ func (f *metaFSM) Apply(l *raft.Log) interface{} {
 	return err
 }
 
+// snapshotState is the snapshot's form: the state and the index of the last
+// command in it, so that a replica restored from it knows how far it has
+// applied (WaitApplied).
+type snapshotState struct {
+	*State
+	AppliedIndex uint64 `json:"applied_index,omitempty"`
+}
+
 func (f *metaFSM) Snapshot() (raft.FSMSnapshot, error) {
-	data, err := json.Marshal(f.current())
+	f.mu.Lock()
+	snap := snapshotState{State: f.state, AppliedIndex: f.applied}
+	f.mu.Unlock()
+	data, err := json.Marshal(snap)
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +263,8 @@ func (f *metaFSM) Snapshot() (raft.FSMSnapshot, error) {
 func (f *metaFSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	st := &State{}
-	if err := json.NewDecoder(rc).Decode(st); err != nil {
+	snap := snapshotState{State: st}
+	if err := json.NewDecoder(rc).Decode(&snap); err != nil {
 		return fmt.Errorf("cluster: decode metadata snapshot: %w", err)
 	}
 	if st.Streams == nil {
@@ -262,7 +277,11 @@ func (f *metaFSM) Restore(rc io.ReadCloser) error {
 			}
 		}
 	}
-	f.publish(st, 0)
+	f.mu.Lock()
+	f.state, f.applied = st, snap.AppliedIndex
+	close(f.notify)
+	f.notify = make(chan struct{})
+	f.mu.Unlock()
 	return nil
 }
 
