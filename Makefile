@@ -142,6 +142,7 @@ e2e: docker-image
 	RIFFLE_E2E_DOCKER="$(DOCKER)" RIFFLE_E2E_COMPOSE="$(DOCKER_COMPOSE)" \
 	RIFFLE_E2E_COMPOSE_FILE="$(CLUSTER_FILE)" RIFFLE_E2E_PROJECT="$(CLUSTER_PROJECT)" \
 		$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./tests/e2e/...; \
-	echo "e2e: fan-out: two registered consumers, 1000 records/s, Kinesis limits"; \
+	echo "e2e: fan-out: two registered consumers, 1000 records/s, Kinesis limits, a split and a merge"; \
 	$(DOCKER_BIN) bench --mode fanout --addr $(CLUSTER_ADDRS) --stream e2e-fanout --create-shards 4 \
-		--create-limits cluster --rate 1000 --consumers 2 --in-flight 16 --duration 15s
+		--create-limits cluster --rate 1000 --consumers 2 --in-flight 16 --key-count 200 \
+		--split-after 5s --merge-after 12s --duration 20s

@@ -138,12 +138,16 @@ type lineage struct {
 	children []string            // waiting, in discovery order
 }
 
-func newLineage(start string) *lineage {
-	return &lineage{
-		reading: map[string]bool{start: true},
+func newLineage(starts ...string) *lineage {
+	l := &lineage{
+		reading: map[string]bool{},
 		ended:   map[string]bool{},
 		waiting: map[string][]string{},
 	}
+	for _, id := range starts {
+		l.reading[id] = true
+	}
+	return l
 }
 
 // end records that shard ended with children and returns the shards to

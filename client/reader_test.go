@@ -249,6 +249,18 @@ func TestLineage(t *testing.T) {
 	if got := one.end("a", []*rifflev1.ChildShard{child("c", "a", "b")}); !slices.Equal(got, []string{"c"}) {
 		t.Fatalf("a reader of one parent: %v", got)
 	}
+	// A reader of both parents from the start (NewShardsSubscriber) reads
+	// their merged child once, after both.
+	both := newLineage("a", "b")
+	if got := both.end("a", []*rifflev1.ChildShard{child("c", "a", "b")}); len(got) != 0 {
+		t.Fatalf("merged child started after one of two parents: %v", got)
+	}
+	if got := both.end("b", []*rifflev1.ChildShard{child("c", "a", "b")}); !slices.Equal(got, []string{"c"}) {
+		t.Fatalf("after both parents: %v", got)
+	}
+	if got := both.end("c", nil); len(got) != 0 {
+		t.Fatalf("after the child: %v", got)
+	}
 }
 
 // The shard map routes each hash key to the open shard whose inclusive

@@ -86,6 +86,16 @@ type subEvent struct {
 // NewSubscriber starts receiving shard shardID through the registered
 // consumer consumerARN, from start.
 func NewSubscriber(c *Client, consumerARN, shardID string, start StartingPosition, cfg SubscriberConfig) *Subscriber {
+	return NewShardsSubscriber(c, consumerARN, []string{shardID}, start, cfg)
+}
+
+// NewShardsSubscriber starts receiving several shards of one stream through
+// the registered consumer consumerARN, each from start, and their
+// descendants: a child starts once every parent being received has ended,
+// so the child of two merged shards is received once, after both. Given
+// the open shards of a stream, it receives the whole stream as it splits
+// and merges. shardIDs must not be empty.
+func NewShardsSubscriber(c *Client, consumerARN string, shardIDs []string, start StartingPosition, cfg SubscriberConfig) *Subscriber {
 	cfg.Retry = cfg.Retry.withDefaults()
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
@@ -101,8 +111,10 @@ func NewSubscriber(c *Client, consumerARN, shardID string, start StartingPositio
 		cancel: cancel,
 		events: make(chan subEvent),
 	}
-	s.lineage = newLineage(shardID)
-	s.follow(shardID, start.withDefault())
+	s.lineage = newLineage(shardIDs...)
+	for _, id := range shardIDs {
+		s.follow(id, start.withDefault())
+	}
 	return s
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -503,5 +504,54 @@ func TestCLIFanOut(t *testing.T) {
 	}
 	if _, code := cli(t, addr, "", "subscribe", "--stream", "clicks", "--consumer", "x"); code != 2 {
 		t.Errorf("subscribe without --shard or --all exited %d, want 2", code)
+	}
+}
+
+// The fan-out bench splits a shard and merges it back while it writes and
+// its consumers read: every acknowledged record reaches both consumers once,
+// per-key order holds across parent and children, and the report measures
+// when the children took writes.
+func TestCLIBenchReshards(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	addr := freePort(t)
+	startProcess(t, filepath.Join(t.TempDir(), "data"), addr)
+	out, code := cli(t, addr, "", "bench", "--mode", "fanout", "--stream", "hot", "--create-shards", "2",
+		"--rate", "200", "--consumers", "2", "--in-flight", "8", "--key-count", "40",
+		"--split-after", "2s", "--merge-after", "5s", "--duration", "8s", "--json")
+	if code != 0 {
+		t.Fatalf("bench exited %d: %s", code, out)
+	}
+	var report struct {
+		Acked              uint64   `json:"acked"`
+		Missing            []uint64 `json:"missing"`
+		KeyOutOfOrder      []uint64 `json:"key_out_of_order"`
+		KeyOrderViolations uint64   `json:"key_order_violations"`
+		Reshards           []struct {
+			Kind                string   `json:"kind"`
+			Parents             []string `json:"parents"`
+			Children            []string `json:"children"`
+			FirstChildAckMillis float64  `json:"first_child_ack_ms"`
+			AffectedPuts        int      `json:"affected_puts"`
+		} `json:"reshards"`
+	}
+	if err := json.Unmarshal([]byte(out), &report); err != nil {
+		t.Fatalf("report: %v: %s", err, out)
+	}
+	if report.Acked < 1000 || !slices.Equal(report.Missing, []uint64{0, 0}) || !slices.Equal(report.KeyOutOfOrder, []uint64{0, 0}) || report.KeyOrderViolations != 0 {
+		t.Fatalf("report: %s", out)
+	}
+	if len(report.Reshards) != 2 || report.Reshards[0].Kind != "split" || report.Reshards[1].Kind != "merge" {
+		t.Fatalf("reshards: %+v", report.Reshards)
+	}
+	split, merge := report.Reshards[0], report.Reshards[1]
+	if len(split.Children) != 2 || !slices.Equal(merge.Parents, split.Children) || len(merge.Children) != 1 {
+		t.Fatalf("lineage: split %+v, merge %+v", split, merge)
+	}
+	for _, r := range report.Reshards {
+		if r.FirstChildAckMillis <= 0 || r.AffectedPuts == 0 {
+			t.Errorf("%s: no write acknowledged by a child measured: %+v", r.Kind, r)
+		}
 	}
 }

@@ -26,7 +26,7 @@ const benchKeyLen = 32
 
 var benchCommand = &command{
 	path:     "bench",
-	synopsis: "--stream S [--create-shards N] [--create-limits unlimited|cluster] [--producers P] [--in-flight K] [--batch B] [--record-size BYTES] [--duration D] [--keys uniform] [--mode produce|fanout] [--rate R] [--consumers C]",
+	synopsis: "--stream S [--create-shards N] [--create-limits unlimited|cluster] [--producers P] [--in-flight K] [--batch B] [--record-size BYTES] [--duration D] [--keys uniform] [--mode produce|fanout] [--rate R] [--consumers C] [--key-count N] [--split-after D] [--merge-after D]",
 	summary:  "measure produce throughput and ack latency",
 	details: `
 Creates the stream when it is missing and --create-shards is given, waits
@@ -52,7 +52,17 @@ loop: latency counts from each record's scheduled time, with up to
 producers x in-flight calls at once). Each consumer checks that it receives
 every acknowledged record once and in order per shard; the report gives ack
 and put-to-push latency quantiles, and the run exits 1 on any record
-missing, duplicated or out of order.`,
+missing, duplicated or out of order.
+
+With --split-after D the fan-out bench splits the first open shard at the
+middle of its hash range D into the run, and with --merge-after merges the
+two children back; the consumers follow the lineage. The report gives, for
+each, the time from the call until a child acknowledged a write and the ack
+latency of the affected keys' puts meanwhile (the write pause). With
+--key-count N the records use N partition keys, and the run also exits 1
+when a key's records reach a consumer out of sequence order, or when a put
+got a lower sequence number than a put of its key acknowledged before it
+was sent (per-key order across parents and children).`,
 	newVerb: func() verb { return &benchVerb{} },
 }
 
@@ -70,6 +80,9 @@ type benchVerb struct {
 	mode         string
 	rate         int
 	consumers    int
+	keyCount     int
+	splitAfter   time.Duration
+	mergeAfter   time.Duration
 	createLimits string
 }
 
@@ -87,6 +100,9 @@ func (c *benchVerb) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.mode, "mode", "produce", "produce (throughput and ack latency) or fanout (put-to-push latency through registered consumers)")
 	fs.IntVar(&c.rate, "rate", 1000, "fanout mode: records per second, put one by one at a fixed rate")
 	fs.IntVar(&c.consumers, "consumers", 2, "fanout mode: registered consumers, each subscribed to every open shard")
+	fs.IntVar(&c.keyCount, "key-count", 0, "fanout mode: pick each record's partition key from this many keys (0: a new random key per record)")
+	fs.DurationVar(&c.splitAfter, "split-after", 0, "fanout mode: split the first open shard at the middle of its range this long into the run")
+	fs.DurationVar(&c.mergeAfter, "merge-after", 0, "fanout mode: merge the split's two children back this long into the run (needs --split-after)")
 }
 
 func (c *benchVerb) validate(_ *flag.FlagSet, args []string) error {
@@ -118,6 +134,14 @@ func (c *benchVerb) validate(_ *flag.FlagSet, args []string) error {
 		return fmt.Errorf("--rate must be between 1 and 1000000, got %d", c.rate)
 	case c.mode == "fanout" && (c.consumers < 1 || c.consumers > 20):
 		return fmt.Errorf("--consumers must be between 1 and 20 (Kinesis's limit per stream), got %d", c.consumers)
+	case c.keyCount < 0:
+		return fmt.Errorf("--key-count must not be negative, got %d", c.keyCount)
+	case c.mode != "fanout" && (c.keyCount != 0 || c.splitAfter != 0 || c.mergeAfter != 0):
+		return errors.New("--key-count, --split-after and --merge-after go with --mode fanout")
+	case c.splitAfter < 0 || c.splitAfter >= c.duration:
+		return fmt.Errorf("--split-after must lie within --duration %v, got %v", c.duration, c.splitAfter)
+	case c.mergeAfter != 0 && (c.splitAfter == 0 || c.mergeAfter <= c.splitAfter || c.mergeAfter >= c.duration):
+		return fmt.Errorf("--merge-after needs --split-after and must lie between it and --duration, got %v", c.mergeAfter)
 	case c.createLimits != "unlimited" && c.createLimits != "cluster":
 		return fmt.Errorf("--create-limits must be unlimited or cluster, got %q", c.createLimits)
 	}

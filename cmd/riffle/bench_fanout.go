@@ -4,14 +4,15 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
-
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/riffle-streams/riffle/client"
 	rifflev1 "github.com/riffle-streams/riffle/proto/riffle/v1"
@@ -43,11 +44,25 @@ type fanoutReport struct {
 	FailedPuts map[string]uint64 `json:"failed_puts"`
 	// Per consumer: records received, acknowledged records never received,
 	// records received twice, and records out of order within a shard.
-	Received     []uint64 `json:"received"`
-	Missing      []uint64 `json:"missing"`
-	Duplicates   []uint64 `json:"duplicates"`
-	OutOfOrder   []uint64 `json:"out_of_order"`
-	Resubscribes uint64   `json:"resubscribes"`
+	Received   []uint64 `json:"received"`
+	Missing    []uint64 `json:"missing"`
+	Duplicates []uint64 `json:"duplicates"`
+	OutOfOrder []uint64 `json:"out_of_order"`
+	// KeyOutOfOrder counts, per consumer, records delivered after a record
+	// of the same partition key with a higher sequence number: across a
+	// split or merge, a key's records in a parent must all come first.
+	KeyOutOfOrder []uint64 `json:"key_out_of_order"`
+	// KeyOrderViolations counts acknowledged puts whose sequence number is
+	// below that of a put of the same key acknowledged before they were
+	// sent (real-time order per key, across the lineage).
+	KeyOrderViolations uint64 `json:"key_order_violations"`
+	// Subscriptions made by the consumers' subscribers, and how many of
+	// them ended in an error rather than at their lifetime's end.
+	Subscriptions        int64 `json:"subscriptions"`
+	SubscriptionFailures int64 `json:"subscription_failures"`
+	// Reshards are the splits and merges made during the run.
+	Reshards     []reshardReport `json:"reshards,omitempty"`
+	ReshardError string          `json:"reshard_error,omitempty"`
 	// Latencies in milliseconds: put acknowledgement, and put (intended
 	// send time) to the consumer receiving the record.
 	AckLatency     latencyReport `json:"ack_latency_ms"`
@@ -59,13 +74,15 @@ type fanoutReport struct {
 type fanoutConsumer struct {
 	arn string
 
-	mu         sync.Mutex
-	seen       map[uint64]bool   // record numbers received
-	lastSeq    map[string]string // shard -> last sequence number received
-	latency    Histogram
-	received   uint64
-	duplicates uint64
-	outOfOrder uint64
+	mu            sync.Mutex
+	seen          map[uint64]bool   // record numbers received
+	lastSeq       map[string]string // shard -> last sequence number received
+	lastKeySeq    map[string]string // partition key -> last sequence number received
+	latency       Histogram
+	received      uint64
+	duplicates    uint64
+	outOfOrder    uint64
+	keyOutOfOrder uint64
 }
 
 func (c *benchVerb) runFanout(ctx context.Context, cl *client.Client, std stdio) error {
@@ -84,27 +101,38 @@ func (c *benchVerb) runFanout(ctx context.Context, cl *client.Client, std stdio)
 	fmt.Fprintf(std.err, "riffle: fan-out bench on stream %s: %d shards, %d consumers, %d records/s of %d bytes, for %s\n",
 		c.stream, len(shards), len(consumers), c.rate, c.recordSize, c.duration)
 
-	// Subscriptions start at the run's start time, so they see every record
-	// of the run whenever they get going; records of earlier runs are
-	// skipped by run id.
+	// Each consumer receives the open shards through one SDK subscriber,
+	// which follows child shards after their parents (a split or merge
+	// during the run, --split-after and --merge-after). Subscriptions start
+	// at the run's start time, so they see every record of the run
+	// whenever they get going; records of earlier runs are skipped by run
+	// id.
 	startAt := time.Now().Add(-time.Second)
 	subCtx, stopSubs := context.WithCancel(context.WithoutCancel(ctx))
 	var subs sync.WaitGroup
-	var resubscribes uint64
-	var resubMu sync.Mutex
-	subErr := make(chan error, len(consumers)*len(shards))
+	var subscriptions, subFailures atomic.Int64
+	subErr := make(chan error, len(consumers))
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, con := range consumers {
-		for _, sh := range shards {
-			subs.Go(func() {
-				n, err := subscribeLoop(subCtx, streams, con, sh, startAt, runID)
-				resubMu.Lock()
-				resubscribes += n
-				resubMu.Unlock()
-				if err != nil && subCtx.Err() == nil {
-					subErr <- fmt.Errorf("%s on %s: %w", con.arn, sh, err)
+		subs.Go(func() {
+			sub := client.NewShardsSubscriber(cl, con.arn, shards, client.AtTimestamp(startAt), client.SubscriberConfig{Logger: quiet})
+			defer func() {
+				sub.Close()
+				st := sub.Stats()
+				subscriptions.Add(st.Subscriptions)
+				subFailures.Add(st.Failures)
+			}()
+			for {
+				b, err := sub.Next(subCtx)
+				if err != nil {
+					if subCtx.Err() == nil {
+						subErr <- fmt.Errorf("%s: %w", con.arn, err)
+					}
+					return
 				}
-			})
-		}
+				con.receive(b.ShardID, b.Records, runID)
+			}
+		})
 	}
 	defer func() {
 		stopSubs()
@@ -112,10 +140,18 @@ func (c *benchVerb) runFanout(ctx context.Context, cl *client.Client, std stdio)
 	}()
 
 	p := &fanoutProducer{streams: streams, stream: c.stream, runID: runID, recordSize: c.recordSize, timeout: c.timeout,
-		failed: map[string]uint64{}}
+		keys: benchKeys(c.keyCount), failed: map[string]uint64{}}
 	start := time.Now()
+	var reshards []*reshardEvent
+	var reshardErr error
+	reshardsDone := make(chan struct{})
+	go func() {
+		defer close(reshardsDone)
+		reshards, reshardErr = c.runReshards(ctx, streams, start, std.err)
+	}()
 	interrupted := p.run(ctx, c.rate, c.duration, c.inFlight*c.producers, consumers, std.err)
 	elapsed := time.Since(start)
+	<-reshardsDone
 
 	// Wait for the consumers to drain what was acknowledged.
 	acked := p.ackedSet()
@@ -143,9 +179,15 @@ func (c *benchVerb) runFanout(ctx context.Context, cl *client.Client, std stdio)
 
 	r := fanoutReport{Stream: c.stream, Shards: len(shards), Consumers: len(consumers), Rate: c.rate, RecordSize: c.recordSize,
 		ElapsedSeconds: elapsed.Seconds(), Interrupted: interrupted, Attempted: p.attempted, Acked: uint64(len(acked)),
-		FailedPuts: p.failed, Resubscribes: resubscribes, AckLatency: latencies(&p.latency)}
+		FailedPuts: p.failed, AckLatency: latencies(&p.latency)}
+	r.Subscriptions, r.SubscriptionFailures = subscriptions.Load(), subFailures.Load()
 	if firstSubErr != nil {
 		r.SubscribeError = firstSubErr.Error()
+	}
+	r.KeyOrderViolations = p.realTimeViolations()
+	r.Reshards = p.reshardReports(reshards, start)
+	if reshardErr != nil {
+		r.ReshardError = reshardErr.Error()
 	}
 	var push Histogram
 	for _, con := range consumers {
@@ -160,6 +202,7 @@ func (c *benchVerb) runFanout(ctx context.Context, cl *client.Client, std stdio)
 		r.Missing = append(r.Missing, missing)
 		r.Duplicates = append(r.Duplicates, con.duplicates)
 		r.OutOfOrder = append(r.OutOfOrder, con.outOfOrder)
+		r.KeyOutOfOrder = append(r.KeyOutOfOrder, con.keyOutOfOrder)
 		push.Merge(&con.latency)
 		con.mu.Unlock()
 	}
@@ -173,9 +216,16 @@ func (c *benchVerb) runFanout(ctx context.Context, cl *client.Client, std stdio)
 		return err
 	}
 	for i := range r.Missing {
-		if r.Missing[i] > 0 || r.Duplicates[i] > 0 || r.OutOfOrder[i] > 0 {
-			return &exitError{code: exitFailure, msg: fmt.Sprintf("consumer %d: %d missing, %d duplicates, %d out of order", i, r.Missing[i], r.Duplicates[i], r.OutOfOrder[i])}
+		if r.Missing[i] > 0 || r.Duplicates[i] > 0 || r.OutOfOrder[i] > 0 || r.KeyOutOfOrder[i] > 0 {
+			return &exitError{code: exitFailure, msg: fmt.Sprintf("consumer %d: %d missing, %d duplicates, %d out of order in a shard, %d out of order for a key",
+				i, r.Missing[i], r.Duplicates[i], r.OutOfOrder[i], r.KeyOutOfOrder[i])}
 		}
+	}
+	if r.KeyOrderViolations > 0 {
+		return &exitError{code: exitFailure, msg: fmt.Sprintf("%d puts got a lower sequence number than a put of the same key acknowledged before they began", r.KeyOrderViolations)}
+	}
+	if r.ReshardError != "" {
+		return &exitError{code: exitFailure, msg: "resharding: " + r.ReshardError}
 	}
 	if r.Acked == 0 {
 		return &exitError{code: exitFailure, msg: "no record was acknowledged"}
@@ -238,7 +288,8 @@ func (c *benchVerb) registerBenchConsumers(ctx context.Context, streams rifflev1
 		if err != nil {
 			return out, fmt.Errorf("register consumer %s: %w", name, err)
 		}
-		out = append(out, &fanoutConsumer{arn: resp.GetConsumer().GetConsumerArn(), seen: map[uint64]bool{}, lastSeq: map[string]string{}})
+		out = append(out, &fanoutConsumer{arn: resp.GetConsumer().GetConsumerArn(), seen: map[uint64]bool{},
+			lastSeq: map[string]string{}, lastKeySeq: map[string]string{}})
 	}
 	deadline := time.Now().Add(c.timeout)
 	for _, con := range out {
@@ -274,56 +325,6 @@ func (c *benchVerb) deregisterBenchConsumers(streams rifflev1.StreamsClient, con
 	}
 }
 
-// subscribeLoop keeps con subscribed to shard from startAt until ctx ends,
-// resubscribing after each subscription's end from its continuation. It
-// returns how many times it resubscribed, and an error that is not worth a
-// retry.
-func subscribeLoop(ctx context.Context, streams rifflev1.StreamsClient, con *fanoutConsumer, shard string, startAt time.Time, runID [8]byte) (uint64, error) {
-	pos := &rifflev1.StartingPosition{Type: rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AT_TIMESTAMP, Timestamp: timestamppb.New(startAt)}
-	var resubscribes uint64
-	for attempt := 0; ; attempt++ {
-		sub, err := streams.SubscribeToShard(ctx, &rifflev1.SubscribeToShardRequest{ConsumerArn: con.arn, ShardId: shard, StartingPosition: pos})
-		for err == nil {
-			var ev *rifflev1.SubscribeToShardEvent
-			ev, err = sub.Recv()
-			if err != nil {
-				break
-			}
-			attempt = 0
-			con.receive(shard, ev.GetRecords(), runID)
-			switch cont := ev.GetContinuationSequenceNumber(); {
-			case cont != "":
-				pos = &rifflev1.StartingPosition{Type: rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AFTER_SEQUENCE_NUMBER, SequenceNumber: cont}
-			case len(ev.GetChildShards()) > 0:
-				return resubscribes, nil // the shard is closed and finished
-			default:
-				pos = &rifflev1.StartingPosition{Type: rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_TRIM_HORIZON}
-			}
-		}
-		if ctx.Err() != nil {
-			return resubscribes, nil
-		}
-		// A subscription ends cleanly after its lifetime (EOF); node loss
-		// and leader changes are retryable; ResourceInUse is our own
-		// earlier subscription still registered. Anything else, or too
-		// many failures in a row, ends the loop.
-		retry := errors.Is(err, io.EOF) || client.IsRetryable(err) || client.ExceptionName(err) == client.ResourceInUseException
-		if !retry || attempt >= 50 {
-			return resubscribes, err
-		}
-		resubscribes++
-		delay := time.Duration(0)
-		if !errors.Is(err, io.EOF) {
-			delay = min(50*time.Millisecond<<min(attempt, 5), time.Second)
-		}
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-			return resubscribes, nil
-		}
-	}
-}
-
 // receive checks and counts one event's records.
 func (con *fanoutConsumer) receive(shard string, recs []*rifflev1.Record, runID [8]byte) {
 	now := time.Now()
@@ -334,6 +335,11 @@ func (con *fanoutConsumer) receive(shard string, recs []*rifflev1.Record, runID 
 			con.outOfOrder++
 		}
 		con.lastSeq[shard] = r.GetSequenceNumber()
+		key := r.GetPartitionKey()
+		if last := con.lastKeySeq[key]; last != "" && !seqLess(last, r.GetSequenceNumber()) {
+			con.keyOutOfOrder++
+		}
+		con.lastKeySeq[key] = r.GetSequenceNumber()
 		d := r.GetData()
 		if len(d) < fanoutHeaderLen || string(d[:8]) != string(runID[:]) {
 			continue
@@ -366,11 +372,25 @@ type fanoutProducer struct {
 	recordSize int
 	timeout    time.Duration
 
+	// keys, when set, are the partition keys to pick from (--key-count);
+	// otherwise each record gets a fresh random key.
+	keys []string
+
 	mu        sync.Mutex
 	attempted uint64
 	acked     []uint64
+	puts      []putRecord // every acknowledged put, for the order and reshard checks
+	failures  []time.Time // when each failed put was sent
 	failed    map[string]uint64
 	latency   Histogram
+}
+
+// putRecord is one acknowledged put.
+type putRecord struct {
+	key       string
+	shard     string
+	seq       string
+	sent, ack time.Time
 }
 
 // run puts rate records per second for d with up to workers calls in
@@ -435,18 +455,26 @@ func (p *fanoutProducer) put(ctx context.Context, n uint64, when time.Time) {
 	copy(data, p.runID[:])
 	binary.BigEndian.PutUint64(data[8:], uint64(when.UnixNano()))
 	binary.BigEndian.PutUint64(data[16:], n)
+	key := randomKey()
+	if len(p.keys) > 0 {
+		key = p.keys[rand.IntN(len(p.keys))]
+	}
+	sent := time.Now()
 	callCtx, cancel := context.WithTimeout(ctx, p.timeout)
-	_, err := p.streams.PutRecord(callCtx, &rifflev1.PutRecordRequest{StreamName: p.stream, PartitionKey: randomKey(), Data: data})
+	resp, err := p.streams.PutRecord(callCtx, &rifflev1.PutRecordRequest{StreamName: p.stream, PartitionKey: key, Data: data})
 	cancel()
+	ack := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.attempted++
 	if err != nil {
 		p.failed[errorName(err)]++
+		p.failures = append(p.failures, sent)
 		return
 	}
 	p.acked = append(p.acked, n)
-	p.latency.Record(time.Since(when))
+	p.puts = append(p.puts, putRecord{key: key, shard: resp.GetShardId(), seq: resp.GetSequenceNumber(), sent: sent, ack: ack})
+	p.latency.Record(ack.Sub(when))
 }
 
 func (p *fanoutProducer) ackedSet() map[uint64]bool {
@@ -468,7 +496,17 @@ func writeFanoutReport(w io.Writer, r fanoutReport) error {
 	for i := range r.Received {
 		fmt.Fprintf(tw, "consumer %d\t%d received, %d missing, %d duplicates, %d out of order\n", i, r.Received[i], r.Missing[i], r.Duplicates[i], r.OutOfOrder[i])
 	}
-	fmt.Fprintf(tw, "resubscribes\t%d\n", r.Resubscribes)
+	fmt.Fprintf(tw, "subscriptions\t%d, %d ended in an error\n", r.Subscriptions, r.SubscriptionFailures)
+	fmt.Fprintf(tw, "per-key order\t%d puts below an earlier acknowledged put of their key; consumers: %v out of order\n", r.KeyOrderViolations, r.KeyOutOfOrder)
+	for _, rs := range r.Reshards {
+		fmt.Fprintf(tw, "%s\t%s -> %s at %.1fs: call %s, first write acknowledged by a child %s after the call\n",
+			rs.Kind, strings.Join(rs.Parents, "+"), strings.Join(rs.Children, "+"), rs.AtSeconds, fmtMillis(rs.CallMillis), fmtMillis(rs.FirstChildAckMillis))
+		fmt.Fprintf(tw, "\taffected keys' puts sent in the switch: %d, ack p50 %s  p99 %s  max %s (run p50 %s), %d puts failed then\n",
+			rs.AffectedPuts, fmtMillis(rs.AffectedAck.P50), fmtMillis(rs.AffectedAck.P99), fmtMillis(rs.AffectedAck.Max), fmtMillis(r.AckLatency.P50), rs.FailedPuts)
+	}
+	if r.ReshardError != "" {
+		fmt.Fprintf(tw, "reshard error\t%s\n", r.ReshardError)
+	}
 	fmt.Fprintf(tw, "ack latency\tp50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",
 		fmtMillis(r.AckLatency.P50), fmtMillis(r.AckLatency.P90), fmtMillis(r.AckLatency.P99), fmtMillis(r.AckLatency.P999), fmtMillis(r.AckLatency.Max))
 	fmt.Fprintf(tw, "put-to-push latency\tp50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",

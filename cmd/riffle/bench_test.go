@@ -128,3 +128,28 @@ func TestRandomKey(t *testing.T) {
 		t.Errorf("keys %q and %q", a, b)
 	}
 }
+
+// The per-key real-time check flags a put sent after another of its key was
+// acknowledged with a higher sequence number, and nothing else: concurrent
+// puts may commit in either order.
+func TestRealTimeViolations(t *testing.T) {
+	at := func(ms int) time.Time { return time.Unix(0, 0).Add(time.Duration(ms) * time.Millisecond) }
+	put := func(seq string, sent, ack int) putRecord {
+		return putRecord{key: "k", seq: seq, sent: at(sent), ack: at(ack)}
+	}
+	for _, tt := range []struct {
+		name string
+		puts []putRecord
+		want uint64
+	}{
+		{"in order", []putRecord{put("10", 0, 5), put("11", 6, 9), put("20", 10, 12)}, 0},
+		{"concurrent, either order", []putRecord{put("11", 0, 5), put("10", 1, 6)}, 0},
+		{"child before parent", []putRecord{put("100000000000000000000", 0, 5), put("7", 6, 9)}, 1},
+		{"equal sequence numbers", []putRecord{put("10", 0, 5), put("10", 6, 9)}, 1},
+		{"one of two later puts", []putRecord{put("10", 0, 5), put("9", 6, 9), put("11", 6, 9)}, 1},
+	} {
+		if got := realTimeViolations(tt.puts); got != tt.want {
+			t.Errorf("%s: %d violations, want %d", tt.name, got, tt.want)
+		}
+	}
+}
