@@ -155,6 +155,7 @@ func (h *Host) startReplica(s *Stream, sh *Shard) {
 		LocalID:         serverID(h.opts.NodeID),
 		Transport:       h.opts.Transports.Transport(gid),
 		Bootstrap:       servers,
+		Campaign:        len(servers) > 0 && sh.Replicas[0] == h.opts.NodeID,
 		Timing:          h.opts.ShardTiming,
 		SegmentMaxBytes: h.opts.SegmentMaxBytes,
 		SegmentMaxAge:   h.opts.SegmentMaxAge,

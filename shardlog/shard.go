@@ -43,6 +43,11 @@ type ShardOptions struct {
 	// Bootstrap is the initial configuration, applied only when Dir holds no
 	// raft state yet. Every initial replica bootstraps with the same servers.
 	Bootstrap []raft.Server
+	// Campaign makes this replica, when it bootstraps a new group, stand
+	// for election at once instead of after a heartbeat timeout (1 to 2
+	// seconds at the defaults), which is most of the time a new shard takes
+	// to accept writes. Set it on one initial replica, the preferred leader.
+	Campaign bool
 	// Timing tunes the raft group; zero fields take defaults.
 	Timing RaftTiming
 	// SegmentMaxBytes and SegmentMaxAge set when segments roll.
@@ -205,7 +210,8 @@ func (s *Shard) startRaft() error {
 		store.Close()
 		return fmt.Errorf("shardlog: inspect raft state: %w", err)
 	}
-	if !has && len(o.Bootstrap) > 0 {
+	bootstrapped := !has && len(o.Bootstrap) > 0
+	if bootstrapped {
 		if err := raft.BootstrapCluster(cfg, logs, store, snaps, o.Transport, raft.Configuration{Servers: o.Bootstrap}); err != nil {
 			store.Close()
 			return fmt.Errorf("shardlog: bootstrap: %w", err)
@@ -218,7 +224,32 @@ func (s *Shard) startRaft() error {
 	}
 	s.raft, s.store = r, store
 	s.started.Store(r)
+	if bootstrapped && o.Campaign {
+		s.campaign()
+	}
 	return nil
+}
+
+// campaign starts an election on this replica now, by the TimeoutNow RPC
+// that a leader handing over leadership would send, addressed to itself.
+// An election can start at any time without harm to safety; if the peers'
+// replicas are not up yet it fails, and raft's own timeouts try again.
+func (s *Shard) campaign() {
+	var self raft.ServerAddress
+	for _, srv := range s.opts.Bootstrap {
+		if srv.ID == s.opts.LocalID {
+			self = srv.Address
+		}
+	}
+	if self == "" {
+		return
+	}
+	req := &raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{
+		ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(s.opts.LocalID), Addr: []byte(self),
+	}}
+	if err := s.opts.Transport.TimeoutNow(s.opts.LocalID, self, req, &raft.TimeoutNowResponse{}); err != nil {
+		s.logger.Debug("could not start the first election at once; raft's timeout will", "err", err)
+	}
 }
 
 // knownLeader is the leader as far as this replica knows, for the state

@@ -261,3 +261,42 @@ func TestShardAppendAfterCloseFailsFast(t *testing.T) {
 		}
 	}
 }
+
+// A new group elects the campaigning replica at once: with heartbeat and
+// election timeouts of a minute, no replica would stand for election within
+// the test's deadline on its own.
+func TestShardCampaignElectsAtOnce(t *testing.T) {
+	ids := []raft.ServerAddress{"n1", "n2", "n3"}
+	transports := map[raft.ServerAddress]*raft.InmemTransport{}
+	var servers []raft.Server
+	for _, id := range ids {
+		_, transports[id] = raft.NewInmemTransport(id)
+		servers = append(servers, raft.Server{ID: raft.ServerID(id), Address: id})
+	}
+	for _, a := range ids {
+		for _, b := range ids {
+			transports[a].Connect(b, transports[b])
+		}
+	}
+	slow := RaftTiming{HeartbeatTimeout: time.Minute, ElectionTimeout: time.Minute, LeaderLease: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond}
+	shards := map[raft.ServerAddress]*Shard{}
+	for _, id := range ids {
+		s, err := OpenShard(ShardOptions{
+			GroupID: "g", Dir: t.TempDir(), LocalID: raft.ServerID(id), Transport: transports[id],
+			Bootstrap: servers, Campaign: id == "n2", Timing: slow,
+		})
+		if err != nil {
+			t.Fatalf("OpenShard %s: %v", id, err)
+		}
+		shards[id] = s
+		t.Cleanup(func() { s.Close() })
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := shards["n1"].WaitLeader(ctx); err != nil {
+		t.Fatalf("no leader within 10 s with one-minute timeouts: %v", err)
+	}
+	if got := shards["n1"].Leader(); got != "n2" {
+		t.Fatalf("leader %s, want the campaigning replica n2", got)
+	}
+}
