@@ -189,6 +189,12 @@ func (c *natsCluster) produce(ctx context.Context, stream string, w workload) (r
 	for _, p := range producers {
 		res.records += p.acked
 		res.errors += p.failed
+		for name, n := range p.errors {
+			if res.errorNames == nil {
+				res.errorNames = map[string]uint64{}
+			}
+			res.errorNames[name] += n
+		}
 		latencies = append(latencies, p.latencies...)
 	}
 	res.recPerS = float64(res.records) / elapsed.Seconds()
@@ -209,6 +215,7 @@ type natsProducer struct {
 
 	// Written by run's goroutines, read after run returns.
 	acked, failed uint64
+	errors        map[string]uint64
 	latencies     []time.Duration
 }
 
@@ -220,7 +227,8 @@ type natsPending struct {
 func (p *natsProducer) run(stop *atomic.Bool) {
 	slots := make(chan struct{}, p.inFlight)
 	pending := make(chan natsPending, p.inFlight)
-	var failedPublish uint64
+	p.errors = map[string]uint64{}
+	publishErrors := map[string]uint64{}
 	go func() {
 		defer close(pending)
 		for !stop.Load() {
@@ -228,7 +236,7 @@ func (p *natsProducer) run(stop *atomic.Bool) {
 			sent := time.Now()
 			f, err := p.js.PublishAsync(p.subject, p.payload)
 			if err != nil {
-				failedPublish++
+				publishErrors[err.Error()]++
 				<-slots
 				continue
 			}
@@ -240,13 +248,17 @@ func (p *natsProducer) run(stop *atomic.Bool) {
 		case <-pd.future.Ok():
 			p.acked++
 			p.latencies = append(p.latencies, time.Since(pd.sent))
-		case <-pd.future.Err():
+		case err := <-pd.future.Err():
 			p.failed++
+			p.errors[err.Error()]++
 		}
 		<-slots
 	}
 	// pending is closed: the publishing goroutine has returned.
-	p.failed += failedPublish
+	for name, n := range publishErrors {
+		p.failed += n
+		p.errors[name] += n
+	}
 }
 
 // quantileMillis is the q quantile of sorted latencies in milliseconds:

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -35,14 +36,20 @@ type result struct {
 	records  uint64
 	elapsed  time.Duration
 	errors   uint64
-	recPerS  float64
-	mibPerS  float64
-	p50, p99 float64 // ack latency, ms
+	// errorNames counts failed records by error, where the system says.
+	errorNames map[string]uint64
+	recPerS    float64
+	mibPerS    float64
+	p50, p99   float64 // ack latency, ms
 }
 
 func (r result) oneLine() string {
-	return fmt.Sprintf("%s: %d records in %.1fs, %.0f records/s, %.2f MiB/s, ack p50 %.2fms p99 %.2fms, %d errors",
+	line := fmt.Sprintf("%s: %d records in %.1fs, %.0f records/s, %.2f MiB/s, ack p50 %.2fms p99 %.2fms, %d errors",
 		r.system, r.records, r.elapsed.Seconds(), r.recPerS, r.mibPerS, r.p50, r.p99, r.errors)
+	for _, name := range slices.Sorted(maps.Keys(r.errorNames)) {
+		line += fmt.Sprintf(", %s %d", name, r.errorNames[name])
+	}
+	return line
 }
 
 // row is the median of one system's runs of one workload.

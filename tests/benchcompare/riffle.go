@@ -74,11 +74,12 @@ func (c *riffleCluster) stop() {
 
 // riffleBenchReport is the part of `riffle bench --json` used here.
 type riffleBenchReport struct {
-	Records          uint64  `json:"records"`
-	FailedRecords    uint64  `json:"failed_records"`
-	ElapsedSeconds   float64 `json:"elapsed_seconds"`
-	RecordsPerSecond float64 `json:"records_per_second"`
-	MiBPerSecond     float64 `json:"mib_per_second"`
+	Records          uint64            `json:"records"`
+	FailedRecords    uint64            `json:"failed_records"`
+	Errors           map[string]uint64 `json:"errors"`
+	ElapsedSeconds   float64           `json:"elapsed_seconds"`
+	RecordsPerSecond float64           `json:"records_per_second"`
+	MiBPerSecond     float64           `json:"mib_per_second"`
 	Latency          struct {
 		P50 float64 `json:"p50"`
 		P99 float64 `json:"p99"`
@@ -109,7 +110,7 @@ func (c *riffleCluster) produce(ctx context.Context, stream string, w workload, 
 	if runErr != nil {
 		return result{}, fmt.Errorf("riffle bench: %w", runErr)
 	}
-	return result{system: "riffle", workload: w, records: rep.Records, errors: rep.FailedRecords,
+	return result{system: "riffle", workload: w, records: rep.Records, errors: rep.FailedRecords, errorNames: rep.Errors,
 		elapsed: time.Duration(rep.ElapsedSeconds * float64(time.Second)),
 		recPerS: rep.RecordsPerSecond, mibPerS: rep.MiBPerSecond, p50: rep.Latency.P50, p99: rep.Latency.P99}, nil
 }
