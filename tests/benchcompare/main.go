@@ -40,6 +40,7 @@ type options struct {
 	batch     int
 	shards    int
 	runs      int
+	warmup    time.Duration
 	portBase  int
 	systems   []string
 	keep      bool
@@ -66,6 +67,7 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.batch, "riffle-batch", 100, "records per Riffle PutRecords call; --in-flight must be a multiple")
 	fs.IntVar(&o.shards, "riffle-shards", 1, "shards of the Riffle stream (NATS has one stream, one raft group)")
 	fs.IntVar(&o.runs, "runs", 1, "runs of every workload; the table shows the median of each figure")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "an uncounted run of each workload on its new stream before the measured one; 0 skips it")
 	fs.IntVar(&o.portBase, "port-base", 19400, "first of the loopback ports used: base..base+8 Riffle, base+20..base+22 and base+30..base+32 NATS")
 	systems := fs.String("systems", "riffle,nats", "systems to run: riffle, nats or both")
 	fs.BoolVar(&o.keep, "keep", false, "keep the data directories and logs")
@@ -102,6 +104,8 @@ func parseOptions(args []string) (options, error) {
 		return o, fmt.Errorf("-riffle-shards must be at least 1, got %d", o.shards)
 	case o.runs < 1:
 		return o, fmt.Errorf("-runs must be at least 1, got %d", o.runs)
+	case o.warmup < 0:
+		return o, fmt.Errorf("-warmup must not be negative, got %v", o.warmup)
 	case o.portBase < 1024 || o.portBase+32 > 65535:
 		return o, fmt.Errorf("-port-base must leave room for 33 ports, got %d", o.portBase)
 	}
@@ -174,9 +178,9 @@ func run(ctx context.Context, args []string) error {
 				var res result
 				switch s {
 				case "riffle":
-					res, err = riffle.produce(ctx, stream, w, o.batch, o.shards)
+					res, err = riffle.produce(ctx, stream, w, o.batch, o.shards, o.warmup)
 				case "nats":
-					res, err = nats.produce(ctx, stream, w)
+					res, err = nats.produce(ctx, stream, w, o.warmup)
 				}
 				if err != nil {
 					return fmt.Errorf("%s, %s: %w", s, w, err)

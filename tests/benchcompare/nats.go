@@ -120,8 +120,9 @@ func (c *natsCluster) stop() {
 
 // produce creates an R3 file stream, runs the workload against it and
 // deletes it: each producer has its own connection and keeps at most
-// inFlight async publishes waiting for their acks.
-func (c *natsCluster) produce(ctx context.Context, stream string, w workload) (result, error) {
+// inFlight async publishes waiting for their acks. A warm-up run of the
+// same workload, not counted, comes first.
+func (c *natsCluster) produce(ctx context.Context, stream string, w workload, warmup time.Duration) (result, error) {
 	url := strings.Join(c.urls, ",")
 	admin, err := nats.Connect(url)
 	if err != nil {
@@ -173,16 +174,11 @@ func (c *natsCluster) produce(ctx context.Context, stream string, w workload) (r
 		}
 		producers[i] = &natsProducer{js: pjs, subject: subject, payload: payload, inFlight: w.inFlight}
 	}
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	start := time.Now()
-	for _, p := range producers {
-		wg.Go(func() { p.run(&stop) })
+	if warmup > 0 {
+		fmt.Fprintf(os.Stderr, "benchcompare: nats: warming up for %s\n", warmup)
+		runNATSProducers(ctx, producers, warmup)
 	}
-	pause(ctx, w.duration)
-	stop.Store(true)
-	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed := runNATSProducers(ctx, producers, w.duration)
 
 	res := result{system: "nats", workload: w, elapsed: elapsed}
 	var latencies []time.Duration
@@ -202,6 +198,23 @@ func (c *natsCluster) produce(ctx context.Context, stream string, w workload) (r
 	slices.Sort(latencies)
 	res.p50, res.p99 = quantileMillis(latencies, 0.50), quantileMillis(latencies, 0.99)
 	return res, nil
+}
+
+// runNATSProducers runs the producers for d, from zeroed counts, and
+// returns how long they took to stop (calls in flight at d finish and
+// count).
+func runNATSProducers(ctx context.Context, producers []*natsProducer, d time.Duration) time.Duration {
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	start := time.Now()
+	for _, p := range producers {
+		p.acked, p.failed, p.errors, p.latencies = 0, 0, nil, nil
+		wg.Go(func() { p.run(&stop) })
+	}
+	pause(ctx, d)
+	stop.Store(true)
+	wg.Wait()
+	return time.Since(start)
 }
 
 // natsProducer publishes as fast as its acks come back, with at most

@@ -86,7 +86,7 @@ func TestParseOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	if o.producers != 4 || o.inFlight != 500 || o.batch != 100 || len(o.sizes) != 2 || o.sizes[0] != 1024 || o.sizes[1] != 128 ||
-		o.duration != 30*time.Second || o.runs != 1 || len(o.systems) != 2 {
+		o.duration != 30*time.Second || o.runs != 1 || len(o.systems) != 2 || o.warmup != 2*time.Second {
 		t.Errorf("defaults %+v, want issue 7's workloads", o)
 	}
 	for _, tt := range []struct {
@@ -101,6 +101,7 @@ func TestParseOptions(t *testing.T) {
 		{[]string{"-duration", "0s"}, "-duration must be positive"},
 		{[]string{"-riffle-batch", "500", "-in-flight", "500", "-sizes", "20000"}, "over the 5 MiB"},
 		{[]string{"-port-base", "65510"}, "-port-base"},
+		{[]string{"-warmup", "-1s"}, "-warmup must not be negative"},
 		{[]string{"extra"}, "unexpected arguments"},
 	} {
 		if _, err := parseOptions(tt.args); err == nil || !strings.Contains(err.Error(), tt.want) {

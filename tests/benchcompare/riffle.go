@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -88,27 +89,41 @@ type riffleBenchReport struct {
 
 // produce runs the workload with `riffle bench`: each producer keeps
 // inFlight/batch PutRecords calls of batch records in flight, on a stream
-// of shards shards that the bench creates without limits. The stream is
-// deleted afterwards.
-func (c *riffleCluster) produce(ctx context.Context, stream string, w workload, batch, shards int) (result, error) {
-	addr := strings.Join(c.addrs, ",")
-	cmd := exec.CommandContext(ctx, c.bin, "bench", "--addr", addr, "--stream", stream, "--create-shards", strconv.Itoa(shards),
+// of shards shards that the bench creates without limits. A warm-up run of
+// the same workload, not counted, first lets the shards elect leaders and
+// the connections open. The stream is deleted afterwards.
+func (c *riffleCluster) produce(ctx context.Context, stream string, w workload, batch, shards int, warmup time.Duration) (result, error) {
+	defer func() {
+		del := exec.Command(c.bin, "stream", "delete", stream, "--addr", strings.Join(c.addrs, ","))
+		del.Stdout, del.Stderr = os.Stderr, os.Stderr
+		_ = del.Run()
+	}()
+	if warmup > 0 {
+		fmt.Fprintf(os.Stderr, "benchcompare: riffle: warming up for %s\n", warmup)
+		warm := w
+		warm.duration = warmup
+		// A warm-up with nothing acknowledged (exit 1) still warmed up.
+		if _, err := c.bench(ctx, stream, warm, batch, shards); err != nil && !errors.As(err, new(*exec.ExitError)) {
+			return result{}, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	return c.bench(ctx, stream, w, batch, shards)
+}
+
+// bench runs `riffle bench --json` once and reads its report.
+func (c *riffleCluster) bench(ctx context.Context, stream string, w workload, batch, shards int) (result, error) {
+	cmd := exec.CommandContext(ctx, c.bin, "bench", "--addr", strings.Join(c.addrs, ","), "--stream", stream, "--create-shards", strconv.Itoa(shards),
 		"--producers", strconv.Itoa(w.producers), "--in-flight", strconv.Itoa(w.inFlight/batch), "--batch", strconv.Itoa(batch),
 		"--record-size", strconv.Itoa(w.size), "--duration", w.duration.String(), "--timeout", "30s", "--json")
 	var stdout bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
 	runErr := cmd.Run()
-	defer func() {
-		del := exec.Command(c.bin, "stream", "delete", stream, "--addr", addr)
-		del.Stdout, del.Stderr = os.Stderr, os.Stderr
-		_ = del.Run()
-	}()
-	var rep riffleBenchReport
-	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
-		return result{}, fmt.Errorf("riffle bench: %v; output %q: %w", runErr, stdout.String(), err)
-	}
 	if runErr != nil {
 		return result{}, fmt.Errorf("riffle bench: %w", runErr)
+	}
+	var rep riffleBenchReport
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		return result{}, fmt.Errorf("riffle bench printed %q: %w", stdout.String(), err)
 	}
 	return result{system: "riffle", workload: w, records: rep.Records, errors: rep.FailedRecords, errorNames: rep.Errors,
 		elapsed: time.Duration(rep.ElapsedSeconds * float64(time.Second)),
