@@ -277,3 +277,36 @@ func TestBenchMixed(t *testing.T) {
 		t.Errorf("no read progress:\n%s", stderr)
 	}
 }
+
+// The text report of a consume run shows only what was read; a mixed run's
+// shows both sides and the put-to-consume latency.
+func TestBenchReportTextReads(t *testing.T) {
+	lat := latencyReport{P50: 1, P90: 2, P99: 3, P999: 4, Max: 5}
+	consume := benchReport{Mode: "consume", ElapsedSeconds: 2,
+		Read: &readReport{Shards: 4, Records: 1000, ElapsedSeconds: 2, RecordsPerSecond: 500, Calls: 8, CaughtUp: true, GetLatency: lat}}
+	var buf bytes.Buffer
+	if err := writeBenchReport(&buf, consume); err != nil {
+		t.Fatal(err)
+	}
+	want := `read                1000 records from 4 shards in 2.0s: 500 records/s, 0.00 MiB/s
+replay              every shard read to its end or tip
+GetRecords          8 calls, 0 failed; errors none
+GetRecords latency  p50 1ms  p90 2ms  p99 3ms  p99.9 4ms  max 5ms
+`
+	if buf.String() != want {
+		t.Errorf("consume report\n%s\nwant\n%s", buf.String(), want)
+	}
+
+	mixed := benchReport{Mode: "mixed", Rate: 100, ScheduledRecords: 200, Records: 200, ElapsedSeconds: 2, Errors: map[string]uint64{}, Latency: lat,
+		Read: &readReport{Shards: 1, Records: 200, Calls: 3, FailedCalls: 1, Errors: map[string]uint64{"ExpiredIteratorException": 1}, GetLatency: lat, PutToConsume: &lat}}
+	buf.Reset()
+	if err := writeBenchReport(&buf, mixed); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{"records                 200 in 2.0s", "schedule                100 records/s asked, 200 records sent on schedule",
+		"GetRecords              3 calls, 1 failed; errors 1 calls: ExpiredIteratorException 1", "put-to-consume latency  p50 1ms"} {
+		if !strings.Contains(buf.String(), line) {
+			t.Errorf("mixed report lacks %q:\n%s", line, buf.String())
+		}
+	}
+}
