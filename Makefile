@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 15m
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test test-short vet proto proto-check bench clean tools-protoc
+.PHONY: all build run test test-short vet proto proto-check bench bench-compare nats-server clean tools-protoc
 
 all: build
 
@@ -56,6 +56,28 @@ proto-check: proto
 # A one-minute produce benchmark against a node at 127.0.0.1:7450 (`make run`).
 bench: build
 	$(RIFFLE) bench --stream bench --create-shards 4 --producers 8 --in-flight 4 --batch 100 --record-size 1024 --duration 30s
+
+# Riffle against NATS JetStream on this machine (docs/performance.md): three
+# nodes of each on loopback, R3, fsync before ack, the same produce
+# workloads, one table with the ratio. The comparison and nats-server are
+# built from their own module, tests/benchcompare, so the broker's go.mod
+# never depends on NATS. RUNS=3 prints medians of three runs; the other
+# knobs are the program's flags (go run ./tests/benchcompare -h).
+RUNS          ?= 1
+DURATION      ?= 30s
+SIZES         ?= 1024,128
+PRODUCERS     ?= 4
+IN_FLIGHT     ?= 500
+BENCH_COMPARE_FLAGS ?=
+NATS_SERVER   := $(BIN)/nats-server
+
+nats-server:
+	cd tests/benchcompare && $(GO) build -trimpath -o $(NATS_SERVER) github.com/nats-io/nats-server/v2
+
+bench-compare: build nats-server
+	cd tests/benchcompare && $(GO) build -trimpath -o $(BIN)/benchcompare .
+	$(BIN)/benchcompare -riffle $(RIFFLE) -nats-server $(NATS_SERVER) -runs $(RUNS) -duration $(DURATION) \
+		-sizes $(SIZES) -producers $(PRODUCERS) -in-flight $(IN_FLIGHT) $(BENCH_COMPARE_FLAGS)
 
 clean:
 	rm -rf $(BIN) $(TOOLS)

@@ -3,16 +3,19 @@ package main
 import (
 	"context"
 	crand "crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -26,33 +29,57 @@ const benchKeyLen = 32
 
 var benchCommand = &command{
 	path:     "bench",
-	synopsis: "--stream S [--create-shards N] [--create-limits unlimited|cluster] [--producers P] [--in-flight K] [--batch B] [--record-size BYTES] [--duration D] [--keys uniform] [--mode produce|fanout] [--rate R] [--consumers C] [--key-count N] [--split-after D] [--merge-after D]",
-	summary:  "measure produce throughput and ack latency",
+	synopsis: "--stream S [--mode produce|consume|mixed|fanout] [--create-shards N] [--create-limits unlimited|cluster] [--producers P] [--in-flight K] [--batch B] [--record-size BYTES] [--duration D] [--rate R] [--keys uniform|zipf] [--key-count N] [--zipf-s S] [--get-limit L] [--poll-interval D] [--consumers C] [--split-after D] [--merge-after D] [--json|--csv]",
+	summary:  "measure produce, replay and end-to-end throughput and latency",
 	details: `
 Creates the stream when it is missing and --create-shards is given, waits
-until it is ACTIVE, then runs P producers, each with its own connection and
-K calls in flight, for --duration: PutRecords of B records (PutRecord when B
-is 1) of random data with random partition keys. Nothing is retried:
-throttled records (ProvisionedThroughputExceededException) count as errors.
+until it is ACTIVE, then runs the workload of --mode for --duration.
+
+--mode produce (the default) runs P producers, each with its own connection
+and K calls in flight: PutRecords of B records (PutRecord when B is 1) of
+random data. Without --rate each call follows the previous one's answer (as
+fast as possible); with --rate R the calls are sent on a fixed schedule of R
+records per second over all producers (open loop), and latency counts from
+each call's scheduled time, so a stalled broker shows as latency rather than
+as fewer calls. Nothing is retried: throttled records
+(ProvisionedThroughputExceededException) count as errors. A run that cannot
+keep up reports fewer records than scheduled.
+
+--mode consume replays the stream: one reader per shard (open or closed),
+each on its own connection, polls GetRecords of up to --get-limit records
+from TRIM_HORIZON until it reaches the shard's end or tip, or --duration is
+up. It reports records/s and MiB/s read, and GetRecords latency.
+
+--mode mixed produces as --mode produce does while one polling reader per
+open shard reads from LATEST (sleeping --poll-interval when a call returns
+nothing); each record carries the run id and its put's scheduled time, and
+the report adds the put-to-consume latency (put scheduled to record read).
+
+--keys picks partition keys: uniform (a new random key per record, or one
+of --key-count keys at random) or zipf (one of --key-count keys, key i with
+probability proportional to (1+i)^-S, --zipf-s S > 1: hot keys).
+
 A stream bench creates has no per-shard limits (--create-limits unlimited),
 since a benchmark measures the broker, not the limiter; --create-limits
 cluster gives it the cluster's default limits instead. A stream that exists
 keeps its own.
 
 Progress goes to stderr once a second. At the end it prints records/s,
-MiB/s of data, calls, failed records by exception name, and the ack latency
-of successful calls (p50, p90, p99, p99.9, max); --json prints them as one
-object. Ctrl-C stops early and prints what was measured. Exits 1 when no
-record was acknowledged.
+MiB/s of data, calls, failed records by exception name, and latency
+quantiles (p50, p90, p99, p99.9, max) of successful calls; --json prints
+them as one object, --csv as a header line and one row whose columns are the
+same for every mode (empty where a mode has no such figure). Ctrl-C stops
+early and prints what was measured. Exits 1 when no record was acknowledged
+(or, in consume mode, read).
 
 --mode fanout measures put-to-push latency instead: it registers
 --consumers consumers (deregistered at the end), subscribes each to every
-open shard, and puts --rate records per second one by one (PutRecord, open
-loop: latency counts from each record's scheduled time, with up to
-producers x in-flight calls at once). Each consumer checks that it receives
-every acknowledged record once and in order per shard; the report gives ack
-and put-to-push latency quantiles, and the run exits 1 on any record
-missing, duplicated or out of order.
+open shard, and puts --rate records per second (default 1000) one by one
+(PutRecord, open loop: latency counts from each record's scheduled time,
+with up to producers x in-flight calls at once). Each consumer checks that
+it receives every acknowledged record once and in order per shard; the
+report gives ack and put-to-push latency quantiles, and the run exits 1 on
+any record missing, duplicated or out of order.
 
 With --split-after D the fan-out bench splits the first open shard at the
 middle of its hash range D into the run, and with --merge-after merges the
@@ -66,6 +93,9 @@ was sent (per-key order across parents and children).`,
 	newVerb: func() verb { return &benchVerb{} },
 }
 
+// defaultFanoutRate is the fan-out bench's --rate when none is given.
+const defaultFanoutRate = 1000
+
 type benchVerb struct {
 	connFlags
 	stream       string
@@ -76,11 +106,18 @@ type benchVerb struct {
 	recordSize   int
 	duration     time.Duration
 	keys         string
-	// The fan-out mode (bench_fanout.go).
-	mode         string
-	rate         int
-	consumers    int
 	keyCount     int
+	zipfS        float64
+	mode         string
+	// rate is records per second, open loop; 0 is closed loop (produce and
+	// mixed modes).
+	rate int
+	csv  bool
+	// The consume and mixed modes' readers (bench_consume.go).
+	getLimit     int
+	pollInterval time.Duration
+	// The fan-out mode (bench_fanout.go).
+	consumers    int
 	splitAfter   time.Duration
 	mergeAfter   time.Duration
 	createLimits string
@@ -89,29 +126,45 @@ type benchVerb struct {
 func (c *benchVerb) bind(fs *flag.FlagSet) {
 	c.connFlags.bind(fs)
 	fs.StringVar(&c.stream, "stream", "", "stream to write to (required)")
+	fs.StringVar(&c.mode, "mode", "produce", "produce (throughput and ack latency), consume (replay from TRIM_HORIZON), mixed (produce and poll: put-to-consume latency) or fanout (put-to-push latency through registered consumers)")
 	fs.IntVar(&c.createShards, "create-shards", 0, "create the stream with this many shards if it does not exist")
 	fs.StringVar(&c.createLimits, "create-limits", "unlimited", "per-shard limits of a stream bench creates: unlimited, or cluster (the cluster's default)")
 	fs.IntVar(&c.producers, "producers", 4, "producers, each with its own connection")
 	fs.IntVar(&c.inFlight, "in-flight", 4, "calls each producer keeps in flight")
 	fs.IntVar(&c.batch, "batch", 100, "records per PutRecords call, 1 to 500")
 	fs.IntVar(&c.recordSize, "record-size", 1024, "bytes of data per record")
-	fs.DurationVar(&c.duration, "duration", 30*time.Second, "how long to produce")
-	fs.StringVar(&c.keys, "keys", "uniform", "partition key distribution: uniform (random keys)")
-	fs.StringVar(&c.mode, "mode", "produce", "produce (throughput and ack latency) or fanout (put-to-push latency through registered consumers)")
-	fs.IntVar(&c.rate, "rate", 1000, "fanout mode: records per second, put one by one at a fixed rate")
+	fs.DurationVar(&c.duration, "duration", 30*time.Second, "how long to run")
+	fs.IntVar(&c.rate, "rate", 0, "records per second on a fixed schedule (open loop); 0: as fast as possible (produce, mixed), 1000 (fanout)")
+	fs.StringVar(&c.keys, "keys", "uniform", "partition key distribution: uniform or zipf (zipf needs --key-count)")
+	fs.IntVar(&c.keyCount, "key-count", 0, "pick each record's partition key from this many keys (0: a new random key per record)")
+	fs.Float64Var(&c.zipfS, "zipf-s", defaultZipfS, "exponent of --keys zipf, above 1: larger is hotter")
+	fs.IntVar(&c.getLimit, "get-limit", maxGetRecordsLimit, "consume and mixed modes: records per GetRecords call, 1 to 10000")
+	fs.DurationVar(&c.pollInterval, "poll-interval", 200*time.Millisecond, "consume and mixed modes: pause after a GetRecords call that returned nothing")
+	fs.BoolVar(&c.csv, "csv", false, "print the result as CSV: a header line and one row")
 	fs.IntVar(&c.consumers, "consumers", 2, "fanout mode: registered consumers, each subscribed to every open shard")
-	fs.IntVar(&c.keyCount, "key-count", 0, "fanout mode: pick each record's partition key from this many keys (0: a new random key per record)")
 	fs.DurationVar(&c.splitAfter, "split-after", 0, "fanout mode: split the first open shard at the middle of its range this long into the run")
 	fs.DurationVar(&c.mergeAfter, "merge-after", 0, "fanout mode: merge the split's two children back this long into the run (needs --split-after)")
 }
 
-func (c *benchVerb) validate(_ *flag.FlagSet, args []string) error {
+func (c *benchVerb) validate(fs *flag.FlagSet, args []string) error {
 	if err := noPositional(args); err != nil {
 		return err
 	}
+	rateSet := false
+	fs.Visit(func(f *flag.Flag) { rateSet = rateSet || f.Name == "rate" })
+	if c.mode == "fanout" && !rateSet {
+		c.rate = defaultFanoutRate
+	}
+	return c.check()
+}
+
+// check validates the options once --rate has its mode's default.
+func (c *benchVerb) check() error {
 	switch {
 	case c.stream == "":
 		return errors.New("--stream is required")
+	case !slices.Contains([]string{"produce", "consume", "mixed", "fanout"}, c.mode):
+		return fmt.Errorf("--mode must be produce, consume, mixed or fanout, got %q", c.mode)
 	case c.createShards < 0:
 		return fmt.Errorf("--create-shards must not be negative, got %d", c.createShards)
 	case c.producers < 1:
@@ -122,28 +175,44 @@ func (c *benchVerb) validate(_ *flag.FlagSet, args []string) error {
 		return fmt.Errorf("--batch must be between 1 and %d, got %d", maxPutRecordsCount, c.batch)
 	case c.recordSize < 1 || c.recordSize > maxRecordBytes-benchKeyLen:
 		return fmt.Errorf("--record-size must be between 1 and %d, got %d", maxRecordBytes-benchKeyLen, c.recordSize)
+	case c.mode == "mixed" && c.recordSize < mixedHeaderLen:
+		return fmt.Errorf("--mode mixed stamps each record with a %d-byte header: --record-size must be at least %d, got %d", mixedHeaderLen, mixedHeaderLen, c.recordSize)
 	case c.batch*(c.recordSize+benchKeyLen) > maxPutRecordsBytes:
 		return fmt.Errorf("--batch %d of --record-size %d is over the 5 MiB of one PutRecords call", c.batch, c.recordSize)
 	case c.duration <= 0:
 		return fmt.Errorf("--duration must be positive, got %v", c.duration)
-	case c.keys != "uniform":
-		return fmt.Errorf("--keys %q: only uniform is supported", c.keys)
-	case c.mode != "produce" && c.mode != "fanout":
-		return fmt.Errorf("--mode must be produce or fanout, got %q", c.mode)
 	case c.mode == "fanout" && (c.rate < 1 || c.rate > 1_000_000):
 		return fmt.Errorf("--rate must be between 1 and 1000000, got %d", c.rate)
-	case c.mode == "fanout" && (c.consumers < 1 || c.consumers > 20):
-		return fmt.Errorf("--consumers must be between 1 and 20 (Kinesis's limit per stream), got %d", c.consumers)
+	case c.rate < 0 || c.rate > 10_000_000:
+		return fmt.Errorf("--rate must be between 0 (as fast as possible) and 10000000, got %d", c.rate)
+	case c.mode == "consume" && c.rate != 0:
+		return errors.New("--rate goes with --mode produce, mixed or fanout: consume reads as fast as it can")
+	case c.keys != "uniform" && c.keys != "zipf":
+		return fmt.Errorf("--keys must be uniform or zipf, got %q", c.keys)
 	case c.keyCount < 0:
 		return fmt.Errorf("--key-count must not be negative, got %d", c.keyCount)
-	case c.mode != "fanout" && (c.keyCount != 0 || c.splitAfter != 0 || c.mergeAfter != 0):
-		return errors.New("--key-count, --split-after and --merge-after go with --mode fanout")
+	case c.keys == "zipf" && c.keyCount < 2:
+		return fmt.Errorf("--keys zipf picks from --key-count keys: give at least 2, got %d", c.keyCount)
+	case math.IsNaN(c.zipfS) || c.zipfS <= 1 || c.zipfS > 100:
+		return fmt.Errorf("--zipf-s must be above 1 and at most 100, got %v", c.zipfS)
+	case c.mode == "consume" && (c.keys != "uniform" || c.keyCount != 0):
+		return errors.New("--keys and --key-count choose the keys of records put: consume puts none")
+	case c.getLimit < 1 || c.getLimit > maxGetRecordsLimit:
+		return fmt.Errorf("--get-limit must be between 1 and %d, got %d", maxGetRecordsLimit, c.getLimit)
+	case c.pollInterval <= 0:
+		return fmt.Errorf("--poll-interval must be positive, got %v", c.pollInterval)
+	case c.mode == "fanout" && (c.consumers < 1 || c.consumers > 20):
+		return fmt.Errorf("--consumers must be between 1 and 20 (Kinesis's limit per stream), got %d", c.consumers)
+	case c.mode != "fanout" && (c.splitAfter != 0 || c.mergeAfter != 0):
+		return errors.New("--split-after and --merge-after go with --mode fanout")
 	case c.splitAfter < 0 || c.splitAfter >= c.duration:
 		return fmt.Errorf("--split-after must lie within --duration %v, got %v", c.duration, c.splitAfter)
 	case c.mergeAfter != 0 && (c.splitAfter == 0 || c.mergeAfter <= c.splitAfter || c.mergeAfter >= c.duration):
 		return fmt.Errorf("--merge-after needs --split-after and must lie between it and --duration, got %v", c.mergeAfter)
 	case c.createLimits != "unlimited" && c.createLimits != "cluster":
 		return fmt.Errorf("--create-limits must be unlimited or cluster, got %q", c.createLimits)
+	case c.json && c.csv:
+		return errors.New("--json and --csv exclude each other")
 	}
 	return nil
 }
@@ -157,8 +226,11 @@ func (c *benchVerb) run(ctx context.Context, std stdio) error {
 	if err := c.ensureStream(ctx, cl.Streams(), std.err); err != nil {
 		return err
 	}
-	if c.mode == "fanout" {
+	switch c.mode {
+	case "fanout":
 		return c.runFanout(ctx, cl, std)
+	case "consume":
+		return c.runConsume(ctx, cl, std)
 	}
 	// A connection per producer, as separate producer processes would
 	// have: one HTTP/2 connection would share one flow-control window.
@@ -175,22 +247,54 @@ func (c *benchVerb) run(ctx context.Context, std stdio) error {
 		}
 		producers = append(producers, p)
 	}
-	fmt.Fprintf(std.err, "riffle: bench on stream %s: %d producers x %d in flight, batch %d, %d-byte records, for %s\n",
-		c.stream, c.producers, c.inFlight, c.batch, c.recordSize, c.duration)
-
-	report := c.measure(ctx, producers, std.err)
-	if c.json {
-		err = writeJSON(std.out, report)
-	} else {
-		err = writeBenchReport(std.out, report)
+	pace := "as fast as possible"
+	if c.rate > 0 {
+		pace = fmt.Sprintf("%d records/s scheduled", c.rate)
 	}
-	if err != nil {
+	fmt.Fprintf(std.err, "riffle: %s bench on stream %s: %d producers x %d in flight, batch %d, %d-byte records, %s keys, %s, for %s\n",
+		c.mode, c.stream, c.producers, c.inFlight, c.batch, c.recordSize, c.keyDescription(), pace, c.duration)
+
+	var readers *readerSet
+	if c.mode == "mixed" {
+		if readers, err = c.startMixedReaders(ctx, cl); err != nil {
+			return err
+		}
+	}
+	report := c.measure(ctx, producers, readers, std.err)
+	if err := c.writeReport(std.out, report); err != nil {
 		return err
 	}
 	if report.Records == 0 && len(report.Errors) > 0 {
 		return &exitError{code: exitFailure, msg: "no record was acknowledged"}
 	}
 	return nil
+}
+
+// keyDescription names the key distribution for the progress header.
+func (c *benchVerb) keyDescription() string {
+	switch {
+	case c.keys == "zipf":
+		return fmt.Sprintf("zipf(s=%g) over %d", c.zipfS, c.keyCount)
+	case c.keyCount > 0:
+		return fmt.Sprintf("uniform over %d", c.keyCount)
+	}
+	return "random"
+}
+
+// newKeyPicker gives one worker its own picker over the run's keys.
+func (c *benchVerb) newKeyPicker(keys []string) *keyPicker {
+	return newKeyPicker(keys, c.keys == "zipf", c.zipfS)
+}
+
+// writeReport prints a produce, consume or mixed report in the format asked.
+func (c *benchVerb) writeReport(w io.Writer, r benchReport) error {
+	switch {
+	case c.json:
+		return writeJSON(w, r)
+	case c.csv:
+		return writeCSV(w, r.csvRow())
+	}
+	return writeBenchReport(w, r)
 }
 
 // ensureStream makes sure the stream exists and is ACTIVE, creating it
@@ -229,26 +333,55 @@ func (c *benchVerb) ensureStream(ctx context.Context, streams rifflev1.StreamsCl
 	return err
 }
 
-// measure runs the producers for the duration, or until ctx ends, printing
+// measure runs the producers (and, in mixed mode, waits for the readers to
+// read what they wrote) for the duration, or until ctx ends, printing
 // progress once a second.
-func (c *benchVerb) measure(ctx context.Context, producers []*client.Client, progress io.Writer) benchReport {
+func (c *benchVerb) measure(ctx context.Context, producers []*client.Client, readers *readerSet, progress io.Writer) benchReport {
 	// Calls run on their own context: when the duration is up, calls in
 	// flight finish and count; on interrupt they are cancelled and do not.
 	callsCtx, cancelCalls := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelCalls()
 	stop := make(chan struct{})
-	payload := make([]byte, c.batch*c.recordSize)
-	crand.Read(payload)
+	var runID *[8]byte
+	if readers != nil {
+		runID = &readers.runID
+	}
+	var payload []byte
+	if runID == nil {
+		// Produce mode: every worker sends the same read-only data.
+		payload = make([]byte, c.batch*c.recordSize)
+		crand.Read(payload)
+	}
+	var keys []string
+	if c.keyCount > 0 {
+		keys = benchKeys(c.keyCount)
+	}
 
 	var workers []*benchWorker
 	var wg sync.WaitGroup
+	// With --rate, a scheduler hands out each call's intended send time;
+	// the workers take them as they come free. The queue holds a second of
+	// calls, then the scheduler waits: the backlog shows as latency.
+	var jobs chan time.Time
+	var scheduler *benchScheduler
+	if c.rate > 0 {
+		scheduler = newBenchScheduler(c.rate, c.batch)
+		jobs = make(chan time.Time, scheduler.perSecond())
+	}
 	start := time.Now()
 	for _, p := range producers {
 		for range c.inFlight {
-			w := newBenchWorker(p.Streams(), c.stream, payload, c.batch, c.recordSize, c.timeout)
+			w := newBenchWorker(p.Streams(), c.stream, payload, c.batch, c.recordSize, c.timeout, c.newKeyPicker(keys), runID)
 			workers = append(workers, w)
-			wg.Go(func() { w.run(callsCtx, stop) })
+			if jobs != nil {
+				wg.Go(func() { w.runScheduled(callsCtx, jobs) })
+			} else {
+				wg.Go(func() { w.run(callsCtx, stop) })
+			}
 		}
+	}
+	if scheduler != nil {
+		wg.Go(func() { scheduler.run(start, stop, jobs) })
 	}
 	done := make(chan struct{})
 	go func() {
@@ -269,8 +402,11 @@ func (c *benchVerb) measure(ctx context.Context, producers []*client.Client, pro
 		case now := <-ticker.C:
 			records, errs := sumProgress(workers)
 			rate := float64(records-lastRecords) / now.Sub(lastTick).Seconds()
-			fmt.Fprintf(progress, "%6s %10.0f records/s %12d total %8d errors\n",
-				now.Sub(start).Round(time.Second), rate, records, errs)
+			line := fmt.Sprintf("%6s %10.0f records/s %12d total %8d errors", now.Sub(start).Round(time.Second), rate, records, errs)
+			if readers != nil {
+				line += fmt.Sprintf(" %12d read", readers.progress())
+			}
+			fmt.Fprintln(progress, line)
 			lastRecords, lastTick = records, now
 		case <-timeUp:
 			close(stop)
@@ -284,7 +420,21 @@ func (c *benchVerb) measure(ctx context.Context, producers []*client.Client, pro
 			running = false
 		}
 	}
-	return c.report(workers, time.Since(start), interrupted)
+	elapsed := time.Since(start)
+	r := c.report(workers, elapsed, interrupted)
+	if scheduler != nil {
+		r.ScheduledRecords = scheduler.scheduled() * uint64(c.batch)
+	}
+	if readers != nil {
+		// The readers get until all acknowledged records were read, or
+		// ten seconds, to catch up with the producers.
+		if !interrupted {
+			readers.drain(ctx, r.Records, 10*time.Second)
+		}
+		read := readers.stop(time.Since(start))
+		r.Read = &read
+	}
+	return r
 }
 
 func sumProgress(workers []*benchWorker) (records, errs uint64) {
@@ -297,6 +447,52 @@ func sumProgress(workers []*benchWorker) (records, errs uint64) {
 	return records, errs
 }
 
+// benchScheduler produces the intended send times of an open-loop run:
+// one call of batch records every batch/rate seconds from the start.
+type benchScheduler struct {
+	interval time.Duration
+	rate     int
+	batch    int
+	sent     atomic.Uint64
+}
+
+func newBenchScheduler(rate, batch int) *benchScheduler {
+	return &benchScheduler{interval: time.Duration(float64(time.Second) * float64(batch) / float64(rate)), rate: rate, batch: batch}
+}
+
+// perSecond is the number of calls scheduled per second, at least 1.
+func (s *benchScheduler) perSecond() int { return max(1, s.rate/s.batch) }
+
+// scheduled is how many calls the scheduler has handed out.
+func (s *benchScheduler) scheduled() uint64 { return s.sent.Load() }
+
+// run hands out send times until stop closes, then closes jobs. A call's
+// time comes from its number, never from when the previous one went out,
+// so a late scheduler catches up rather than drifting.
+func (s *benchScheduler) run(start time.Time, stop <-chan struct{}, jobs chan<- time.Time) {
+	defer close(jobs)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
+	for n := time.Duration(0); ; n++ {
+		when := start.Add(n * s.interval)
+		if wait := time.Until(when); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-stop:
+				return
+			}
+		}
+		select {
+		case jobs <- when:
+			s.sent.Add(1)
+		case <-stop:
+			return
+		}
+	}
+}
+
 // benchWorker keeps one call in flight at a time.
 type benchWorker struct {
 	streams    rifflev1.StreamsClient
@@ -304,6 +500,10 @@ type benchWorker struct {
 	batch      int
 	recordSize int
 	timeout    time.Duration
+	keys       *keyPicker
+	// runID, in mixed mode, is stamped with each call's scheduled time at
+	// the head of every record (the worker then owns its payload).
+	runID      *[8]byte
 	putRecords *rifflev1.PutRecordsRequest
 	putRecord  *rifflev1.PutRecordRequest
 
@@ -320,11 +520,19 @@ type benchWorker struct {
 }
 
 // newBenchWorker builds the worker's one request. Records share the
-// read-only payload: gRPC only reads it while marshalling.
-func newBenchWorker(streams rifflev1.StreamsClient, stream string, payload []byte, batch, recordSize int, timeout time.Duration) *benchWorker {
+// read-only payload, gRPC only reads it while marshalling; with a run id
+// (mixed mode) the worker has a payload of its own, rewritten per call.
+func newBenchWorker(streams rifflev1.StreamsClient, stream string, payload []byte, batch, recordSize int, timeout time.Duration, keys *keyPicker, runID *[8]byte) *benchWorker {
 	w := &benchWorker{
 		streams: streams, stream: stream, batch: batch, recordSize: recordSize, timeout: timeout,
-		errors: make(map[string]uint64),
+		keys: keys, runID: runID, errors: make(map[string]uint64),
+	}
+	if runID != nil {
+		payload = make([]byte, batch*recordSize)
+		crand.Read(payload)
+		for i := range batch {
+			copy(payload[i*recordSize:], runID[:])
+		}
 	}
 	if batch == 1 {
 		w.putRecord = &rifflev1.PutRecordRequest{StreamName: stream, Data: payload[:recordSize]}
@@ -339,6 +547,8 @@ func newBenchWorker(streams rifflev1.StreamsClient, stream string, payload []byt
 	return w
 }
 
+// run is the closed loop: each call goes out when the previous one is
+// answered, until stop closes.
 func (w *benchWorker) run(ctx context.Context, stop <-chan struct{}) {
 	for {
 		select {
@@ -346,30 +556,58 @@ func (w *benchWorker) run(ctx context.Context, stop <-chan struct{}) {
 			return
 		default:
 		}
-		start := time.Now()
-		callCtx, cancel := context.WithTimeout(ctx, w.timeout)
-		var results []*rifflev1.PutRecordsResultEntry
-		var err error
-		if w.putRecord != nil {
-			w.putRecord.PartitionKey = randomKey()
-			_, err = w.streams.PutRecord(callCtx, w.putRecord)
-		} else {
-			for _, r := range w.putRecords.Records {
-				r.PartitionKey = randomKey()
-			}
-			var resp *rifflev1.PutRecordsResponse
-			resp, err = w.streams.PutRecords(callCtx, w.putRecords)
-			results = resp.GetRecords()
-		}
-		cancel()
-		elapsed := time.Since(start)
-		if ctx.Err() != nil {
+		if !w.put(ctx, time.Now()) {
 			return
 		}
-		if err == nil {
-			w.latency.Record(elapsed)
+	}
+}
+
+// runScheduled is the open loop: one call per scheduled time, its latency
+// counted from that time, until the scheduler closes jobs.
+func (w *benchWorker) runScheduled(ctx context.Context, jobs <-chan time.Time) {
+	for when := range jobs {
+		if !w.put(ctx, when) {
+			return
 		}
-		w.count(err, results)
+	}
+}
+
+// put makes one call scheduled at when and counts it; it returns false
+// when ctx has ended, and the call then does not count.
+func (w *benchWorker) put(ctx context.Context, when time.Time) bool {
+	callCtx, cancel := context.WithTimeout(ctx, w.timeout)
+	defer cancel()
+	var results []*rifflev1.PutRecordsResultEntry
+	var err error
+	if w.putRecord != nil {
+		w.putRecord.PartitionKey = w.keys.next()
+		w.stamp(w.putRecord.Data, when)
+		_, err = w.streams.PutRecord(callCtx, w.putRecord)
+	} else {
+		for _, r := range w.putRecords.Records {
+			r.PartitionKey = w.keys.next()
+			w.stamp(r.Data, when)
+		}
+		var resp *rifflev1.PutRecordsResponse
+		resp, err = w.streams.PutRecords(callCtx, w.putRecords)
+		results = resp.GetRecords()
+	}
+	elapsed := time.Since(when)
+	if ctx.Err() != nil {
+		return false
+	}
+	if err == nil {
+		w.latency.Record(elapsed)
+	}
+	w.count(err, results)
+	return true
+}
+
+// stamp writes the mixed mode's header into a record's data: the run id,
+// then the put's scheduled time in unix nanoseconds.
+func (w *benchWorker) stamp(data []byte, when time.Time) {
+	if w.runID != nil {
+		binary.BigEndian.PutUint64(data[8:mixedHeaderLen], uint64(when.UnixNano()))
 	}
 }
 
@@ -411,13 +649,21 @@ func randomKey() string {
 	return hex.EncodeToString(raw[:])
 }
 
-// benchReport is the result of a bench, and its --json shape.
+// benchReport is the result of a produce, consume or mixed bench, and its
+// --json shape. The produce figures are zero in consume mode.
 type benchReport struct {
-	Stream           string            `json:"stream"`
-	Producers        int               `json:"producers"`
-	InFlight         int               `json:"in_flight"`
-	Batch            int               `json:"batch"`
-	RecordSize       int               `json:"record_size"`
+	Mode       string `json:"mode"`
+	Stream     string `json:"stream"`
+	Producers  int    `json:"producers"`
+	InFlight   int    `json:"in_flight"`
+	Batch      int    `json:"batch"`
+	RecordSize int    `json:"record_size"`
+	Keys       string `json:"keys"`
+	KeyCount   int    `json:"key_count"`
+	// Rate is the records per second asked for, 0 for as fast as possible;
+	// ScheduledRecords is how many records the schedule sent out.
+	Rate             int               `json:"rate"`
+	ScheduledRecords uint64            `json:"scheduled_records,omitempty"`
 	ElapsedSeconds   float64           `json:"elapsed_seconds"`
 	Interrupted      bool              `json:"interrupted"`
 	Records          uint64            `json:"records"`
@@ -428,6 +674,8 @@ type benchReport struct {
 	FailedRecords    uint64            `json:"failed_records"`
 	Errors           map[string]uint64 `json:"errors"`
 	Latency          latencyReport     `json:"ack_latency_ms"`
+	// Read is what the readers of the consume and mixed modes read.
+	Read *readReport `json:"read,omitempty"`
 }
 
 // latencyReport holds quantiles of the ack latency, in milliseconds.
@@ -442,6 +690,7 @@ type latencyReport struct {
 // report sums the workers; they have all returned.
 func (c *benchVerb) report(workers []*benchWorker, elapsed time.Duration, interrupted bool) benchReport {
 	r := benchReport{
+		Mode: c.mode, Keys: c.keys, KeyCount: c.keyCount, Rate: c.rate,
 		Stream: c.stream, Producers: c.producers, InFlight: c.inFlight, Batch: c.batch, RecordSize: c.recordSize,
 		ElapsedSeconds: elapsed.Seconds(), Interrupted: interrupted, Errors: make(map[string]uint64),
 	}
@@ -462,14 +711,7 @@ func (c *benchVerb) report(workers []*benchWorker, elapsed time.Duration, interr
 		r.RecordsPerSecond = float64(r.Records) / s
 		r.MiBPerSecond = float64(bytes) / (1 << 20) / s
 	}
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	r.Latency = latencyReport{
-		P50:  ms(latency.Quantile(0.50)),
-		P90:  ms(latency.Quantile(0.90)),
-		P99:  ms(latency.Quantile(0.99)),
-		P999: ms(latency.Quantile(0.999)),
-		Max:  ms(latency.Max()),
-	}
+	r.Latency = latencies(&latency)
 	return r
 }
 
@@ -478,20 +720,49 @@ func writeBenchReport(w io.Writer, r benchReport) error {
 	if r.Interrupted {
 		fmt.Fprintf(tw, "interrupted\tafter %.1fs\n", r.ElapsedSeconds)
 	}
-	fmt.Fprintf(tw, "records\t%d in %.1fs: %.0f records/s, %.2f MiB/s\n", r.Records, r.ElapsedSeconds, r.RecordsPerSecond, r.MiBPerSecond)
-	fmt.Fprintf(tw, "calls\t%d, %d failed\n", r.Calls, r.FailedCalls)
-	errs := "none"
-	if len(r.Errors) > 0 {
-		var parts []string
-		for _, name := range slices.Sorted(maps.Keys(r.Errors)) {
-			parts = append(parts, fmt.Sprintf("%s %d", name, r.Errors[name]))
+	if r.Mode != "consume" {
+		fmt.Fprintf(tw, "records\t%d in %.1fs: %.0f records/s, %.2f MiB/s\n", r.Records, r.ElapsedSeconds, r.RecordsPerSecond, r.MiBPerSecond)
+		if r.Rate > 0 {
+			fmt.Fprintf(tw, "schedule\t%d records/s asked, %d records sent on schedule\n", r.Rate, r.ScheduledRecords)
 		}
-		errs = fmt.Sprintf("%d records: %s", r.FailedRecords, strings.Join(parts, ", "))
+		fmt.Fprintf(tw, "calls\t%d, %d failed\n", r.Calls, r.FailedCalls)
+		fmt.Fprintf(tw, "errors\t%s\n", errorSummary(r.FailedRecords, "records", r.Errors))
+		fmt.Fprintf(tw, "ack latency\t%s\n", fmtLatencies(r.Latency))
 	}
-	fmt.Fprintf(tw, "errors\t%s\n", errs)
-	fmt.Fprintf(tw, "ack latency\tp50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",
-		fmtMillis(r.Latency.P50), fmtMillis(r.Latency.P90), fmtMillis(r.Latency.P99), fmtMillis(r.Latency.P999), fmtMillis(r.Latency.Max))
+	if rd := r.Read; rd != nil {
+		fmt.Fprintf(tw, "read\t%d records from %d shards in %.1fs: %.0f records/s, %.2f MiB/s\n", rd.Records, rd.Shards, rd.ElapsedSeconds, rd.RecordsPerSecond, rd.MiBPerSecond)
+		if r.Mode == "consume" {
+			tip := "every shard read to its end or tip"
+			if !rd.CaughtUp {
+				tip = "not every shard read to its end or tip"
+			}
+			fmt.Fprintf(tw, "replay\t%s\n", tip)
+		}
+		fmt.Fprintf(tw, "GetRecords\t%d calls, %d failed; errors %s\n", rd.Calls, rd.FailedCalls, errorSummary(rd.FailedCalls, "calls", rd.Errors))
+		fmt.Fprintf(tw, "GetRecords latency\t%s\n", fmtLatencies(rd.GetLatency))
+		if rd.PutToConsume != nil {
+			fmt.Fprintf(tw, "put-to-consume latency\t%s\n", fmtLatencies(*rd.PutToConsume))
+		}
+	}
 	return tw.Flush()
+}
+
+// errorSummary is "none", or the failures by exception name.
+func errorSummary(failed uint64, unit string, errs map[string]uint64) string {
+	if len(errs) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, name := range slices.Sorted(maps.Keys(errs)) {
+		parts = append(parts, fmt.Sprintf("%s %d", name, errs[name]))
+	}
+	return fmt.Sprintf("%d %s: %s", failed, unit, strings.Join(parts, ", "))
+}
+
+// fmtLatencies prints the quantiles of a latency report.
+func fmtLatencies(l latencyReport) string {
+	return fmt.Sprintf("p50 %s  p90 %s  p99 %s  p99.9 %s  max %s",
+		fmtMillis(l.P50), fmtMillis(l.P90), fmtMillis(l.P99), fmtMillis(l.P999), fmtMillis(l.Max))
 }
 
 // fmtMillis prints a latency with three significant digits.

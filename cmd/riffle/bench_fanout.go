@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -140,7 +139,7 @@ func (c *benchVerb) runFanout(ctx context.Context, cl *client.Client, std stdio)
 	}()
 
 	p := &fanoutProducer{streams: streams, stream: c.stream, runID: runID, recordSize: c.recordSize, timeout: c.timeout,
-		keys: benchKeys(c.keyCount), failed: map[string]uint64{}}
+		keys: benchKeys(c.keyCount), newPicker: c.newKeyPicker, failed: map[string]uint64{}}
 	start := time.Now()
 	var reshards []*reshardEvent
 	var reshardErr error
@@ -207,9 +206,12 @@ func (c *benchVerb) runFanout(ctx context.Context, cl *client.Client, std stdio)
 		con.mu.Unlock()
 	}
 	r.PutToPush = latencies(&push)
-	if c.json {
+	switch {
+	case c.json:
 		err = writeJSON(std.out, r)
-	} else {
+	case c.csv:
+		err = writeCSV(std.out, r.csvRow(c))
+	default:
 		err = writeFanoutReport(std.out, r)
 	}
 	if err != nil {
@@ -373,8 +375,10 @@ type fanoutProducer struct {
 	timeout    time.Duration
 
 	// keys, when set, are the partition keys to pick from (--key-count);
-	// otherwise each record gets a fresh random key.
-	keys []string
+	// otherwise each record gets a fresh random key. Each worker picks
+	// with a picker of its own (--keys).
+	keys      []string
+	newPicker func([]string) *keyPicker
 
 	mu        sync.Mutex
 	attempted uint64
@@ -404,8 +408,9 @@ func (p *fanoutProducer) run(ctx context.Context, rate int, d time.Duration, wor
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
+			keys := p.newPicker(p.keys)
 			for j := range jobs {
-				p.put(ctx, j.n, j.when)
+				p.put(ctx, keys, j.n, j.when)
 			}
 		})
 	}
@@ -450,15 +455,12 @@ func (p *fanoutProducer) run(ctx context.Context, rate int, d time.Duration, wor
 	return interrupted
 }
 
-func (p *fanoutProducer) put(ctx context.Context, n uint64, when time.Time) {
+func (p *fanoutProducer) put(ctx context.Context, keys *keyPicker, n uint64, when time.Time) {
 	data := make([]byte, max(p.recordSize, fanoutHeaderLen))
 	copy(data, p.runID[:])
 	binary.BigEndian.PutUint64(data[8:], uint64(when.UnixNano()))
 	binary.BigEndian.PutUint64(data[16:], n)
-	key := randomKey()
-	if len(p.keys) > 0 {
-		key = p.keys[rand.IntN(len(p.keys))]
-	}
+	key := keys.next()
 	sent := time.Now()
 	callCtx, cancel := context.WithTimeout(ctx, p.timeout)
 	resp, err := p.streams.PutRecord(callCtx, &rifflev1.PutRecordRequest{StreamName: p.stream, PartitionKey: key, Data: data})

@@ -1,0 +1,199 @@
+// Command benchcompare runs the same produce workloads against a three-node
+// Riffle cluster and a three-node NATS JetStream cluster on loopback and
+// prints one table of both with the ratio Riffle/NATS (issue 7).
+//
+// Both sides replicate to three nodes and fsync before acknowledging:
+// Riffle always does; the NATS servers run with `sync_interval: always`
+// and an R3 file-storage stream. Each workload is N producers, each with
+// its own connection and M records in flight, writing records of one size
+// for the same duration. Riffle's producers are `riffle bench --json` (a
+// separate process, PutRecords batches: M records in flight are M/batch
+// calls of batch records); NATS's are nats.go JetStream async publishes,
+// at most M pending per producer.
+//
+// It lives in its own module so that the broker's go.mod never depends on
+// NATS. `make bench-compare` builds both binaries and runs it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the command's flags.
+type options struct {
+	riffleBin string
+	natsBin   string
+	duration  time.Duration
+	sizes     []int
+	producers int
+	inFlight  int
+	batch     int
+	shards    int
+	runs      int
+	warmup    time.Duration
+	portBase  int
+	systems   []string
+	keep      bool
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "benchcompare:", err)
+		os.Exit(1)
+	}
+}
+
+func parseOptions(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("benchcompare", flag.ContinueOnError)
+	fs.StringVar(&o.riffleBin, "riffle", "bin/riffle", "the riffle binary")
+	fs.StringVar(&o.natsBin, "nats-server", "bin/nats-server", "the nats-server binary")
+	fs.DurationVar(&o.duration, "duration", 30*time.Second, "how long each workload runs")
+	sizes := fs.String("sizes", "1024,128", "comma-separated record sizes in bytes, one workload each")
+	fs.IntVar(&o.producers, "producers", 4, "producers (clients), each with its own connection")
+	fs.IntVar(&o.inFlight, "in-flight", 500, "records each producer keeps in flight")
+	fs.IntVar(&o.batch, "riffle-batch", 100, "records per Riffle PutRecords call; --in-flight must be a multiple")
+	fs.IntVar(&o.shards, "riffle-shards", 1, "shards of the Riffle stream (NATS has one stream, one raft group)")
+	fs.IntVar(&o.runs, "runs", 1, "runs of every workload; the table shows the median of each figure")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "an uncounted run of each workload on its new stream before the measured one; 0 skips it")
+	fs.IntVar(&o.portBase, "port-base", 19400, "first of the loopback ports used: base..base+8 Riffle, base+20..base+22 and base+30..base+32 NATS")
+	systems := fs.String("systems", "riffle,nats", "systems to run: riffle, nats or both")
+	fs.BoolVar(&o.keep, "keep", false, "keep the data directories and logs")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	for s := range strings.SplitSeq(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 || n > 1<<20-64 {
+			return o, fmt.Errorf("-sizes: %q is not a record size between 1 and %d bytes", s, 1<<20-64)
+		}
+		o.sizes = append(o.sizes, n)
+	}
+	for s := range strings.SplitSeq(*systems, ",") {
+		s = strings.TrimSpace(s)
+		if s != "riffle" && s != "nats" {
+			return o, fmt.Errorf("-systems: %q is neither riffle nor nats", s)
+		}
+		o.systems = append(o.systems, s)
+	}
+	switch {
+	case o.duration <= 0:
+		return o, fmt.Errorf("-duration must be positive, got %v", o.duration)
+	case o.producers < 1:
+		return o, fmt.Errorf("-producers must be at least 1, got %d", o.producers)
+	case o.batch < 1 || o.batch > 500:
+		return o, fmt.Errorf("-riffle-batch must be between 1 and 500, got %d", o.batch)
+	case o.inFlight < 1 || o.inFlight%o.batch != 0:
+		return o, fmt.Errorf("-in-flight must be a positive multiple of -riffle-batch %d, got %d", o.batch, o.inFlight)
+	case o.shards < 1:
+		return o, fmt.Errorf("-riffle-shards must be at least 1, got %d", o.shards)
+	case o.runs < 1:
+		return o, fmt.Errorf("-runs must be at least 1, got %d", o.runs)
+	case o.warmup < 0:
+		return o, fmt.Errorf("-warmup must not be negative, got %v", o.warmup)
+	case o.portBase < 1024 || o.portBase+32 > 65535:
+		return o, fmt.Errorf("-port-base must leave room for 33 ports, got %d", o.portBase)
+	}
+	for _, s := range o.sizes {
+		if o.batch*(s+32) > 5<<20 {
+			return o, fmt.Errorf("-riffle-batch %d of %d-byte records is over the 5 MiB of one PutRecords call", o.batch, s)
+		}
+	}
+	return o, nil
+}
+
+func run(ctx context.Context, args []string) error {
+	o, err := parseOptions(args)
+	if err != nil {
+		return err
+	}
+	for _, bin := range []*string{&o.riffleBin, &o.natsBin} {
+		if *bin, err = filepath.Abs(*bin); err != nil {
+			return err
+		}
+	}
+	dir, err := os.MkdirTemp("", "benchcompare-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Fprintf(os.Stderr, "benchcompare: data and logs in %s\n", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+
+	var riffle *riffleCluster
+	var nats *natsCluster
+	defer func() {
+		if riffle != nil {
+			riffle.stop()
+		}
+		if nats != nil {
+			nats.stop()
+		}
+	}()
+	for _, s := range o.systems {
+		switch s {
+		case "riffle":
+			fmt.Fprintln(os.Stderr, "benchcompare: starting three Riffle nodes")
+			if riffle, err = startRiffle(ctx, o.riffleBin, filepath.Join(dir, "riffle"), o.portBase); err != nil {
+				return err
+			}
+		case "nats":
+			fmt.Fprintln(os.Stderr, "benchcompare: starting three NATS servers")
+			if nats, err = startNATS(ctx, o.natsBin, filepath.Join(dir, "nats"), o.portBase); err != nil {
+				return err
+			}
+		}
+	}
+
+	var results []result
+	for r := range o.runs {
+		for _, size := range o.sizes {
+			w := workload{size: size, producers: o.producers, inFlight: o.inFlight, duration: o.duration}
+			// Alternate which system goes first, so that neither always
+			// runs on the other's leftovers (page cache, compaction).
+			order := o.systems
+			if r%2 == 1 {
+				order = []string{o.systems[len(o.systems)-1], o.systems[0]}[:len(o.systems)]
+			}
+			for _, s := range order {
+				stream := fmt.Sprintf("bench-%d-%d", size, r)
+				fmt.Fprintf(os.Stderr, "benchcompare: run %d/%d, %s, %s\n", r+1, o.runs, w, s)
+				var res result
+				switch s {
+				case "riffle":
+					res, err = riffle.produce(ctx, stream, w, o.batch, o.shards, o.warmup)
+				case "nats":
+					res, err = nats.produce(ctx, stream, w, o.warmup)
+				}
+				if err != nil {
+					return fmt.Errorf("%s, %s: %w", s, w, err)
+				}
+				if ctx.Err() != nil {
+					return errors.New("interrupted")
+				}
+				fmt.Fprintf(os.Stderr, "benchcompare: %s\n", res.oneLine())
+				results = append(results, res)
+			}
+		}
+	}
+	fmt.Printf("%d producers x %d records in flight, %s per workload, median of %d run(s); Riffle: %d shard(s), PutRecords of %d; NATS: R3 file stream, sync_interval always\n\n",
+		o.producers, o.inFlight, o.duration, o.runs, o.shards, o.batch)
+	return writeTable(os.Stdout, summarize(results))
+}
