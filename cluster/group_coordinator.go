@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -126,10 +127,13 @@ func (h *Host) ensureGroup(ctx context.Context, group, stream string, leaseDurat
 			leaseDuration = DefaultGroupLeaseDuration
 		}
 		cmd := Command{CreateGroup: &CreateGroupCmd{Name: group, Stream: stream, LeaseDuration: leaseDuration, CreatedAt: time.Now().UTC().Truncate(time.Millisecond)}}
-		if _, err := h.meta.Propose(ctx, cmd); err != nil {
+		// ErrGroupExists: created in a term this node's view missed; the
+		// refusal was applied after the creation, so the state has it now.
+		if _, err := h.meta.Propose(ctx, cmd); err != nil && !errors.Is(err, ErrGroupExists) {
 			return nil, nil, err
+		} else if err == nil {
+			h.logger.Info("consumer group created", "group", group, "stream", stream, "lease_duration", leaseDuration)
 		}
-		h.logger.Info("consumer group created", "group", group, "stream", stream, "lease_duration", leaseDuration)
 		st = h.meta.State()
 		if g, ok = st.Groups[group]; !ok {
 			return nil, nil, fmt.Errorf("%w: %s", ErrGroupNotFound, group)
