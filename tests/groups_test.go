@@ -98,6 +98,10 @@ func putGroupRecords(t testing.TB, c rifflev1.StreamsClient, stream, prefix stri
 	return put
 }
 
+// aboveCheckpoint reports whether seq lies after checkpoint cp ("" for
+// none).
+func aboveCheckpoint(cp, seq string) bool { return cp == "" || seqLess(cp, seq) }
+
 // runningWorker is a client.Worker running in its own goroutine.
 type runningWorker struct {
 	w      *client.Worker
@@ -252,7 +256,7 @@ func TestGroupKilledWorkerTakenOver(t *testing.T) {
 		var shard, seq string
 		fmt.Sscanf(k, "shardId-%12s/%s", &shard, &seq)
 		shard = "shardId-" + shard
-		if !seqLess(checkpoint[shard], seq) {
+		if !aboveCheckpoint(checkpoint[shard], seq) {
 			t.Errorf("%s delivered %d times, yet at or below a's last checkpoint %s", k, times, checkpoint[shard])
 		}
 	}
@@ -260,8 +264,10 @@ func TestGroupKilledWorkerTakenOver(t *testing.T) {
 		t.Errorf("no record delivered twice: a's unacknowledged tail should have been")
 	}
 	t.Logf("a held %v; b took them over %v after the kill (lease 2 s); %d records delivered twice", aShards, takeover.Round(10*time.Millisecond), dups)
-	if takeover < 2*time.Second {
-		t.Errorf("shards moved %v after the kill, before the 2 s lease expired", takeover)
+	// The lease runs from a's last heartbeat, at most an interval (a
+	// quarter lease) before the kill.
+	if takeover < 1500*time.Millisecond {
+		t.Errorf("shards moved %v after the kill, before the 2 s lease can have expired", takeover)
 	}
 }
 
