@@ -183,17 +183,19 @@ func (gs groupsServer) LeaveConsumerGroup(ctx context.Context, req *rifflev1.Lea
 	return &rifflev1.LeaveConsumerGroupResponse{}, nil
 }
 
-// group finds a group, catching up with the metadata leader on a miss.
+// group finds a group in the metadata, caught up with the leader.
 func (gs groupsServer) group(ctx context.Context, name string) (*cluster.State, *cluster.Group, error) {
 	if verr := checkGroupName("group_name", name); verr != nil {
 		return nil, nil, verr
 	}
+	// Checkpoints are written through any node: catch up with the leader
+	// so that a description shows every acknowledged one (an error leaves
+	// this node's copy, which is answered from).
+	if err := gs.s.host.SyncMeta(ctx); err != nil {
+		gs.s.logger.Info("metadata catch-up failed; answering from this node's copy", "group", name, "err", err)
+	}
 	st := gs.s.host.Meta().State()
 	g, ok := st.Groups[name]
-	if !ok && gs.s.host.SyncMeta(ctx) == nil {
-		st = gs.s.host.Meta().State()
-		g, ok = st.Groups[name]
-	}
 	if !ok {
 		return nil, nil, notFound("consumer group %s not found", name)
 	}
@@ -224,6 +226,9 @@ func (gs groupsServer) ListConsumerGroups(ctx context.Context, req *rifflev1.Lis
 		if verr := checkStreamName(req.StreamName); verr != nil {
 			return nil, verr
 		}
+	}
+	if err := gs.s.host.SyncMeta(ctx); err != nil {
+		gs.s.logger.Info("metadata catch-up failed; answering from this node's copy", "err", err)
 	}
 	st := gs.s.host.Meta().State()
 	names := make([]string, 0, len(st.Groups))

@@ -182,6 +182,14 @@ func TestGroupSharesShardsEvenly(t *testing.T) {
 	if err != nil || len(desc.Group.Leases) != 8 || desc.Group.StreamName != "even" {
 		t.Fatalf("DescribeConsumerGroup: %v %v", err, desc)
 	}
+	// Fencing holds whichever node proposes the checkpoint.
+	for i, tn := range c.nodes {
+		expectException(t, fmt.Sprintf("stale checkpoint through n%d", i+1), "LeaseLostException", codes.FailedPrecondition, func() error {
+			_, err := groupsClient(tn).Checkpoint(context.Background(), &rifflev1.CheckpointRequest{GroupName: "g", WorkerId: "w0",
+				ShardId: desc.Group.Leases[0].ShardId, LeaseCounter: 1 << 40, SequenceNumber: "1"})
+			return err
+		})
+	}
 }
 
 // TestGroupKilledWorkerTakenOver checks failover: a worker stopped
