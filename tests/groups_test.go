@@ -467,3 +467,50 @@ func TestGroupGracefulHandover(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupFanOutWorkers checks workers that receive by enhanced fan-out:
+// they register the group's consumer, share the shards, deliver every
+// record, and when one shuts down the other subscribes to its shards from
+// the checkpoints (once the broker lets the old subscriptions go) with
+// nothing delivered twice.
+func TestGroupFanOutWorkers(t *testing.T) {
+	n := startNode(t, tempDataDir(t))
+	createStream(t, n.client, "fanout", 4)
+	d := &deliveries{}
+	cfg := client.WorkerConfig{Group: "g", Stream: "fanout", FanOut: true, CheckpointInterval: time.Hour}
+	cfg.WorkerID = "a"
+	a := startWorker(t, n.GRPCAddr(), cfg, d)
+	cfg.WorkerID = "b"
+	b := startWorker(t, n.GRPCAddr(), cfg, d)
+	waitFor(t, 15*time.Second, "2 shards each", func() error {
+		if len(a.w.Shards()) != 2 || len(b.w.Shards()) != 2 {
+			return fmt.Errorf("a %v, b %v", a.w.Shards(), b.w.Shards())
+		}
+		return nil
+	})
+	put := putGroupRecords(t, n.client, "fanout", "first", 200)
+	waitFor(t, 15*time.Second, "first records delivered", func() error {
+		if m := d.missing(put); len(m) > 0 {
+			return fmt.Errorf("%d missing", len(m))
+		}
+		return nil
+	})
+	if _, err := n.client.DescribeStreamConsumer(context.Background(), &rifflev1.DescribeStreamConsumerRequest{StreamName: "fanout", ConsumerName: "g"}); err != nil {
+		t.Fatalf("the group's consumer: %v", err)
+	}
+	a.stop()
+	for k := range putGroupRecords(t, n.client, "fanout", "second", 200) {
+		put[k] = true
+	}
+	waitFor(t, 20*time.Second, "every record delivered", func() error {
+		if m := d.missing(put); len(m) > 0 {
+			return fmt.Errorf("%d missing; b holds %v", len(m), b.w.Shards())
+		}
+		return nil
+	})
+	for k, times := range d.counts() {
+		if times > 1 {
+			t.Errorf("%s delivered %d times", k, times)
+		}
+	}
+}
