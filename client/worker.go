@@ -161,6 +161,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		leaseDur = w.cfg.LeaseDuration
 	}
 	for {
+		if w.killCtx.Err() != nil {
+			return ErrConsumerClosed // killed: not one more heartbeat
+		}
 		sent := time.Now()
 		// Half a lease: an answer later than that is of little use, and
 		// a loaded cluster may take longer than an interval.
