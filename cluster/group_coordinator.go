@@ -160,12 +160,25 @@ func (h *Host) rebalance(ctx context.Context, c *groupCoordinator, g *Group, s *
 		}
 		return now.Sub(at) >= g.LeaseDuration
 	}
-	changes := planLeases(g, s, live, expired)
-	if len(changes) == 0 {
-		return g, nil
-	}
-	if _, err := h.meta.Propose(ctx, Command{AssignLeases: &AssignLeasesCmd{Group: g.Name, Changes: changes}}); err != nil {
-		return nil, err
+	var changes []LeaseChange
+	for attempt := 0; ; attempt++ {
+		changes = planLeases(g, s, live, expired)
+		if len(changes) == 0 {
+			return g, nil
+		}
+		_, err := h.meta.Propose(ctx, Command{AssignLeases: &AssignLeasesCmd{Group: g.Name, Changes: changes}})
+		if err == nil {
+			break
+		}
+		// A release through another node moved a counter after the
+		// plan: plan again on the new state; the next heartbeat will
+		// if this one cannot.
+		if !errors.Is(err, ErrInvalidCommand) {
+			return nil, err
+		}
+		if g, err = h.meta.State().group(g.Name); err != nil || attempt == 2 {
+			return g, err
+		}
 	}
 	for _, ch := range changes {
 		key := g.Name + "/" + ch.Shard
