@@ -187,7 +187,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			// others: stop before it can have.
 			if !lastSent.IsZero() && time.Since(lastSent) >= leaseDur {
 				w.log.Warn("no heartbeat acknowledged for a lease duration: stopping every shard")
-				w.stopAll(false)
+				w.signalAll(false)
 			}
 		default:
 			lastSent = sent
@@ -242,8 +242,10 @@ func (w *Worker) reconcile(leases []*rifflev1.ShardLease) {
 		}
 	}
 	w.mu.Unlock()
+	// Not waited for: a slow handler must not hold up the heartbeats. A
+	// stopping task stays in tasks until it has released its lease.
 	for _, t := range stop {
-		t.stop(true)
+		t.signal(true)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -260,8 +262,16 @@ func (w *Worker) reconcile(leases []*rifflev1.ShardLease) {
 	}
 }
 
-// stopAll stops every shard; release checkpoints and hands them back.
+// stopAll stops every shard and waits; release checkpoints and hands them
+// back.
 func (w *Worker) stopAll(release bool) {
+	for _, t := range w.signalAll(release) {
+		<-t.done
+	}
+}
+
+// signalAll asks every shard to stop and returns them.
+func (w *Worker) signalAll(release bool) []*shardTask {
 	w.mu.Lock()
 	var all []*shardTask
 	for _, t := range w.tasks {
@@ -269,8 +279,9 @@ func (w *Worker) stopAll(release bool) {
 	}
 	w.mu.Unlock()
 	for _, t := range all {
-		t.stop(release)
+		t.signal(release)
 	}
+	return all
 }
 
 // ensureConsumer registers the fan-out consumer if needed and returns its
@@ -300,16 +311,31 @@ func (w *Worker) ensureConsumer(ctx context.Context) (string, error) {
 	}
 }
 
-// finish records that a task ended by itself (shard end, lease lost).
-func (w *Worker) finish(t *shardTask, shardEnd bool) {
+// taskEnd is how a shard task ended.
+type taskEnd int
+
+const (
+	// taskStopped: the lease may still be this worker's; a heartbeat
+	// listing it starts the shard again.
+	taskStopped taskEnd = iota
+	// leaseRetired: released or lost; that lease counter is never started
+	// again, even by a heartbeat answer older than the release.
+	leaseRetired
+	// shardFinished: processed to its end (SHARD_END checkpointed).
+	shardFinished
+)
+
+// finish records that a task ended.
+func (w *Worker) finish(t *shardTask, how taskEnd) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.tasks[t.shard] == t {
 		delete(w.tasks, t.shard)
 	}
-	if shardEnd {
+	switch how {
+	case shardFinished:
 		w.finished[t.shard] = true
-	} else {
+	case leaseRetired:
 		w.retired[t.shard] = t.counter
 	}
 }

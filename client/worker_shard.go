@@ -44,14 +44,14 @@ type shardTask struct {
 	done     chan struct{}
 }
 
-// stop ends the task and waits for it; with release it checkpoints what
-// was processed and hands the lease back.
-func (t *shardTask) stop(release bool) {
+// signal asks the task to end; with release it checkpoints what was
+// processed and hands the lease back. A handler call in progress is
+// finished first.
+func (t *shardTask) signal(release bool) {
 	t.stopOnce.Do(func() {
 		t.release.Store(release)
 		close(t.stopCh)
 	})
-	<-t.done
 }
 
 func (t *shardTask) run() {
@@ -80,17 +80,27 @@ func (t *shardTask) run() {
 	log := w.log.With("shard", t.shard, "lease_counter", t.counter)
 	switch {
 	case errors.Is(err, errShardEnd):
-		if t.store(ShardEnd) == nil {
+		switch serr := t.store(ShardEnd); {
+		case serr == nil:
 			log.Info("shard processed to its end")
-			w.finish(t, true)
-			return
+			w.finish(t, shardFinished)
+		case errors.Is(serr, errLeaseLost):
+			w.finish(t, leaseRetired)
+		default:
+			w.finish(t, taskStopped) // the next heartbeat starts it again
 		}
 	case errors.Is(err, errLeaseLost):
 		log.Warn("lease lost: another worker processes the shard now")
+		w.finish(t, leaseRetired)
 	case t.release.Load():
 		if t.processed != t.checkpointed {
-			if err := t.store(t.processed); err != nil {
-				break
+			if serr := t.store(t.processed); errors.Is(serr, errLeaseLost) {
+				w.finish(t, leaseRetired)
+				return
+			} else if serr != nil {
+				log.Warn("last checkpoint failed; not releasing: the lease moves once the handover times out", "err", serr)
+				w.finish(t, taskStopped)
+				return
 			}
 		}
 		rerr := w.retry.Read(w.killCtx, func(ctx context.Context, opts ...grpc.CallOption) error {
@@ -98,15 +108,19 @@ func (t *shardTask) run() {
 				ShardId: t.shard, LeaseCounter: t.counter}, opts...)
 			return err
 		})
-		if rerr != nil {
+		if rerr != nil && ExceptionName(rerr) != LeaseLostException {
 			log.Warn("release failed; the lease moves once the handover times out", "err", rerr)
-		} else {
-			log.Info("shard handed back", "checkpoint", t.processed)
+			w.finish(t, taskStopped)
+			return
 		}
+		log.Info("shard handed back", "checkpoint", t.processed)
+		w.finish(t, leaseRetired)
 	default:
+		// Heartbeats failed for a lease: the lease may still be ours, and
+		// a heartbeat that says so starts the shard again.
 		log.Info("shard stopped without checkpoint")
+		w.finish(t, taskStopped)
 	}
-	w.finish(t, false)
 }
 
 // store writes a checkpoint; errLeaseLost when the lease has moved on.

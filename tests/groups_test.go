@@ -75,23 +75,24 @@ func putGroupRecords(t testing.TB, c rifflev1.StreamsClient, stream, prefix stri
 	}
 	waitFor(t, 20*time.Second, "records acknowledged", func() error {
 		var failed []*rifflev1.PutRecordsRequestEntry
+		var last string
 		for i := 0; i < len(pending); i += 100 {
 			batch := pending[i:min(i+100, len(pending))]
 			resp, err := c.PutRecords(context.Background(), &rifflev1.PutRecordsRequest{StreamName: stream, Records: batch})
 			if err != nil {
-				failed = append(failed, batch...)
+				failed, last = append(failed, batch...), err.Error()
 				continue
 			}
 			for k, r := range resp.Records {
 				if r.ErrorCode != "" {
-					failed = append(failed, batch[k])
+					failed, last = append(failed, batch[k]), r.ErrorMessage
 				} else {
 					put[r.ShardId+"/"+r.SequenceNumber] = true
 				}
 			}
 		}
 		if pending = failed; len(pending) > 0 {
-			return fmt.Errorf("%d not acknowledged", len(pending))
+			return fmt.Errorf("%d not acknowledged, last error: %s", len(pending), last)
 		}
 		return nil
 	})
@@ -512,5 +513,75 @@ func TestGroupFanOutWorkers(t *testing.T) {
 		if times > 1 {
 			t.Errorf("%s delivered %d times", k, times)
 		}
+	}
+}
+
+// TestGroupKeepsLeasesAcrossMetadataFailover checks the new leader's grace:
+// heartbeat times live only in the metadata leader's memory, so when it
+// dies its successor counts every lease owner as heard from at the start of
+// its term. Workers that go on heartbeating keep every lease (no counter
+// changes), and every record is delivered.
+func TestGroupKeepsLeasesAcrossMetadataFailover(t *testing.T) {
+	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: steadyRaft})
+	createStream(t, c.nodes[0].client, "metafail", 4)
+	leader, others := c.metaLeader(t)
+	addrs := []string{c.nodes[others[0]].GRPCAddr(), c.nodes[others[1]].GRPCAddr()}
+	d := &deliveries{}
+	var workers []*runningWorker
+	for i, addr := range addrs {
+		workers = append(workers, startWorker(t, addr, client.WorkerConfig{Group: "g", Stream: "metafail", WorkerID: fmt.Sprintf("w%d", i), LeaseDuration: 4 * time.Second}, d))
+	}
+	g := groupsClient(c.nodes[others[0]])
+	leases := func() (map[string]uint64, error) {
+		desc, err := g.DescribeConsumerGroup(context.Background(), &rifflev1.DescribeConsumerGroupRequest{GroupName: "g"})
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]uint64{}
+		for _, l := range desc.Group.Leases {
+			out[l.ShardId+"@"+l.Owner] = l.LeaseCounter
+		}
+		return out, nil
+	}
+	waitFor(t, 20*time.Second, "2 shards each", func() error {
+		if len(workers[0].w.Shards()) != 2 || len(workers[1].w.Shards()) != 2 {
+			return fmt.Errorf("w0 %v, w1 %v", workers[0].w.Shards(), workers[1].w.Shards())
+		}
+		return nil
+	})
+	before, err := leases()
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := putGroupRecords(t, c.nodes[others[0]].client, "metafail", "before", 200)
+	c.kill(leader)
+	newLeader := -1
+	waitFor(t, 20*time.Second, "a new metadata leader", func() error {
+		for _, i := range others {
+			if c.nodes[i].Host().Meta().IsLeader() {
+				newLeader = i
+				return nil
+			}
+		}
+		return fmt.Errorf("none")
+	})
+	for k := range putGroupRecords(t, c.nodes[others[1]].client, "metafail", "after", 200) {
+		put[k] = true
+	}
+	waitFor(t, 30*time.Second, "every record delivered", func() error {
+		if m := d.missing(put); len(m) > 0 {
+			return fmt.Errorf("%d missing", len(m))
+		}
+		return nil
+	})
+	// Nothing moves, up to past the new leader's grace (a lease from its
+	// term's first heartbeat): the workers heartbeat to it.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		after, err := leases()
+		if err == nil && fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Fatalf("leases changed across the metadata failover (new leader n%d): before %v, after %v", newLeader+1, before, after)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
