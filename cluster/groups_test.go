@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"io"
 	"testing"
 	"time"
 )
@@ -118,5 +119,43 @@ func TestGroupCheckpointFencing(t *testing.T) {
 	_, err = st.apply(&Command{GroupCheckpoint: &GroupCheckpointCmd{Group: "g", Shard: ShardID(0), Worker: "b", Counter: nl.Counter, Sequence: ShardEndCheckpoint}})
 	if !errors.Is(err, ErrInvalidCommand) {
 		t.Fatalf("SHARD_END of an open shard: %v", err)
+	}
+}
+
+// TestGroupsSurviveSnapshot checks that leases, checkpoints and the lease
+// counter sequence are in the metadata snapshot: a replica restored from it
+// fences exactly as the one that took it, and never grants a counter again.
+func TestGroupsSurviveSnapshot(t *testing.T) {
+	st := groupState(t, 2)
+	st, _ = applyPlan(t, st, []string{"a"}, false)
+	l := *st.Groups["g"].Leases[ShardID(0)]
+	st, err := st.apply(&Command{GroupCheckpoint: &GroupCheckpointCmd{Group: "g", Shard: ShardID(0), Worker: "a", Counter: l.Counter, Sequence: "3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newMetaFSM()
+	f.publish(st, 1)
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sink bufferSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	g := newMetaFSM()
+	if err := g.Restore(io.NopCloser(&sink)); err != nil {
+		t.Fatal(err)
+	}
+	restored := g.current()
+	if got := restored.Groups["g"].Leases[ShardID(0)]; got.Owner != "a" || got.Checkpoint != "3" || got.Counter != l.Counter {
+		t.Fatalf("restored lease %+v", got)
+	}
+	if restored.LeaseCounter != st.LeaseCounter || restored.Groups["g"].LeaseDuration != time.Second {
+		t.Fatalf("restored counter %d (want %d), group %+v", restored.LeaseCounter, st.LeaseCounter, restored.Groups["g"])
+	}
+	_, err = restored.apply(&Command{GroupCheckpoint: &GroupCheckpointCmd{Group: "g", Shard: ShardID(0), Worker: "b", Counter: l.Counter, Sequence: "4"}})
+	if !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("checkpoint by a non-holder after restore: %v", err)
 	}
 }
