@@ -82,6 +82,14 @@ bench-compare: build nats-server
 clean:
 	rm -rf $(BIN) $(TOOLS)
 
+# The Python client test (tests/clients/python) against running nodes:
+# installs Debian's gRPC packages if missing, generates a client from proto/
+# and checks streams, iterators, fan-out and consumer groups.
+ADDR ?= 127.0.0.1:7450
+.PHONY: python-client
+python-client:
+	tests/clients/python/run.sh $(ADDR)
+
 # ---- Docker: the node image, a three-node cluster, end-to-end tests --------
 # deploy/README.md describes the image and the compose file. The compose
 # command is docker-compose (v1) by default; DOCKER_COMPOSE="docker compose"

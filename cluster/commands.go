@@ -42,6 +42,12 @@ type Command struct {
 	RegisterConsumer   *RegisterConsumerCmd   `json:"register_consumer,omitempty"`
 	DeregisterConsumer *DeregisterConsumerCmd `json:"deregister_consumer,omitempty"`
 	ConsumerStatus     *ConsumerStatusCmd     `json:"consumer_status,omitempty"`
+
+	CreateGroup     *CreateGroupCmd     `json:"create_group,omitempty"`
+	DeleteGroup     *DeleteGroupCmd     `json:"delete_group,omitempty"`
+	AssignLeases    *AssignLeasesCmd    `json:"assign_leases,omitempty"`
+	GroupCheckpoint *GroupCheckpointCmd `json:"group_checkpoint,omitempty"`
+	ReleaseLeases   *ReleaseLeasesCmd   `json:"release_leases,omitempty"`
 }
 
 // MoveReplicaCmd starts rebuilding a shard's replica on another node.
@@ -169,6 +175,16 @@ func (st *State) apply(cmd *Command) (*State, error) {
 		return st.deregisterConsumer(cmd.DeregisterConsumer)
 	case cmd.ConsumerStatus != nil:
 		return st.consumerStatus(cmd.ConsumerStatus)
+	case cmd.CreateGroup != nil:
+		return st.createGroup(cmd.CreateGroup)
+	case cmd.DeleteGroup != nil:
+		return st.deleteGroup(cmd.DeleteGroup)
+	case cmd.AssignLeases != nil:
+		return st.assignLeases(cmd.AssignLeases)
+	case cmd.GroupCheckpoint != nil:
+		return st.groupCheckpoint(cmd.GroupCheckpoint)
+	case cmd.ReleaseLeases != nil:
+		return st.releaseLeases(cmd.ReleaseLeases)
 	}
 	return st, fmt.Errorf("%w: empty command", ErrInvalidCommand)
 }

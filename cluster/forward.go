@@ -134,6 +134,12 @@ func toForwardError(err error, leader string) *internalv1.ForwardError {
 		kind = internalv1.ForwardError_KIND_THROTTLED
 	case errors.Is(err, shardlog.ErrShardSealed):
 		kind = internalv1.ForwardError_KIND_SHARD_SEALED
+	case errors.Is(err, ErrGroupNotFound):
+		kind = internalv1.ForwardError_KIND_GROUP_NOT_FOUND
+	case errors.Is(err, ErrGroupExists):
+		kind = internalv1.ForwardError_KIND_GROUP_EXISTS
+	case errors.Is(err, ErrLeaseLost):
+		kind = internalv1.ForwardError_KIND_LEASE_LOST
 	case errors.As(err, &unknown), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		kind = internalv1.ForwardError_KIND_OUTCOME_UNKNOWN
 	}
@@ -173,6 +179,12 @@ func fromForwardError(e *internalv1.ForwardError) error {
 		return &ThrottledError{Reason: e.Message}
 	case internalv1.ForwardError_KIND_SHARD_SEALED:
 		return fmt.Errorf("%w (%v)", shardlog.ErrShardSealed, msg)
+	case internalv1.ForwardError_KIND_GROUP_NOT_FOUND:
+		return fmt.Errorf("%w (%v)", ErrGroupNotFound, msg)
+	case internalv1.ForwardError_KIND_GROUP_EXISTS:
+		return fmt.Errorf("%w (%v)", ErrGroupExists, msg)
+	case internalv1.ForwardError_KIND_LEASE_LOST:
+		return fmt.Errorf("%w (%v)", ErrLeaseLost, msg)
 	}
 	return fmt.Errorf("cluster: forwarded request failed: %v", msg)
 }

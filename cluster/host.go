@@ -84,6 +84,11 @@ type Host struct {
 	// throttles hold the per-shard limits' buckets of groups running here.
 	throttles throttles
 
+	// groups is the metadata leader's memory of consumer-group workers
+	// (group_coordinator.go), made on first use.
+	groups     *groupCoordinator
+	groupsOnce sync.Once
+
 	ctx    context.Context // ends when the host closes
 	cancel context.CancelFunc
 	wg     sync.WaitGroup

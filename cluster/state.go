@@ -41,6 +41,13 @@ type State struct {
 	// shard groups never reuse an old stream's data.
 	NextStreamID uint64             `json:"next_stream_id"`
 	Streams      map[string]*Stream `json:"streams"`
+
+	// Groups are the consumer groups by name (groups.go).
+	Groups map[string]*Group `json:"groups,omitempty"`
+	// LeaseCounter is the last lease counter granted, in any group: counters
+	// are never reused, so a worker of a deleted group can never pass for
+	// the holder of a lease in a new one of the same name.
+	LeaseCounter uint64 `json:"lease_counter,omitempty"`
 }
 
 // Stream is one stream's metadata.

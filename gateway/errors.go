@@ -99,6 +99,12 @@ func asError(err error) *Error {
 		}
 		return &Error{Exception: ProvisionedThroughputExceeded, Message: throttled.Reason, Outcome: NotApplied,
 			Transient: true, RetryAfter: retry}
+	case errors.Is(err, cluster.ErrLeaseLost):
+		return newError(LeaseLost, "%v", err)
+	case errors.Is(err, cluster.ErrGroupNotFound):
+		return notFound("%v", err)
+	case errors.Is(err, cluster.ErrGroupExists):
+		return inUse("%v", err)
 	case errors.Is(err, cluster.ErrStreamNotFound), errors.Is(err, cluster.ErrConsumerNotFound):
 		return notFound("%v", err)
 	case errors.Is(err, cluster.ErrStreamExists), errors.Is(err, cluster.ErrStreamInUse),
@@ -125,7 +131,7 @@ func grpcCode(exception string) codes.Code {
 		return codes.NotFound
 	case InvalidArgument, Validation:
 		return codes.InvalidArgument
-	case ResourceInUse, ExpiredIterator:
+	case ResourceInUse, ExpiredIterator, LeaseLost:
 		return codes.FailedPrecondition
 	case ProvisionedThroughputExceeded, LimitExceeded:
 		return codes.ResourceExhausted

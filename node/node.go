@@ -151,6 +151,7 @@ func (n *Node) start() error {
 		grpc.ChainStreamInterceptor(gw.StreamInterceptor),
 	)
 	gw.Register(n.grpc)
+	gw.RegisterGroups(n.grpc)
 	n.gateway = gw
 	n.mux.Register(n.grpc)
 	n.host.RegisterForward(n.grpc)

@@ -86,6 +86,7 @@ var commands = []*command{
 	consumerDescribeCommand,
 	consumerDeregisterCommand,
 	subscribeCommand,
+	consumeCommand,
 	healthCommand,
 	benchCommand,
 }

@@ -47,6 +47,12 @@ const (
 	// The shard was sealed by a resharding before the write applied: not
 	// applied; the write belongs to one of the shard's children.
 	ForwardError_KIND_SHARD_SEALED ForwardError_Kind = 14
+	// Consumer groups (numbered apart, so that other additions do not
+	// collide): the group is unknown or exists, or the caller's lease is
+	// no longer current.
+	ForwardError_KIND_GROUP_NOT_FOUND ForwardError_Kind = 40
+	ForwardError_KIND_GROUP_EXISTS    ForwardError_Kind = 41
+	ForwardError_KIND_LEASE_LOST      ForwardError_Kind = 42
 )
 
 // Enum value maps for ForwardError_Kind.
@@ -67,6 +73,9 @@ var (
 		12: "KIND_STREAM_HAS_CONSUMERS",
 		13: "KIND_THROTTLED",
 		14: "KIND_SHARD_SEALED",
+		40: "KIND_GROUP_NOT_FOUND",
+		41: "KIND_GROUP_EXISTS",
+		42: "KIND_LEASE_LOST",
 	}
 	ForwardError_Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":          0,
@@ -84,6 +93,9 @@ var (
 		"KIND_STREAM_HAS_CONSUMERS": 12,
 		"KIND_THROTTLED":            13,
 		"KIND_SHARD_SEALED":         14,
+		"KIND_GROUP_NOT_FOUND":      40,
+		"KIND_GROUP_EXISTS":         41,
+		"KIND_LEASE_LOST":           42,
 	}
 )
 
@@ -1002,11 +1014,11 @@ var File_riffle_internalapi_v1_forward_proto protoreflect.FileDescriptor
 
 const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
 	"\n" +
-	"#riffle/internalapi/v1/forward.proto\x12\x12riffle.internal.v1\"\xed\x03\n" +
+	"#riffle/internalapi/v1/forward.proto\x12\x12riffle.internal.v1\"\xb3\x04\n" +
 	"\fForwardError\x129\n" +
 	"\x04kind\x18\x01 \x01(\x0e2%.riffle.internal.v1.ForwardError.KindR\x04kind\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1b\n" +
-	"\tleader_id\x18\x03 \x01(\tR\bleaderId\"\xea\x02\n" +
+	"\tleader_id\x18\x03 \x01(\tR\bleaderId\"\xb0\x03\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fKIND_NOT_LEADER\x10\x01\x12\x19\n" +
@@ -1023,7 +1035,10 @@ const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
 	"\x13KIND_CONSUMER_LIMIT\x10\v\x12\x1d\n" +
 	"\x19KIND_STREAM_HAS_CONSUMERS\x10\f\x12\x12\n" +
 	"\x0eKIND_THROTTLED\x10\r\x12\x15\n" +
-	"\x11KIND_SHARD_SEALED\x10\x0e\".\n" +
+	"\x11KIND_SHARD_SEALED\x10\x0e\x12\x18\n" +
+	"\x14KIND_GROUP_NOT_FOUND\x10(\x12\x15\n" +
+	"\x11KIND_GROUP_EXISTS\x10)\x12\x13\n" +
+	"\x0fKIND_LEASE_LOST\x10*\".\n" +
 	"\x12ProposeMetaRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"c\n" +
 	"\x13ProposeMetaResponse\x126\n" +
