@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"cmp"
 	"fmt"
 	"math/big"
+	"slices"
 	"sort"
 	"time"
 
@@ -52,7 +54,8 @@ type Stream struct {
 	RetentionHours int               `json:"retention_hours"`
 	CreatedAt      time.Time         `json:"created_at"`
 	Tags           map[string]string `json:"tags,omitempty"`
-	// Shards in index order; an index is never reused.
+	// Shards in index order; an index is never reused. Expired closed
+	// shards leave the list, so look shards up with ShardByIndex.
 	Shards         []*Shard `json:"shards"`
 	NextShardIndex uint64   `json:"next_shard_index"`
 	// Consumers are the registered enhanced fan-out consumers, in
@@ -157,6 +160,17 @@ func (s *Stream) ShardByID(id string) (*Shard, bool) {
 		}
 	}
 	return nil, false
+}
+
+// ShardByIndex finds a shard by its index. Shards are kept in index order,
+// but an expired closed shard leaves the list (ExpireShardsCmd), so an
+// index is not a position in Shards.
+func (s *Stream) ShardByIndex(index uint64) (*Shard, bool) {
+	i, ok := slices.BinarySearchFunc(s.Shards, index, func(sh *Shard, idx uint64) int { return cmp.Compare(sh.Index, idx) })
+	if !ok {
+		return nil, false
+	}
+	return s.Shards[i], true
 }
 
 // ShardForHash finds the open shard whose range holds key.
