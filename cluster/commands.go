@@ -38,6 +38,7 @@ type Command struct {
 	UpdateShardCount *UpdateShardCountCmd `json:"update_shard_count,omitempty"`
 	ScaleStep        *ScaleStepCmd        `json:"scale_step,omitempty"`
 	ReplicaSealed    *ReplicaSealedCmd    `json:"replica_sealed,omitempty"`
+	ExpireShards     *ExpireShardsCmd     `json:"expire_shards,omitempty"`
 
 	RegisterConsumer   *RegisterConsumerCmd   `json:"register_consumer,omitempty"`
 	DeregisterConsumer *DeregisterConsumerCmd `json:"deregister_consumer,omitempty"`
@@ -163,6 +164,8 @@ func (st *State) apply(cmd *Command) (*State, error) {
 		return st.scaleStep(cmd.ScaleStep)
 	case cmd.ReplicaSealed != nil:
 		return st.replicaSealed(cmd.ReplicaSealed)
+	case cmd.ExpireShards != nil:
+		return st.expireShards(cmd.ExpireShards)
 	case cmd.RegisterConsumer != nil:
 		return st.registerConsumer(cmd.RegisterConsumer)
 	case cmd.DeregisterConsumer != nil:

@@ -36,8 +36,13 @@ type HostOptions struct {
 	// SegmentMaxBytes and SegmentMaxAge set when shard segments roll.
 	SegmentMaxBytes int64
 	SegmentMaxAge   time.Duration
-	// RetentionCheckInterval is how often expired segments are deleted.
+	// RetentionCheckInterval is how often expired segments are deleted
+	// and, on the metadata leader, expired closed shards removed.
 	RetentionCheckInterval time.Duration
+	// Now is the clock retention and the expiry of closed shards read;
+	// time.Now when nil. Tests set it ahead to expire records without
+	// waiting out the 24-hour minimum retention.
+	Now func() time.Time
 	// DeadNodeGrace is how long a node may be gone before its replicas
 	// are rebuilt on other nodes (default 60s).
 	DeadNodeGrace time.Duration
@@ -98,6 +103,9 @@ var ErrNoReplica = errors.New("cluster: no local replica of the shard")
 func StartHost(opts HostOptions) (*Host, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	if opts.RetentionCheckInterval <= 0 {
 		opts.RetentionCheckInterval = time.Minute

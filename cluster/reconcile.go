@@ -99,6 +99,7 @@ func (h *Host) reconcile(st *State) {
 			delete(h.sealReports, gid)
 		}
 	}
+	h.sweepShardDirs(st)
 }
 
 // maybeReportSealed starts, once per replica, the report that this node's
@@ -118,7 +119,8 @@ func (h *Host) maybeReportSealed(s *Stream, sh *Shard, gid string) {
 	go h.reportSealed(r, sh.EndOffset, ReplicaSealedCmd{StreamID: s.ID, ShardIndex: sh.Index, Node: h.opts.NodeID})
 }
 
-// stopOrphan stops and removes a replica whose stream no longer exists.
+// stopOrphan stops and removes a replica whose stream or shard no longer
+// exists (a deleted stream, an expired closed shard).
 func (h *Host) stopOrphan(gid string) {
 	h.mu.Lock()
 	r := h.shards[gid]
@@ -135,7 +137,7 @@ func (h *Host) stopOrphan(gid string) {
 		h.logger.Error("removing an orphaned shard replica", "group", gid, "err", err)
 		return
 	}
-	h.logger.Info("replica of a removed stream stopped", "group", gid)
+	h.logger.Info("replica of a removed stream or shard stopped", "group", gid)
 }
 
 func (h *Host) startReplica(s *Stream, sh *Shard) {

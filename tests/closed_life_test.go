@@ -1,0 +1,232 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/riffle-streams/riffle/cluster"
+	rifflev1 "github.com/riffle-streams/riffle/proto/riffle/v1"
+)
+
+// The end of a closed shard's life (issue 5): retention reaches its
+// records, then the shard itself.
+
+// putN writes n records through c and returns their data in order.
+func putN(t *testing.T, c rifflev1.StreamsClient, stream, prefix string, n int) []string {
+	t.Helper()
+	var out []string
+	for i := range n {
+		data := fmt.Sprintf("%s-%02d", prefix, i)
+		if _, err := c.PutRecord(context.Background(), &rifflev1.PutRecordRequest{StreamName: stream,
+			PartitionKey: fmt.Sprintf("k%d", i%5), Data: []byte(data)}); err != nil {
+			t.Fatalf("PutRecord %s: %v", data, err)
+		}
+		out = append(out, data)
+	}
+	return out
+}
+
+// shardMeta is node i's metadata of a stream's shard, nil when it has none.
+func (c *testCluster) shardMeta(i int, stream string, index uint64) (*cluster.Stream, *cluster.Shard) {
+	s := c.nodes[i].Host().Meta().State().Streams[stream]
+	if s == nil {
+		return nil, nil
+	}
+	sh, _ := s.ShardByIndex(index)
+	return s, sh
+}
+
+// waitShardFrozen waits until every node's metadata shows the shard frozen
+// and the nodes serve it without a raft group.
+func waitShardFrozen(t *testing.T, c *testCluster, stream string, index uint64, nodes ...int) {
+	t.Helper()
+	waitFor(t, 20*time.Second, cluster.ShardID(index)+" frozen", func() error {
+		for _, i := range nodes {
+			s, sh := c.shardMeta(i, stream, index)
+			if sh == nil || !sh.Frozen {
+				return fmt.Errorf("node %d: shard not frozen (%+v)", i, sh)
+			}
+			if slices.Contains(sh.Replicas, c.nodes[i].Host().NodeID()) && !c.nodes[i].Host().IsFrozen(s.GroupID(sh)) {
+				return fmt.Errorf("node %d still runs the raft group", i)
+			}
+		}
+		return nil
+	})
+}
+
+func dataOf(recs []*rifflev1.Record) []string {
+	out := make([]string, len(recs))
+	for i, r := range recs {
+		out[i] = string(r.Data)
+	}
+	return out
+}
+
+func shardsAndParents(t *testing.T, c rifflev1.StreamsClient, stream string) (ids []string, parents map[string]string) {
+	t.Helper()
+	out, err := c.ListShards(context.Background(), &rifflev1.ListShardsRequest{StreamName: stream})
+	if err != nil {
+		t.Fatalf("ListShards: %v", err)
+	}
+	parents = map[string]string{}
+	for _, sh := range out.Shards {
+		ids = append(ids, sh.ShardId)
+		parents[sh.ShardId] = sh.ParentShardId
+	}
+	return ids, parents
+}
+
+// TestClosedShardsExpire checks, on three nodes with a clock the test sets
+// ahead: a retention decrease reaches a frozen parent's records (all its
+// segments go on every replica, and a TRIM_HORIZON read finds the end and
+// the children, as Kinesis answers for a closed shard with nothing
+// retained); once retention passes the parent's close, the metadata drops
+// it on every node and every node deletes its directory; ListShards and
+// DescribeStream no longer show it while its children still name it as
+// their parent; reads of it get ResourceNotFound; the children's records
+// stay readable; and a later split does not reuse its index.
+func TestClosedShardsExpire(t *testing.T) {
+	clock := &testClock{}
+	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: fastRaft, clock: clock, retentionCheck: 50 * time.Millisecond})
+	killAtEnd(t, c)
+	ctx := context.Background()
+	cl := c.nodes[0].client
+	const stream = "expiring"
+	createStream(t, cl, stream, 1)
+	if _, err := cl.IncreaseStreamRetentionPeriod(ctx, &rifflev1.IncreaseStreamRetentionPeriodRequest{StreamName: stream, RetentionPeriodHours: 48}); err != nil {
+		t.Fatal(err)
+	}
+	parentData := putN(t, cl, stream, "parent", 20)
+	parent := cluster.ShardID(0)
+	if _, err := cl.SplitShard(ctx, &rifflev1.SplitShardRequest{StreamName: stream, ShardToSplit: parent,
+		NewStartingHashKey: "170141183460469231731687303715884105728"}); err != nil {
+		t.Fatalf("SplitShard: %v", err)
+	}
+	waitActive(t, cl, stream)
+	childData := putN(t, cl, stream, "child", 20)
+	waitShardFrozen(t, c, stream, 0, 0, 1, 2)
+
+	got := lineageReadOne(t, cl, stream, parent)
+	if !slices.Equal(dataOf(got.records), parentData) {
+		t.Fatalf("parent holds %v, want %v", dataOf(got.records), parentData)
+	}
+	lastTS := got.records[len(got.records)-1].ApproximateArrivalTimestamp.AsTime()
+	_, psh := c.shardMeta(0, stream, 0)
+	closedAt, endOffset := psh.ClosedAt, psh.EndOffset
+	if !lastTS.Before(closedAt) {
+		t.Fatalf("the parent's last record (%v) is not older than its close (%v)", lastTS, closedAt)
+	}
+
+	// A day after the last record, inside the 48 hours: the decrease to 24
+	// hours makes the frozen parent's records expire, not the parent.
+	clock.Set(lastTS.Add(24*time.Hour + time.Millisecond))
+	if _, err := cl.DecreaseStreamRetentionPeriod(ctx, &rifflev1.DecreaseStreamRetentionPeriodRequest{StreamName: stream, RetentionPeriodHours: 24}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the frozen parent's segments expired on every replica", func() error {
+		for i, n := range c.nodes {
+			r := localShard(n, stream, 0)
+			if r == nil {
+				return fmt.Errorf("node %d has no replica of the parent", i)
+			}
+			if trim, next := r.Log().TrimOffset(), r.Log().NextOffset(); trim != endOffset || next != endOffset {
+				return fmt.Errorf("node %d: the parent's log holds [%d, %d), want it empty at %d", i, trim, next, endOffset)
+			}
+		}
+		return nil
+	})
+	for i, n := range c.nodes {
+		got := lineageReadOne(t, n.client, stream, parent)
+		if len(got.records) != 0 || !got.closed || len(got.children) != 2 {
+			t.Fatalf("node %d: TRIM_HORIZON read of the expired parent: %d records, closed %v, children %v; want none, closed, 2",
+				i, len(got.records), got.closed, got.children)
+		}
+	}
+	if ids, _ := shardsAndParents(t, cl, stream); !slices.Contains(ids, parent) {
+		t.Fatalf("the parent left the listing before its close was a retention period back: %v", ids)
+	}
+	// An iterator to the parent, issued while it exists.
+	it, err := cl.GetShardIterator(ctx, &rifflev1.GetShardIteratorRequest{StreamName: stream, ShardId: parent,
+		ShardIteratorType: rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_TRIM_HORIZON})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A day after the close: the parent goes.
+	clock.Set(closedAt.Add(24*time.Hour + time.Millisecond))
+	waitFor(t, 10*time.Second, "the expired parent removed on every node, metadata and disk", func() error {
+		for i, n := range c.nodes {
+			s, sh := c.shardMeta(i, stream, 0)
+			if sh != nil {
+				return fmt.Errorf("node %d's metadata still holds the parent", i)
+			}
+			dir := filepath.Join(n.dir, "shards", fmt.Sprintf("s%d-0", s.ID))
+			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("node %d: %s is still there (%v)", i, dir, err)
+			}
+		}
+		return nil
+	})
+	ids, parents := shardsAndParents(t, cl, stream)
+	if want := []string{cluster.ShardID(1), cluster.ShardID(2)}; !slices.Equal(ids, want) {
+		t.Fatalf("ListShards lists %v, want %v", ids, want)
+	}
+	for _, id := range ids {
+		if parents[id] != parent {
+			t.Errorf("%s's parent is %q, want the removed %s", id, parents[id], parent)
+		}
+	}
+	desc, err := cl.DescribeStream(ctx, &rifflev1.DescribeStreamRequest{StreamName: stream})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sh := range desc.StreamDescription.Shards {
+		if sh.ShardId == parent {
+			t.Fatal("DescribeStream still lists the expired parent")
+		}
+	}
+	if _, err := cl.GetShardIterator(ctx, &rifflev1.GetShardIteratorRequest{StreamName: stream, ShardId: parent,
+		ShardIteratorType: rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_TRIM_HORIZON}); status.Code(err) != codes.NotFound {
+		t.Errorf("GetShardIterator of the expired parent: %v, want NotFound (ResourceNotFoundException)", err)
+	}
+	for i, n := range c.nodes {
+		if _, err := n.client.GetRecords(ctx, &rifflev1.GetRecordsRequest{ShardIterator: it.ShardIterator}); status.Code(err) != codes.NotFound {
+			t.Errorf("node %d: GetRecords on the expired parent: %v, want NotFound (ResourceNotFoundException)", i, err)
+		}
+	}
+
+	// What remains of the lineage is read as before.
+	var children []string
+	for _, id := range ids {
+		children = append(children, dataOf(lineageReadOne(t, c.nodes[2].client, stream, id).records)...)
+	}
+	slices.Sort(children)
+	want := slices.Clone(childData)
+	slices.Sort(want)
+	if !slices.Equal(children, want) {
+		t.Fatalf("the children hold %v, want %v", children, want)
+	}
+
+	// The removed index is not reused.
+	if _, err := cl.SplitShard(ctx, &rifflev1.SplitShardRequest{StreamName: stream, ShardToSplit: cluster.ShardID(1),
+		NewStartingHashKey: "85070591730234615865843651857942052864"}); err != nil {
+		t.Fatalf("SplitShard of a child: %v", err)
+	}
+	waitActive(t, cl, stream)
+	ids, parents = shardsAndParents(t, cl, stream)
+	if want := []string{cluster.ShardID(1), cluster.ShardID(2), cluster.ShardID(3), cluster.ShardID(4)}; !slices.Equal(ids, want) {
+		t.Fatalf("after a later split ListShards lists %v, want %v", ids, want)
+	}
+	if parents[cluster.ShardID(3)] != cluster.ShardID(1) {
+		t.Errorf("grandchild's parent %q", parents[cluster.ShardID(3)])
+	}
+}
