@@ -39,6 +39,8 @@ type Command struct {
 	ScaleStep        *ScaleStepCmd        `json:"scale_step,omitempty"`
 	ReplicaSealed    *ReplicaSealedCmd    `json:"replica_sealed,omitempty"`
 	ExpireShards     *ExpireShardsCmd     `json:"expire_shards,omitempty"`
+	CopyFrozen       *CopyFrozenCmd       `json:"copy_frozen,omitempty"`
+	FrozenCopied     *FrozenCopiedCmd     `json:"frozen_copied,omitempty"`
 
 	RegisterConsumer   *RegisterConsumerCmd   `json:"register_consumer,omitempty"`
 	DeregisterConsumer *DeregisterConsumerCmd `json:"deregister_consumer,omitempty"`
@@ -166,6 +168,10 @@ func (st *State) apply(cmd *Command) (*State, error) {
 		return st.replicaSealed(cmd.ReplicaSealed)
 	case cmd.ExpireShards != nil:
 		return st.expireShards(cmd.ExpireShards)
+	case cmd.CopyFrozen != nil:
+		return st.copyFrozen(cmd.CopyFrozen)
+	case cmd.FrozenCopied != nil:
+		return st.frozenCopied(cmd.FrozenCopied)
 	case cmd.RegisterConsumer != nil:
 		return st.registerConsumer(cmd.RegisterConsumer)
 	case cmd.DeregisterConsumer != nil:

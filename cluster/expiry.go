@@ -52,6 +52,13 @@ func (s *Stream) ExpiredShards(now time.Time) []uint64 {
 	return out
 }
 
+// frozenElsewhere reports whether sh is frozen and this node neither holds
+// nor receives a replica of it: a frozen shard never runs raft again, so a
+// leftover copy here is of no use.
+func (h *Host) frozenElsewhere(s *Stream, sh *Shard) bool {
+	return sh.Frozen && !slices.Contains(sh.Replicas, h.opts.NodeID) && !h.frozenCopyHere(s, sh)
+}
+
 // expireClosedShards runs on the metadata leader: it proposes the removal
 // of every stream's expired closed shards.
 func (h *Host) expireClosedShards(ctx context.Context, now time.Time) {
@@ -80,8 +87,9 @@ func (h *Host) expireClosedShards(ctx context.Context, now time.Time) {
 }
 
 // sweepShardDirs deletes the directories of shards that the metadata no
-// longer holds (expired, or of a deleted stream) and that run no replica
-// here: the reconciler stops running ones (stopOrphan), this catches
+// longer holds (expired, or of a deleted stream), or that are frozen with
+// their replicas elsewhere (copied away while this node was dead), and that
+// run no replica here: the reconciler stops running ones, this catches
 // those that were not running, e.g. removed while the node was down. Only
 // ids the metadata has already handed out are judged, so a directory of a
 // shard this replica has not heard of yet is left alone.
@@ -100,7 +108,8 @@ func (h *Host) sweepShardDirs(st *State) {
 			continue
 		}
 		if s, ok := st.streamByID(streamID); ok {
-			if _, ok := s.ShardByIndex(index); ok || index >= s.NextShardIndex {
+			sh, found := s.ShardByIndex(index)
+			if index >= s.NextShardIndex || found && !h.frozenElsewhere(s, sh) {
 				continue
 			}
 		}

@@ -71,6 +71,9 @@ type Host struct {
 
 	mu     sync.RWMutex
 	shards map[string]*shardlog.Shard // by group id; owned by the reconciler
+	// copies holds the groups whose frozen replica is being copied here
+	// (frozen_moves.go); under mu.
+	copies map[string]bool
 
 	// caughtUp is set once this node, as metadata leader, has applied the
 	// whole log it found at startup.
@@ -132,7 +135,7 @@ func StartHost(opts HostOptions) (*Host, error) {
 	h := &Host{opts: opts, meta: meta, logger: opts.Logger,
 		peers:  &peerConns{dialOpts: opts.DialOptions, conns: map[string]*grpc.ClientConn{}},
 		bulk:   &peerConns{dialOpts: opts.DialOptions, conns: map[string]*grpc.ClientConn{}},
-		shards: map[string]*shardlog.Shard{}, removing: map[string]bool{},
+		shards: map[string]*shardlog.Shard{}, removing: map[string]bool{}, copies: map[string]bool{},
 		sealReports: map[string]*shardlog.Shard{}}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.wg.Add(5)

@@ -62,14 +62,17 @@ func (h *Host) reconcile(st *State) {
 			h.mu.RUnlock()
 			member := slices.Contains(sh.Replicas, h.opts.NodeID)
 			incoming := sh.Moving != nil && sh.Moving.To == h.opts.NodeID
+			copyHere := h.frozenCopyHere(s, sh)
 			switch {
 			case s.Status == StreamDeleting && member:
 				h.removeReplica(s, sh, running)
 			case sh.Frozen && member && (running == nil || running.Raft() != nil):
 				h.freezeReplica(s, sh, running)
+			case copyHere && running == nil:
+				h.startFrozenCopy(s, sh)
 			case s.Status != StreamDeleting && (member || incoming) && running == nil:
 				h.startReplica(s, sh)
-			case s.Status != StreamDeleting && !member && !incoming && running != nil:
+			case s.Status != StreamDeleting && !member && !incoming && !copyHere && running != nil:
 				// The replica moved away while this node was gone.
 				h.removeReplica(s, sh, running)
 			}

@@ -108,8 +108,13 @@ type Shard struct {
 	// Frozen is set once every replica is in SealedOn with no move in
 	// progress: the shard's records can never change again, so its nodes
 	// stop its raft group and serve reads from the segment files alone.
-	// A frozen shard's replicas are never moved.
+	// A frozen shard's replicas are never moved through raft; a lost one
+	// is copied from the others' segments instead (Copying).
 	Frozen bool `json:"frozen,omitempty"`
+	// Copying, when set, is a frozen shard's replica being rebuilt on
+	// Copying.To from the other replicas' segments, replacing the one on
+	// Copying.From (a dead node); see frozen_moves.go.
+	Copying *FrozenCopy `json:"copying,omitempty"`
 
 	hashRange HashRange // parsed from HashStart/HashEnd
 }
@@ -229,6 +234,10 @@ func (s *Stream) clone() *Stream {
 		if sh.Moving != nil {
 			mv := *sh.Moving
 			shc.Moving = &mv
+		}
+		if sh.Copying != nil {
+			cp := *sh.Copying
+			shc.Copying = &cp
 		}
 		c.Shards[i] = &shc
 	}

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +34,32 @@ func putN(t *testing.T, c rifflev1.StreamsClient, stream, prefix string, n int) 
 		out = append(out, data)
 	}
 	return out
+}
+
+// waitPreferredLeaders waits until every open shard of stream is led by
+// its first replica, where leader balancing keeps it, so that the writes
+// that follow are not caught by a leadership transfer (an unknown outcome).
+func waitPreferredLeaders(t *testing.T, c *testCluster, stream string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, stream+"'s shards led by their preferred replicas", func() error {
+		s := c.nodes[0].Host().Meta().State().Streams[stream]
+		if s == nil {
+			return errors.New("no stream")
+		}
+		for _, sh := range s.Shards {
+			if !sh.Open() {
+				continue
+			}
+			i := slices.IndexFunc(c.nodes, func(n *testNode) bool { return n.conn != nil && n.Host().NodeID() == sh.Replicas[0] })
+			if i < 0 {
+				return fmt.Errorf("%s's first replica %s is not running", sh.ID(), sh.Replicas[0])
+			}
+			if r := localShard(c.nodes[i], stream, int(sh.Index)); r == nil || !r.IsLeader() {
+				return fmt.Errorf("%s not led by %s yet", sh.ID(), sh.Replicas[0])
+			}
+		}
+		return nil
+	})
 }
 
 // shardMeta is node i's metadata of a stream's shard, nil when it has none.
@@ -96,7 +123,7 @@ func shardsAndParents(t *testing.T, c rifflev1.StreamsClient, stream string) (id
 // stay readable; and a later split does not reuse its index.
 func TestClosedShardsExpire(t *testing.T) {
 	clock := &testClock{}
-	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: fastRaft, clock: clock, retentionCheck: 50 * time.Millisecond})
+	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: steadyRaft, clock: clock, retentionCheck: 50 * time.Millisecond})
 	killAtEnd(t, c)
 	ctx := context.Background()
 	cl := c.nodes[0].client
@@ -112,6 +139,7 @@ func TestClosedShardsExpire(t *testing.T) {
 		t.Fatalf("SplitShard: %v", err)
 	}
 	waitActive(t, cl, stream)
+	waitPreferredLeaders(t, c, stream)
 	childData := putN(t, cl, stream, "child", 20)
 	waitShardFrozen(t, c, stream, 0, 0, 1, 2)
 
@@ -228,5 +256,157 @@ func TestClosedShardsExpire(t *testing.T) {
 	}
 	if parents[cluster.ShardID(3)] != cluster.ShardID(1) {
 		t.Errorf("grandchild's parent %q", parents[cluster.ShardID(3)])
+	}
+}
+
+// sameLocalRecords fails unless node a's and node b's replicas of a shard
+// hold the same records, field by field (offset, raft index, arrival time,
+// key, data, batch boundary), and the same bytes in their segment files.
+func sameLocalRecords(t *testing.T, c *testCluster, stream string, index uint64, a, b int) {
+	t.Helper()
+	ra, rb := localShard(c.nodes[a], stream, int(index)), localShard(c.nodes[b], stream, int(index))
+	if ra == nil || rb == nil {
+		t.Fatalf("no local replica on node %d (%v) or %d (%v)", a, ra != nil, b, rb != nil)
+	}
+	la, lb := ra.Log(), rb.Log()
+	if la.TrimOffset() != lb.TrimOffset() || la.NextOffset() != lb.NextOffset() {
+		t.Fatalf("node %d holds [%d, %d), node %d [%d, %d)", a, la.TrimOffset(), la.NextOffset(), b, lb.TrimOffset(), lb.NextOffset())
+	}
+	ga, err := la.Read(la.TrimOffset(), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gb, err := lb.Read(lb.TrimOffset(), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ga) != len(gb) {
+		t.Fatalf("node %d reads %d records, node %d %d", a, len(ga), b, len(gb))
+	}
+	for i := range ga {
+		x, y := ga[i], gb[i]
+		if x.Offset != y.Offset || x.RaftIndex != y.RaftIndex || x.Timestamp != y.Timestamp ||
+			x.PartitionKey != y.PartitionKey || !bytes.Equal(x.Data, y.Data) || x.LastInBatch != y.LastInBatch {
+			t.Fatalf("record %d differs: node %d %+v, node %d %+v", i, a, x, b, y)
+		}
+	}
+	sa, sb := la.Segments(), lb.Segments()
+	if len(sa) != len(sb) {
+		t.Fatalf("node %d has %d segments, node %d %d", a, len(sa), b, len(sb))
+	}
+	for i := range sa {
+		fa, err := os.ReadFile(sa[i].Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fb, err := os.ReadFile(sb[i].Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(fa, fb) {
+			t.Fatalf("segment %d: %s (%d bytes) and %s (%d bytes) differ", i, sa[i].Path, len(fa), sb[i].Path, len(fb))
+		}
+	}
+}
+
+// waitReplicasFrozen waits until node 0's metadata shows the shard's replicas as
+// want (in any order), with no rebuild under way, and frozen.
+func waitReplicasFrozen(t *testing.T, c *testCluster, stream string, index uint64, want ...string) {
+	t.Helper()
+	waitFor(t, 60*time.Second, fmt.Sprintf("%s frozen on %v", cluster.ShardID(index), want), func() error {
+		_, sh := c.shardMeta(0, stream, index)
+		if sh == nil {
+			return errors.New("no such shard")
+		}
+		got := slices.Sorted(slices.Values(sh.Replicas))
+		if !slices.Equal(got, want) || sh.Moving != nil || sh.Copying != nil || !sh.Frozen {
+			return fmt.Errorf("replicas %v moving %+v copying %+v frozen %v", sh.Replicas, sh.Moving, sh.Copying, sh.Frozen)
+		}
+		return nil
+	})
+}
+
+// TestFrozenReplicaRebuiltOnNewNode checks that a frozen shard keeps its
+// replica count when a node dies: the metadata leader has a fourth node
+// copy the dead replica's segments from a surviving one (no raft group
+// runs for a frozen shard), the copy serves reads frozen, and it holds
+// exactly the records of the other replicas, byte for byte.
+func TestFrozenReplicaRebuiltOnNewNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("four nodes")
+	}
+	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: steadyRaft, deadNodeGrace: 2 * time.Second})
+	killAtEnd(t, c)
+	ctx := context.Background()
+	cl := c.nodes[0].client
+	const stream = "rebuild-frozen"
+	createStream(t, cl, stream, 1)
+	waitPreferredLeaders(t, c, stream)
+	parentData := putN(t, cl, stream, "parent", 40)
+	parent := cluster.ShardID(0)
+	if _, err := cl.SplitShard(ctx, &rifflev1.SplitShardRequest{StreamName: stream, ShardToSplit: parent,
+		NewStartingHashKey: "170141183460469231731687303715884105728"}); err != nil {
+		t.Fatalf("SplitShard: %v", err)
+	}
+	waitActive(t, cl, stream)
+	waitShardFrozen(t, c, stream, 0, 0, 1, 2)
+
+	n4 := c.addNode()
+	c.kill(2)
+	waitReplicasFrozen(t, c, stream, 0, "n1", "n2", "n4")
+	waitFor(t, 10*time.Second, "n4 serving the parent frozen", func() error {
+		s, sh := c.shardMeta(n4, stream, 0)
+		if sh == nil || !slices.Contains(sh.Replicas, "n4") || !c.nodes[n4].Host().IsFrozen(s.GroupID(sh)) {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if n := c.nodes[n4].Host().RunningGroups(); n > 2 {
+		t.Errorf("n4 runs %d raft groups; the frozen parent must not be one", n)
+	}
+	sameLocalRecords(t, c, stream, 0, 0, n4)
+	got := lineageReadOne(t, c.nodes[n4].client, stream, parent)
+	if !slices.Equal(dataOf(got.records), parentData) || !got.closed || len(got.children) != 2 {
+		t.Fatalf("n4 reads the parent as %v (closed %v, children %v), want %v", dataOf(got.records), got.closed, got.children, parentData)
+	}
+}
+
+// TestClosedReplicaRebuiltBeforeFreeze checks the case a closed shard
+// cannot freeze: a replica's node died before the split, so it never
+// reports the seal. Such a shard still runs raft, so its replica is
+// rebuilt through raft on a new node (non-voter, caught up, promoted),
+// which then reports the seal, and the shard freezes on its new replicas
+// with every record.
+func TestClosedReplicaRebuiltBeforeFreeze(t *testing.T) {
+	if testing.Short() {
+		t.Skip("four nodes")
+	}
+	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: steadyRaft, deadNodeGrace: 2 * time.Second})
+	killAtEnd(t, c)
+	ctx := context.Background()
+	cl := c.nodes[0].client
+	const stream = "rebuild-closed"
+	createStream(t, cl, stream, 1)
+	waitPreferredLeaders(t, c, stream)
+	parentData := putN(t, cl, stream, "parent", 30)
+	c.kill(2)
+	parent := cluster.ShardID(0)
+	waitFor(t, 20*time.Second, "SplitShard with n3 dead", func() error {
+		_, err := cl.SplitShard(ctx, &rifflev1.SplitShardRequest{StreamName: stream, ShardToSplit: parent,
+			NewStartingHashKey: "170141183460469231731687303715884105728"})
+		return err
+	})
+	waitActive(t, cl, stream)
+	if _, sh := c.shardMeta(0, stream, 0); sh == nil || !sh.Closed() || sh.Frozen {
+		t.Fatalf("parent after the split: %+v; want closed and not frozen", sh)
+	}
+
+	n4 := c.addNode()
+	waitReplicasFrozen(t, c, stream, 0, "n1", "n2", "n4")
+	waitShardFrozen(t, c, stream, 0, 0, 1, n4)
+	sameLocalRecords(t, c, stream, 0, 1, n4)
+	got := lineageReadOne(t, c.nodes[n4].client, stream, parent)
+	if !slices.Equal(dataOf(got.records), parentData) || !got.closed || len(got.children) != 2 {
+		t.Fatalf("n4 reads the parent as %v (closed %v, children %v), want %v", dataOf(got.records), got.closed, got.children, parentData)
 	}
 }
