@@ -198,7 +198,9 @@ func (h *Host) copyFrozenReplica(streamID, index uint64, gid string, end uint64)
 	logger := h.logger.With("group", gid, "shard", ShardID(index))
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
-			if sleepCtx(h.ctx, retryDelay(attempt+2)) != nil {
+			// Slower than a catch-up's retries: with no live peer to copy
+			// from, this waits for one to come back.
+			if sleepCtx(h.ctx, min(200*time.Millisecond<<min(attempt, 6), 10*time.Second)) != nil {
 				return
 			}
 		}
