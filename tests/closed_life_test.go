@@ -43,6 +43,52 @@ func putN(t *testing.T, c rifflev1.StreamsClient, stream, prefix string, n int) 
 	return out
 }
 
+// unknownOutcome reports whether a call failed without saying whether it
+// was applied (a leadership change on a loaded machine), or was not
+// applied: either way a client calls again.
+func unknownOutcome(err error) bool { return retryable(err) || status.Code(err) == codes.Unknown }
+
+// setRetention sets the stream's retention, calling again after an
+// unknown outcome (setting the current value again is allowed).
+func setRetention(t *testing.T, c rifflev1.StreamsClient, stream string, hours int32, increase bool) {
+	t.Helper()
+	waitFor(t, 20*time.Second, fmt.Sprintf("retention of %d hours", hours), func() error {
+		var err error
+		if increase {
+			_, err = c.IncreaseStreamRetentionPeriod(context.Background(), &rifflev1.IncreaseStreamRetentionPeriodRequest{StreamName: stream, RetentionPeriodHours: hours})
+		} else {
+			_, err = c.DecreaseStreamRetentionPeriod(context.Background(), &rifflev1.DecreaseStreamRetentionPeriodRequest{StreamName: stream, RetentionPeriodHours: hours})
+		}
+		if err != nil && !unknownOutcome(err) {
+			t.Fatalf("setting the retention to %d hours: %v", hours, err)
+		}
+		return err
+	})
+}
+
+// splitShard splits shard at key through cl, calling again after an
+// unknown outcome until node 0's metadata shows the split under way or
+// done, and waits until the stream is ACTIVE.
+func splitShard(t *testing.T, c *testCluster, cl rifflev1.StreamsClient, stream, shard, key string) {
+	t.Helper()
+	waitFor(t, 20*time.Second, "SplitShard "+shard, func() error {
+		_, err := cl.SplitShard(context.Background(), &rifflev1.SplitShardRequest{StreamName: stream, ShardToSplit: shard, NewStartingHashKey: key})
+		if err == nil {
+			return nil
+		}
+		if s := c.nodes[0].Host().Meta().State().Streams[stream]; s != nil {
+			if sh, ok := s.ShardByID(shard); ok && (sh.Closed() || s.Status == cluster.StreamUpdating) {
+				return nil // an earlier call went through
+			}
+		}
+		if !unknownOutcome(err) {
+			t.Fatalf("SplitShard %s: %v", shard, err)
+		}
+		return err
+	})
+	waitActive(t, cl, stream)
+}
+
 // firstCopies is data without the copies after a first (putN's retries).
 func firstCopies(data []string) []string {
 	seen := map[string]bool{}
@@ -151,17 +197,11 @@ func TestClosedShardsExpire(t *testing.T) {
 	cl := c.nodes[0].client
 	const stream = "expiring"
 	createStream(t, cl, stream, 1)
-	if _, err := cl.IncreaseStreamRetentionPeriod(ctx, &rifflev1.IncreaseStreamRetentionPeriodRequest{StreamName: stream, RetentionPeriodHours: 48}); err != nil {
-		t.Fatal(err)
-	}
+	setRetention(t, cl, stream, 48, true)
 	parentData := putN(t, cl, stream, "parent", 10)
 	phase("parent written")
 	parent := cluster.ShardID(0)
-	if _, err := cl.SplitShard(ctx, &rifflev1.SplitShardRequest{StreamName: stream, ShardToSplit: parent,
-		NewStartingHashKey: "170141183460469231731687303715884105728"}); err != nil {
-		t.Fatalf("SplitShard: %v", err)
-	}
-	waitActive(t, cl, stream)
+	splitShard(t, c, cl, stream, parent, "170141183460469231731687303715884105728")
 	phase("split")
 	waitPreferredLeaders(t, c, stream)
 	childData := putN(t, cl, stream, "child", 10)
@@ -174,7 +214,7 @@ func TestClosedShardsExpire(t *testing.T) {
 		t.Fatalf("parent holds %v, want %v", dataOf(got.records), parentData)
 	}
 	lastTS := got.records[len(got.records)-1].ApproximateArrivalTimestamp.AsTime()
-	_, psh := c.shardMeta(0, stream, 0)
+	desc0, psh := c.shardMeta(0, stream, 0)
 	closedAt, endOffset := psh.ClosedAt, psh.EndOffset
 	if !lastTS.Before(closedAt) {
 		t.Fatalf("the parent's last record (%v) is not older than its close (%v)", lastTS, closedAt)
@@ -183,10 +223,8 @@ func TestClosedShardsExpire(t *testing.T) {
 	// A day after the last record, inside the 48 hours: the decrease to 24
 	// hours makes the frozen parent's records expire, not the parent.
 	clock.Set(lastTS.Add(24*time.Hour + time.Millisecond))
-	if _, err := cl.DecreaseStreamRetentionPeriod(ctx, &rifflev1.DecreaseStreamRetentionPeriodRequest{StreamName: stream, RetentionPeriodHours: 24}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "the frozen parent's segments expired on every replica", func() error {
+	setRetention(t, cl, stream, 24, false)
+	waitFor(t, 20*time.Second, "the frozen parent's segments expired on every replica", func() error {
 		for i, n := range c.nodes {
 			r := localShard(n, stream, 0)
 			if r == nil {
@@ -216,21 +254,31 @@ func TestClosedShardsExpire(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A day after the close: the parent goes.
-	clock.Set(closedAt.Add(24*time.Hour + time.Millisecond))
-	waitFor(t, 10*time.Second, "the expired parent removed on every node, metadata and disk", func() error {
-		for i, n := range c.nodes {
-			s, sh := c.shardMeta(i, stream, 0)
-			if sh != nil {
-				return fmt.Errorf("node %d's metadata still holds the parent", i)
+	// A day after the close, with n3 down: the parent goes, and n3
+	// deletes its replica when it comes back.
+	removed := func(nodes ...int) func() error {
+		return func() error {
+			for _, i := range nodes {
+				s, sh := c.shardMeta(i, stream, 0)
+				if sh != nil {
+					return fmt.Errorf("node %d's metadata still holds the parent", i)
+				}
+				dir := filepath.Join(c.nodes[i].dir, "shards", fmt.Sprintf("s%d-0", s.ID))
+				if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("node %d: %s is still there (%v)", i, dir, err)
+				}
 			}
-			dir := filepath.Join(n.dir, "shards", fmt.Sprintf("s%d-0", s.ID))
-			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("node %d: %s is still there (%v)", i, dir, err)
-			}
+			return nil
 		}
-		return nil
-	})
+	}
+	c.kill(2)
+	clock.Set(closedAt.Add(24*time.Hour + time.Millisecond))
+	waitFor(t, 20*time.Second, "the expired parent removed on the live nodes, metadata and disk", removed(0, 1))
+	if _, err := os.Stat(filepath.Join(c.dirs[2], "shards", fmt.Sprintf("s%d-0", desc0.ID))); err != nil {
+		t.Fatalf("n3's replica of the parent, down: %v", err)
+	}
+	c.restart(2)
+	waitFor(t, 20*time.Second, "the expired parent removed on the restarted node", removed(2))
 	phase("parent removed")
 	ids, parents := shardsAndParents(t, cl, stream)
 	if want := []string{cluster.ShardID(1), cluster.ShardID(2)}; !slices.Equal(ids, want) {
@@ -284,11 +332,7 @@ func TestClosedShardsExpire(t *testing.T) {
 
 	phase("children read")
 	// The removed index is not reused.
-	if _, err := cl.SplitShard(ctx, &rifflev1.SplitShardRequest{StreamName: stream, ShardToSplit: cluster.ShardID(1),
-		NewStartingHashKey: "85070591730234615865843651857942052864"}); err != nil {
-		t.Fatalf("SplitShard of a child: %v", err)
-	}
-	waitActive(t, cl, stream)
+	splitShard(t, c, cl, stream, cluster.ShardID(1), "85070591730234615865843651857942052864")
 	ids, parents = shardsAndParents(t, cl, stream)
 	if want := []string{cluster.ShardID(1), cluster.ShardID(2), cluster.ShardID(3), cluster.ShardID(4)}; !slices.Equal(ids, want) {
 		t.Fatalf("after a later split ListShards lists %v, want %v", ids, want)
@@ -376,18 +420,13 @@ func TestFrozenReplicaRebuiltOnNewNode(t *testing.T) {
 	}
 	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: steadyRaft, deadNodeGrace: 2 * time.Second})
 	killAtEnd(t, c)
-	ctx := context.Background()
 	cl := c.nodes[0].client
 	const stream = "rebuild-frozen"
 	createStream(t, cl, stream, 1)
 	waitPreferredLeaders(t, c, stream)
 	parentData := putN(t, cl, stream, "parent", 40)
 	parent := cluster.ShardID(0)
-	if _, err := cl.SplitShard(ctx, &rifflev1.SplitShardRequest{StreamName: stream, ShardToSplit: parent,
-		NewStartingHashKey: "170141183460469231731687303715884105728"}); err != nil {
-		t.Fatalf("SplitShard: %v", err)
-	}
-	waitActive(t, cl, stream)
+	splitShard(t, c, cl, stream, parent, "170141183460469231731687303715884105728")
 	waitShardFrozen(t, c, stream, 0, 0, 1, 2)
 
 	n4 := c.addNode()
@@ -424,7 +463,6 @@ func TestClosedReplicaRebuiltBeforeFreeze(t *testing.T) {
 	}
 	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: steadyRaft, deadNodeGrace: 2 * time.Second})
 	killAtEnd(t, c)
-	ctx := context.Background()
 	cl := c.nodes[0].client
 	const stream = "rebuild-closed"
 	createStream(t, cl, stream, 1)
@@ -432,12 +470,7 @@ func TestClosedReplicaRebuiltBeforeFreeze(t *testing.T) {
 	parentData := putN(t, cl, stream, "parent", 30)
 	c.kill(2)
 	parent := cluster.ShardID(0)
-	waitFor(t, 20*time.Second, "SplitShard with n3 dead", func() error {
-		_, err := cl.SplitShard(ctx, &rifflev1.SplitShardRequest{StreamName: stream, ShardToSplit: parent,
-			NewStartingHashKey: "170141183460469231731687303715884105728"})
-		return err
-	})
-	waitActive(t, cl, stream)
+	splitShard(t, c, cl, stream, parent, "170141183460469231731687303715884105728")
 	if _, sh := c.shardMeta(0, stream, 0); sh == nil || !sh.Closed() || sh.Frozen {
 		t.Fatalf("parent after the split: %+v; want closed and not frozen", sh)
 	}
