@@ -38,6 +38,9 @@ type Command struct {
 	UpdateShardCount *UpdateShardCountCmd `json:"update_shard_count,omitempty"`
 	ScaleStep        *ScaleStepCmd        `json:"scale_step,omitempty"`
 	ReplicaSealed    *ReplicaSealedCmd    `json:"replica_sealed,omitempty"`
+	ExpireShards     *ExpireShardsCmd     `json:"expire_shards,omitempty"`
+	CopyFrozen       *CopyFrozenCmd       `json:"copy_frozen,omitempty"`
+	FrozenCopied     *FrozenCopiedCmd     `json:"frozen_copied,omitempty"`
 
 	RegisterConsumer   *RegisterConsumerCmd   `json:"register_consumer,omitempty"`
 	DeregisterConsumer *DeregisterConsumerCmd `json:"deregister_consumer,omitempty"`
@@ -169,6 +172,12 @@ func (st *State) apply(cmd *Command) (*State, error) {
 		return st.scaleStep(cmd.ScaleStep)
 	case cmd.ReplicaSealed != nil:
 		return st.replicaSealed(cmd.ReplicaSealed)
+	case cmd.ExpireShards != nil:
+		return st.expireShards(cmd.ExpireShards)
+	case cmd.CopyFrozen != nil:
+		return st.copyFrozen(cmd.CopyFrozen)
+	case cmd.FrozenCopied != nil:
+		return st.frozenCopied(cmd.FrozenCopied)
 	case cmd.RegisterConsumer != nil:
 		return st.registerConsumer(cmd.RegisterConsumer)
 	case cmd.DeregisterConsumer != nil:
@@ -266,11 +275,15 @@ func (st *State) streamByID(id uint64) (*Stream, bool) {
 
 func (st *State) shardReady(c *ShardReadyCmd) (*State, error) {
 	s, ok := st.streamByID(c.StreamID)
-	if !ok || c.ShardIndex >= uint64(len(s.Shards)) || s.Shards[c.ShardIndex].Ready {
+	if !ok {
+		return st, nil
+	}
+	if sh, found := s.ShardByIndex(c.ShardIndex); !found || sh.Ready {
 		return st, nil // stale report: nothing to do
 	}
 	s = s.clone()
-	s.Shards[c.ShardIndex].Ready = true
+	sh, _ := s.ShardByIndex(c.ShardIndex)
+	sh.Ready = true
 	if s.Status == StreamCreating {
 		all := true
 		for _, sh := range s.Shards {
@@ -285,11 +298,14 @@ func (st *State) shardReady(c *ShardReadyCmd) (*State, error) {
 
 func (st *State) replicaStopped(c *ReplicaStoppedCmd) (*State, error) {
 	s, ok := st.streamByID(c.StreamID)
-	if !ok || s.Status != StreamDeleting || c.ShardIndex >= uint64(len(s.Shards)) {
+	if !ok || s.Status != StreamDeleting {
+		return st, nil
+	}
+	if _, found := s.ShardByIndex(c.ShardIndex); !found {
 		return st, nil
 	}
 	s = s.clone()
-	sh := s.Shards[c.ShardIndex]
+	sh, _ := s.ShardByIndex(c.ShardIndex)
 	kept := sh.Replicas[:0]
 	for _, n := range sh.Replicas {
 		if n != c.Node {
@@ -308,11 +324,15 @@ func (st *State) replicaStopped(c *ReplicaStoppedCmd) (*State, error) {
 // shardForMove finds a stream's shard for a move command.
 func (st *State) shardForMove(streamID, index uint64) (*Stream, *Shard, error) {
 	s, ok := st.streamByID(streamID)
-	if !ok || index >= uint64(len(s.Shards)) {
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: shard %d of stream %d", ErrStreamNotFound, index, streamID)
+	}
+	if _, found := s.ShardByIndex(index); !found {
 		return nil, nil, fmt.Errorf("%w: shard %d of stream %d", ErrStreamNotFound, index, streamID)
 	}
 	s = s.clone()
-	return s, s.Shards[index], nil
+	sh, _ := s.ShardByIndex(index)
+	return s, sh, nil
 }
 
 func (st *State) moveReplica(c *MoveReplicaCmd) (*State, error) {

@@ -89,11 +89,15 @@ func (h *Host) fetchRecords(ctx context.Context, streamID, shardIndex uint64, re
 // fetchPeers lists the other replicas of a shard, leader first.
 func (h *Host) fetchPeers(streamID, shardIndex uint64, leader raft.ServerID) []string {
 	st, ok := h.meta.State().StreamByID(streamID)
-	if !ok || shardIndex >= uint64(len(st.Shards)) {
+	if !ok {
+		return nil
+	}
+	sh, ok := st.ShardByIndex(shardIndex)
+	if !ok {
 		return nil
 	}
 	var peers []string
-	for _, n := range st.Shards[shardIndex].Replicas {
+	for _, n := range sh.Replicas {
 		if n != h.opts.NodeID {
 			peers = append(peers, n)
 		}
@@ -178,10 +182,14 @@ func chunkFromProto(c *internalv1.FetchRecordsChunk) shardlog.FetchedChunk {
 // so at most one chunk per call is in memory.
 func (s forwardServer) FetchRecords(req *internalv1.FetchRecordsRequest, stream grpc.ServerStreamingServer[internalv1.FetchRecordsChunk]) error {
 	st, ok := s.h.meta.State().StreamByID(req.StreamId)
-	if !ok || req.ShardIndex >= uint64(len(st.Shards)) {
+	var sh *Shard
+	if ok {
+		sh, ok = st.ShardByIndex(req.ShardIndex)
+	}
+	if !ok {
 		return status.Error(codes.NotFound, "cluster: shard unknown on this node")
 	}
-	r, err := s.h.Shard(st, st.Shards[req.ShardIndex])
+	r, err := s.h.Shard(st, sh)
 	if err != nil {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	}

@@ -77,12 +77,15 @@ func (s forwardServer) ProposeMeta(ctx context.Context, req *internalv1.ProposeM
 
 func (s forwardServer) Append(ctx context.Context, req *internalv1.AppendRequest) (*internalv1.AppendResponse, error) {
 	st, ok := s.h.meta.State().StreamByID(req.StreamId)
-	if !ok || req.ShardIndex >= uint64(len(st.Shards)) {
+	var sh *Shard
+	if ok {
+		sh, ok = st.ShardByIndex(req.ShardIndex)
+	}
+	if !ok {
 		// This node's metadata may lag the sender's: not applied, retry.
 		return &internalv1.AppendResponse{Error: &internalv1.ForwardError{
 			Kind: internalv1.ForwardError_KIND_NO_REPLICA, Message: "shard unknown on this node"}}, nil
 	}
-	sh := st.Shards[req.ShardIndex]
 	entries := make([]shardlog.Entry, len(req.Entries))
 	for i, e := range req.Entries {
 		entries[i] = shardlog.Entry{PartitionKey: e.PartitionKey, Data: e.Data}
@@ -202,11 +205,15 @@ func (e *notLeaderError) Is(target error) bool {
 
 func (s forwardServer) ShardTip(ctx context.Context, req *internalv1.ShardTipRequest) (*internalv1.ShardTipResponse, error) {
 	st, ok := s.h.meta.State().StreamByID(req.StreamId)
-	if !ok || req.ShardIndex >= uint64(len(st.Shards)) {
+	var sh *Shard
+	if ok {
+		sh, ok = st.ShardByIndex(req.ShardIndex)
+	}
+	if !ok {
 		return &internalv1.ShardTipResponse{Error: &internalv1.ForwardError{
 			Kind: internalv1.ForwardError_KIND_NO_REPLICA, Message: "shard unknown on this node"}}, nil
 	}
-	r, err := s.h.Shard(st, st.Shards[req.ShardIndex])
+	r, err := s.h.Shard(st, sh)
 	if err != nil {
 		return &internalv1.ShardTipResponse{Error: toForwardError(err, "")}, nil
 	}

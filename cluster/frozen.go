@@ -22,10 +22,13 @@ type ReplicaSealedCmd struct {
 
 func (st *State) replicaSealed(c *ReplicaSealedCmd) (*State, error) {
 	s, ok := st.streamByID(c.StreamID)
-	if !ok || s.Status == StreamDeleting || c.ShardIndex >= uint64(len(s.Shards)) {
+	if !ok || s.Status == StreamDeleting {
 		return st, nil
 	}
-	sh := s.Shards[c.ShardIndex]
+	sh, found := s.ShardByIndex(c.ShardIndex)
+	if !found {
+		return st, nil
+	}
 	if !sh.Closed() || sh.Frozen || slices.Contains(sh.SealedOn, c.Node) {
 		return st, nil
 	}
@@ -33,7 +36,7 @@ func (st *State) replicaSealed(c *ReplicaSealedCmd) (*State, error) {
 		return st, nil // a replica that moved away meanwhile
 	}
 	s = s.clone()
-	sh = s.Shards[c.ShardIndex]
+	sh, _ = s.ShardByIndex(c.ShardIndex)
 	sh.SealedOn = append(sh.SealedOn, c.Node)
 	sh.Frozen = sh.frozenNow()
 	return st.withStream(s.Name, s), nil

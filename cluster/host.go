@@ -36,8 +36,13 @@ type HostOptions struct {
 	// SegmentMaxBytes and SegmentMaxAge set when shard segments roll.
 	SegmentMaxBytes int64
 	SegmentMaxAge   time.Duration
-	// RetentionCheckInterval is how often expired segments are deleted.
+	// RetentionCheckInterval is how often expired segments are deleted
+	// and, on the metadata leader, expired closed shards removed.
 	RetentionCheckInterval time.Duration
+	// Now is the clock retention and the expiry of closed shards read;
+	// time.Now when nil. Tests set it ahead to expire records without
+	// waiting out the 24-hour minimum retention.
+	Now func() time.Time
 	// DeadNodeGrace is how long a node may be gone before its replicas
 	// are rebuilt on other nodes (default 60s).
 	DeadNodeGrace time.Duration
@@ -66,6 +71,9 @@ type Host struct {
 
 	mu     sync.RWMutex
 	shards map[string]*shardlog.Shard // by group id; owned by the reconciler
+	// copies holds the groups whose frozen replica is being copied here
+	// (frozen_moves.go); under mu.
+	copies map[string]bool
 
 	// caughtUp is set once this node, as metadata leader, has applied the
 	// whole log it found at startup.
@@ -104,6 +112,9 @@ func StartHost(opts HostOptions) (*Host, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	if opts.RetentionCheckInterval <= 0 {
 		opts.RetentionCheckInterval = time.Minute
 	}
@@ -129,7 +140,7 @@ func StartHost(opts HostOptions) (*Host, error) {
 	h := &Host{opts: opts, meta: meta, logger: opts.Logger,
 		peers:  &peerConns{dialOpts: opts.DialOptions, conns: map[string]*grpc.ClientConn{}},
 		bulk:   &peerConns{dialOpts: opts.DialOptions, conns: map[string]*grpc.ClientConn{}},
-		shards: map[string]*shardlog.Shard{}, removing: map[string]bool{},
+		shards: map[string]*shardlog.Shard{}, removing: map[string]bool{}, copies: map[string]bool{},
 		sealReports: map[string]*shardlog.Shard{}}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.wg.Add(5)

@@ -45,6 +45,7 @@ func (h *Host) planMoves(ctx context.Context) {
 	alive := h.opts.Membership.Alive()
 	st := h.meta.State()
 	load := st.Load()
+	h.planClosedMoves(ctx, st, dead, alive, load)
 	for _, s := range st.Streams {
 		if s.Status == StreamDeleting {
 			continue

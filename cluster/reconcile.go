@@ -62,14 +62,17 @@ func (h *Host) reconcile(st *State) {
 			h.mu.RUnlock()
 			member := slices.Contains(sh.Replicas, h.opts.NodeID)
 			incoming := sh.Moving != nil && sh.Moving.To == h.opts.NodeID
+			copyHere := h.frozenCopyHere(s, sh)
 			switch {
 			case s.Status == StreamDeleting && member:
 				h.removeReplica(s, sh, running)
 			case sh.Frozen && member && (running == nil || running.Raft() != nil):
 				h.freezeReplica(s, sh, running)
+			case copyHere && running == nil:
+				h.startFrozenCopy(s, sh)
 			case s.Status != StreamDeleting && (member || incoming) && running == nil:
 				h.startReplica(s, sh)
-			case s.Status != StreamDeleting && !member && !incoming && running != nil:
+			case s.Status != StreamDeleting && !member && !incoming && !copyHere && running != nil:
 				// The replica moved away while this node was gone.
 				h.removeReplica(s, sh, running)
 			}
@@ -99,6 +102,7 @@ func (h *Host) reconcile(st *State) {
 			delete(h.sealReports, gid)
 		}
 	}
+	h.sweepShardDirs(st)
 }
 
 // maybeReportSealed starts, once per replica, the report that this node's
@@ -118,7 +122,8 @@ func (h *Host) maybeReportSealed(s *Stream, sh *Shard, gid string) {
 	go h.reportSealed(r, sh.EndOffset, ReplicaSealedCmd{StreamID: s.ID, ShardIndex: sh.Index, Node: h.opts.NodeID})
 }
 
-// stopOrphan stops and removes a replica whose stream no longer exists.
+// stopOrphan stops and removes a replica whose stream or shard no longer
+// exists (a deleted stream, an expired closed shard).
 func (h *Host) stopOrphan(gid string) {
 	h.mu.Lock()
 	r := h.shards[gid]
@@ -135,7 +140,7 @@ func (h *Host) stopOrphan(gid string) {
 		h.logger.Error("removing an orphaned shard replica", "group", gid, "err", err)
 		return
 	}
-	h.logger.Info("replica of a removed stream stopped", "group", gid)
+	h.logger.Info("replica of a removed stream or shard stopped", "group", gid)
 }
 
 func (h *Host) startReplica(s *Stream, sh *Shard) {

@@ -401,11 +401,14 @@ func (h *Host) forwardSeal(ctx context.Context, target string, s *Stream, sh *Sh
 // this node, which must lead it.
 func (s forwardServer) SealShard(ctx context.Context, req *internalv1.SealShardRequest) (*internalv1.SealShardResponse, error) {
 	st, ok := s.h.meta.State().StreamByID(req.StreamId)
-	if !ok || req.ShardIndex >= uint64(len(st.Shards)) {
+	var sh *Shard
+	if ok {
+		sh, ok = st.ShardByIndex(req.ShardIndex)
+	}
+	if !ok {
 		return &internalv1.SealShardResponse{Error: &internalv1.ForwardError{
 			Kind: internalv1.ForwardError_KIND_NO_REPLICA, Message: "shard unknown on this node"}}, nil
 	}
-	sh := st.Shards[req.ShardIndex]
 	end, err := s.h.sealLocal(ctx, st, sh)
 	if err != nil {
 		leader := ""

@@ -2,7 +2,9 @@ package cluster
 
 import "time"
 
-// runRetention deletes whole segments older than each stream's retention.
+// runRetention deletes whole segments older than each stream's retention,
+// and on the metadata leader removes closed shards whose records have all
+// expired.
 func (h *Host) runRetention() {
 	defer h.wg.Done()
 	t := time.NewTicker(h.opts.RetentionCheckInterval)
@@ -10,12 +12,19 @@ func (h *Host) runRetention() {
 	for {
 		select {
 		case <-t.C:
-			h.applyRetention(time.Now())
+			now := h.now()
+			h.applyRetention(now)
+			if h.meta.IsLeader() && h.caughtUp.Load() {
+				h.expireClosedShards(h.ctx, now)
+			}
 		case <-h.ctx.Done():
 			return
 		}
 	}
 }
+
+// now is the clock retention and expiry read (HostOptions.Now).
+func (h *Host) now() time.Time { return h.opts.Now() }
 
 func (h *Host) applyRetention(now time.Time) {
 	st := h.meta.State()
@@ -26,7 +35,9 @@ func (h *Host) applyRetention(now time.Time) {
 			if err != nil {
 				continue
 			}
-			n, err := r.Log().DeleteBefore(cutoff)
+			// Frozen replicas are in h.shards too; a sealed one loses its
+			// last segment as well once every record in it has expired.
+			n, err := r.ExpireBefore(cutoff)
 			if err != nil {
 				h.logger.Error("retention", "stream", s.Name, "shard", sh.ID(), "err", err)
 			} else if n > 0 {

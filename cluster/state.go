@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"cmp"
 	"fmt"
 	"math/big"
+	"slices"
 	"sort"
 	"time"
 
@@ -59,7 +61,8 @@ type Stream struct {
 	RetentionHours int               `json:"retention_hours"`
 	CreatedAt      time.Time         `json:"created_at"`
 	Tags           map[string]string `json:"tags,omitempty"`
-	// Shards in index order; an index is never reused.
+	// Shards in index order; an index is never reused. Expired closed
+	// shards leave the list, so look shards up with ShardByIndex.
 	Shards         []*Shard `json:"shards"`
 	NextShardIndex uint64   `json:"next_shard_index"`
 	// Consumers are the registered enhanced fan-out consumers, in
@@ -112,8 +115,13 @@ type Shard struct {
 	// Frozen is set once every replica is in SealedOn with no move in
 	// progress: the shard's records can never change again, so its nodes
 	// stop its raft group and serve reads from the segment files alone.
-	// A frozen shard's replicas are never moved.
+	// A frozen shard's replicas are never moved through raft; a lost one
+	// is copied from the others' segments instead (Copying).
 	Frozen bool `json:"frozen,omitempty"`
+	// Copying, when set, is a frozen shard's replica being rebuilt on
+	// Copying.To from the other replicas' segments, replacing the one on
+	// Copying.From (a dead node); see frozen_moves.go.
+	Copying *FrozenCopy `json:"copying,omitempty"`
 
 	hashRange HashRange // parsed from HashStart/HashEnd
 }
@@ -164,6 +172,17 @@ func (s *Stream) ShardByID(id string) (*Shard, bool) {
 		}
 	}
 	return nil, false
+}
+
+// ShardByIndex finds a shard by its index. Shards are kept in index order,
+// but an expired closed shard leaves the list (ExpireShardsCmd), so an
+// index is not a position in Shards.
+func (s *Stream) ShardByIndex(index uint64) (*Shard, bool) {
+	i, ok := slices.BinarySearchFunc(s.Shards, index, func(sh *Shard, idx uint64) int { return cmp.Compare(sh.Index, idx) })
+	if !ok {
+		return nil, false
+	}
+	return s.Shards[i], true
 }
 
 // ShardForHash finds the open shard whose range holds key.
@@ -222,6 +241,10 @@ func (s *Stream) clone() *Stream {
 		if sh.Moving != nil {
 			mv := *sh.Moving
 			shc.Moving = &mv
+		}
+		if sh.Copying != nil {
+			cp := *sh.Copying
+			shc.Copying = &cp
 		}
 		c.Shards[i] = &shc
 	}

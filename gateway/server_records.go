@@ -272,10 +272,11 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 	if req.StreamArn != "" && req.StreamArn != st.ARN() {
 		return nil, invalidArgument("stream_arn %q does not match the iterator's stream %s", truncate(req.StreamArn), st.Name)
 	}
-	if it.shardIndex >= uint64(len(st.Shards)) {
-		return nil, notFound("the iterator's shard no longer exists")
+	sh, ok := st.ShardByIndex(it.shardIndex)
+	if !ok {
+		// Removed once retention passed its last record.
+		return nil, notFound("the iterator's shard %s no longer exists: its records are past the stream's retention period", cluster.ShardID(it.shardIndex))
 	}
-	sh := st.Shards[it.shardIndex]
 	if resp, handled, err := viaReplica(ctx, s, st, sh, func(ctx context.Context, c rifflev1.StreamsClient) (*rifflev1.GetRecordsResponse, error) {
 		return c.GetRecords(ctx, req)
 	}); handled {

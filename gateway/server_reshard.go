@@ -160,7 +160,8 @@ func (s *Server) waitClosed(ctx context.Context, streamID, index uint64) (*clust
 		if !ok || st.Status == cluster.StreamDeleting {
 			return nil, notFound("the stream was deleted")
 		}
-		if index < uint64(len(st.Shards)) && st.Shards[index].Closed() {
+		// A shard gone from the metadata expired after it closed.
+		if sh, ok := st.ShardByIndex(index); !ok || sh.Closed() {
 			return st, nil
 		}
 		select {

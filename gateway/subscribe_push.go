@@ -185,10 +185,13 @@ func (sub *subscription) refresh() error {
 		return errors.Join(notFound("stream %s was deleted", st.Name), errConsumerGone)
 	case c.Status == cluster.ConsumerDeleting:
 		return errors.Join(notFound("consumer %s was deregistered", c.Name), errConsumerGone)
-	case sub.shard.Index >= uint64(len(st.Shards)):
-		return errors.Join(notFound("shard %s no longer exists", sub.shard.ID()), errConsumerGone)
 	}
-	sub.shard = st.Shards[sub.shard.Index]
+	sh, ok := st.ShardByIndex(sub.shard.Index)
+	if !ok {
+		// Removed once retention passed its last record.
+		return errors.Join(notFound("shard %s no longer exists: its records are past the stream's retention period", sub.shard.ID()), errConsumerGone)
+	}
+	sub.shard = sh
 	sub.pace.setRate(sub.s.host.Limits(st).FanOutBytes)
 	return nil
 }

@@ -42,8 +42,13 @@ type Config struct {
 	BootstrapExpect int
 	// Raft tunes every raft group's timeouts; zero values take defaults.
 	Raft shardlog.RaftTiming
-	// RetentionCheckInterval is how often expired segments are deleted.
+	// RetentionCheckInterval is how often expired segments are deleted
+	// and expired closed shards removed.
 	RetentionCheckInterval time.Duration
+	// Clock is the time retention, the expiry of closed shards and shard
+	// iterators read; time.Now when nil. Tests set it ahead to expire
+	// records without waiting out the 24-hour minimum retention.
+	Clock func() time.Time
 	// DeadNodeGrace is how long a node may be gone before its replicas are
 	// rebuilt elsewhere; 60s when zero.
 	DeadNodeGrace time.Duration

@@ -132,6 +132,7 @@ func (n *Node) start() error {
 		MetaTiming:             cfg.Raft,
 		ShardTiming:            cfg.Raft,
 		RetentionCheckInterval: cfg.RetentionCheckInterval,
+		Now:                    cfg.Clock,
 		BalanceInterval:        cfg.BalanceInterval,
 		DeadNodeGrace:          cfg.DeadNodeGrace,
 		DefaultLimits:          cfg.ShardLimits,
@@ -142,7 +143,7 @@ func (n *Node) start() error {
 	}
 
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	gw := gateway.New(gateway.Options{Host: n.host, Registerer: n.registry, Logger: n.logger,
+	gw := gateway.New(gateway.Options{Host: n.host, Registerer: n.registry, Logger: n.logger, Now: cfg.Clock,
 		SubscriptionLifetime: cfg.SubscriptionLifetime, SubscriptionHeartbeat: cfg.SubscriptionHeartbeat})
 	n.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(MaxMessageBytes),

@@ -19,10 +19,14 @@ import (
 // it has none running.
 func localShard(n *testNode, stream string, shard int) *shardlog.Shard {
 	st, ok := n.Host().Meta().State().Streams[stream]
-	if !ok || shard >= len(st.Shards) {
+	if !ok {
 		return nil
 	}
-	r, err := n.Host().Shard(st, st.Shards[shard])
+	sh, ok := st.ShardByIndex(uint64(shard))
+	if !ok {
+		return nil
+	}
+	r, err := n.Host().Shard(st, sh)
 	if err != nil {
 		return nil
 	}

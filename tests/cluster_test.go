@@ -40,6 +40,11 @@ type testCluster struct {
 	// subLifetime and subHeartbeat set subscription timing; zero keeps
 	// the defaults.
 	subLifetime, subHeartbeat time.Duration
+	// clock, when set, is every node's clock (node.Config.Clock), and
+	// retentionCheck how often they apply retention; zero keeps the
+	// default.
+	clock          *testClock
+	retentionCheck time.Duration
 }
 
 // startCluster starts n nodes with bootstrap-expect n and waits until every
@@ -103,9 +108,11 @@ func (c *testCluster) startNode(i int) *testNode {
 		DeadNodeGrace:   c.deadNodeGrace,
 		ShardLimits:     c.limits,
 
-		SubscriptionLifetime:  c.subLifetime,
-		SubscriptionHeartbeat: c.subHeartbeat,
-		Logger:                logger,
+		SubscriptionLifetime:   c.subLifetime,
+		SubscriptionHeartbeat:  c.subHeartbeat,
+		RetentionCheckInterval: c.retentionCheck,
+		Clock:                  c.clock.nowFunc(),
+		Logger:                 logger,
 	})
 	if err != nil {
 		c.t.Errorf("start node %d: %v", i+1, err)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -149,3 +150,35 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 func tempDataDir(t testing.TB) string { return filepath.Join(t.TempDir(), "data") }
+
+// testClock is a clock tests set ahead, to expire records without waiting
+// out the 24-hour minimum retention. Until set it reads the real time.
+type testClock struct {
+	mu sync.Mutex
+	at time.Time
+}
+
+// Set fixes the clock at t.
+func (c *testClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.at = t
+}
+
+// Now is the clock's time.
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.at.IsZero() {
+		return time.Now()
+	}
+	return c.at
+}
+
+// nowFunc is c.Now, or nil (the real clock) for a nil c.
+func (c *testClock) nowFunc() func() time.Time {
+	if c == nil {
+		return nil
+	}
+	return c.Now
+}
