@@ -74,6 +74,7 @@ func (h *Host) reconcile(st *State) {
 				h.removeReplica(s, sh, running)
 			}
 			h.maybeReportSealed(s, sh, gid)
+			h.maybeReportCaughtUp(s, sh, gid)
 		}
 	}
 	// Groups of streams that are gone altogether (removed while this node
@@ -99,6 +100,31 @@ func (h *Host) reconcile(st *State) {
 			delete(h.sealReports, gid)
 		}
 	}
+	for gid := range h.moveReports {
+		if !live[gid] {
+			delete(h.moveReports, gid)
+		}
+	}
+}
+
+// maybeReportCaughtUp starts, once per replica, the report that the
+// replica a move brings to this node has caught up. Started here rather
+// than at start, so that a replica still running from an earlier stay on
+// this node reports too.
+func (h *Host) maybeReportCaughtUp(s *Stream, sh *Shard, gid string) {
+	mv := sh.Moving
+	if s.Status == StreamDeleting || mv == nil || mv.To != h.opts.NodeID || mv.CaughtUp || mv.Cancel {
+		return
+	}
+	h.mu.RLock()
+	r := h.shards[gid]
+	h.mu.RUnlock()
+	if r == nil || r.Raft() == nil || h.moveReports[gid] == r {
+		return
+	}
+	h.moveReports[gid] = r
+	h.wg.Add(1)
+	go h.reportCaughtUp(r, MoveCaughtUpCmd{StreamID: s.ID, ShardIndex: sh.Index, To: mv.To})
 }
 
 // maybeReportSealed starts, once per replica, the report that this node's
@@ -169,14 +195,12 @@ func (h *Host) startReplica(s *Stream, sh *Shard) {
 	h.mu.Lock()
 	h.shards[gid] = r
 	h.mu.Unlock()
+	// A replica removed from here earlier (moved away) may come back.
+	delete(h.removing, gid)
 	h.logger.Info("shard replica started", "stream", s.Name, "shard", sh.ID(), "group", gid)
 	if !sh.Ready {
 		h.wg.Add(1)
 		go h.reportReady(r, ShardReadyCmd{StreamID: s.ID, ShardIndex: sh.Index})
-	}
-	if mv := sh.Moving; mv != nil && mv.To == h.opts.NodeID && !mv.CaughtUp {
-		h.wg.Add(1)
-		go h.reportCaughtUp(r, MoveCaughtUpCmd{StreamID: s.ID, ShardIndex: sh.Index, To: mv.To})
 	}
 }
 

@@ -41,6 +41,10 @@ type State struct {
 	// shard groups never reuse an old stream's data.
 	NextStreamID uint64             `json:"next_stream_id"`
 	Streams      map[string]*Stream `json:"streams"`
+	// Draining holds the nodes being emptied (`riffle node drain`): the
+	// controller moves their replicas away and places nothing new on them.
+	// Never modified in place: a command that changes it copies it.
+	Draining map[string]bool `json:"draining,omitempty"`
 }
 
 // Stream is one stream's metadata.
@@ -119,6 +123,12 @@ type Move struct {
 	// CaughtUp is set when To's replica has applied what the leader
 	// committed; the shard leader then promotes it.
 	CaughtUp bool `json:"caught_up,omitempty"`
+	// Reason is why the move was planned: MoveReasonDead, MoveReasonDrain
+	// or MoveReasonBalance (empty in moves recorded before it existed).
+	Reason string `json:"reason,omitempty"`
+	// Cancel asks the shard leader to roll the move back: remove To from
+	// the group while From is still in it (moves.go).
+	Cancel bool `json:"cancel,omitempty"`
 }
 
 // ShardID formats a shard index as Kinesis does.

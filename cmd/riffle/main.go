@@ -86,6 +86,9 @@ var commands = []*command{
 	consumerDescribeCommand,
 	consumerDeregisterCommand,
 	subscribeCommand,
+	nodeListCommand,
+	nodeDrainCommand,
+	nodeUndrainCommand,
 	healthCommand,
 	benchCommand,
 }
