@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,7 +108,7 @@ func ackedOf(writes []reshardWrite) []ack {
 func waitWrites(t *testing.T, load *reshardLoad, n int, what string) {
 	t.Helper()
 	n0 := load.count()
-	waitFor(t, 30*time.Second, what, func() error {
+	waitFor(t, 60*time.Second, what, func() error {
 		if got := load.count() - n0; got < n {
 			return fmt.Errorf("%d writes", got)
 		}
@@ -129,7 +131,7 @@ func TestNewNodeTakesItsShareOfReplicas(t *testing.T) {
 	const stream = "spread"
 	createStream(t, c.nodes[0].client, stream, 6)
 	load := startReshardLoad(t, clientsOf(c, 0, 1, 2), stream, 4, 40)
-	waitWrites(t, load, 60, "writes before the join")
+	waitWrites(t, load, 30, "writes before the join")
 	t0 := time.Now()
 	n4 := c.addNode()
 	nodes := []string{"n1", "n2", "n3", "n4"}
@@ -142,7 +144,7 @@ func TestNewNodeTakesItsShareOfReplicas(t *testing.T) {
 	if counts["n4"] < 4 {
 		t.Errorf("n4 holds %d replicas: %v", counts["n4"], counts)
 	}
-	waitWrites(t, load, 60, "writes after balancing")
+	waitWrites(t, load, 30, "writes after balancing")
 	writes := load.finish()
 	checkGroupsMatchMetadata(t, c, []int{0, 1, 2, n4}, stream, 3)
 	sameEverywhere(t, c, stream, []int{0, 1, 2, n4}, ackedOf(writes))
@@ -153,7 +155,23 @@ func TestNewNodeTakesItsShareOfReplicas(t *testing.T) {
 		completed += done
 	}
 	if completed < 4 {
-		t.Errorf("moves completed (metric) %d, want at least 4", completed)
+		t.Errorf("moves completed %d, want at least 4", completed)
+	}
+	var exported float64
+	for _, n := range c.nodes {
+		m := adminMetrics(t, n)
+		if !strings.Contains(m, "riffle_replica_moves_in_flight 0") {
+			t.Errorf("%s /metrics lacks riffle_replica_moves_in_flight 0", n.Host().NodeID())
+		}
+		for _, line := range strings.Split(m, "\n") {
+			if v, ok := strings.CutPrefix(line, "riffle_replica_moves_completed_total "); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				exported += f
+			}
+		}
+	}
+	if exported != float64(completed) {
+		t.Errorf("/metrics riffle_replica_moves_completed_total sums to %v, the hosts counted %d", exported, completed)
 	}
 	resp, err := c.nodesClient(n4).DescribeNode(context.Background(), &rifflev1.DescribeNodeRequest{NodeId: "n4"})
 	if err != nil || resp.Node.Replicas != int32(counts["n4"]) || resp.Node.State != rifflev1.NodeState_NODE_STATE_ALIVE {
@@ -183,7 +201,7 @@ func TestDrainEmptiesNode(t *testing.T) {
 		return nil
 	})
 	load := startReshardLoad(t, clientsOf(c, 0, 2, 3), stream, 4, 40)
-	waitWrites(t, load, 60, "writes before the drain")
+	waitWrites(t, load, 30, "writes before the drain")
 
 	nodes := c.nodesClient(2)
 	if _, err := nodes.DrainNode(ctx, &rifflev1.DrainNodeRequest{NodeId: "n9"}); status.Code(err) != codes.NotFound {
@@ -219,7 +237,7 @@ func TestDrainEmptiesNode(t *testing.T) {
 	if !sawProgress {
 		t.Error("DescribeNode never showed a move in flight off n2")
 	}
-	waitWrites(t, load, 60, "writes after the drain")
+	waitWrites(t, load, 30, "writes after the drain")
 	writes := load.finish()
 
 	st := c.nodes[0].Host().Meta().State().Streams[stream]
@@ -277,7 +295,7 @@ func TestReplicaMoveSurvivesMetadataLeaderKill(t *testing.T) {
 	createStream(t, c.nodes[0].client, stream, 6)
 	leader, others := c.metaLeader(t)
 	load := startReshardLoad(t, clientsOf(c, others...), stream, 4, 40)
-	waitWrites(t, load, 60, "writes before the join")
+	waitWrites(t, load, 30, "writes before the join")
 	n4 := c.addNode()
 	waitFor(t, 15*time.Second, "a move in flight", func() error {
 		for _, sh := range c.nodes[leader].Host().Meta().State().Streams[stream].Shards {
@@ -289,7 +307,7 @@ func TestReplicaMoveSurvivesMetadataLeaderKill(t *testing.T) {
 	})
 	c.kill(leader)
 	t.Logf("killed the metadata leader n%d mid-move", leader+1)
-	waitWrites(t, load, 60, "writes after the kill")
+	waitWrites(t, load, 30, "writes after the kill")
 	c.restart(leader)
 	waitFor(t, 60*time.Second, "replicas balanced after the restart", func() error {
 		_, err := replicaSpread(c, n4, stream, []string{"n1", "n2", "n3", "n4"})
