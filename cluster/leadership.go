@@ -21,10 +21,18 @@ func (h *Host) runBalancer() {
 	t := time.NewTicker(h.opts.BalanceInterval)
 	defer t.Stop()
 	for {
+		// A move advances on each metadata change too (planned, caught
+		// up), not only on the tick: otherwise each of its steps waits up
+		// to a balance interval.
+		changed := h.meta.Changed()
 		select {
 		case <-t.C:
 			h.advanceMoves(h.ctx)
 			h.balanceLeaders()
+		case <-changed:
+			if h.movesPending() {
+				h.advanceMoves(h.ctx)
+			}
 		case <-h.ctx.Done():
 			return
 		}

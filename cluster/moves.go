@@ -351,6 +351,12 @@ func caughtUp(r *shardlog.Shard) bool {
 	return commit > 0 && applied >= commit
 }
 
+// movesPending reports whether any shard has a move in flight.
+func (h *Host) movesPending() bool {
+	n, _ := h.MoveStats()
+	return n > 0
+}
+
 // advanceMoves runs on every node for the shard groups it leads.
 func (h *Host) advanceMoves(ctx context.Context) {
 	st := h.meta.State()
