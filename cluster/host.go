@@ -80,6 +80,9 @@ type Host struct {
 	// sealReports holds, per closed shard, the replica whose seal report
 	// is started, so each runs once; reconciler-owned.
 	sealReports map[string]*shardlog.Shard
+	// swept is set once the stray replicas found at start are removed;
+	// reconciler-owned.
+	swept bool
 	// moveReports holds, per shard moving onto this node, the replica
 	// whose caught-up report is started; reconciler-owned.
 	moveReports map[string]*shardlog.Shard

@@ -52,6 +52,10 @@ func (h *Host) metaCaughtUp() bool {
 }
 
 func (h *Host) reconcile(st *State) {
+	if !h.swept {
+		h.sweepStrayReplicas(st)
+		h.swept = true
+	}
 	live := map[string]bool{}
 	for _, s := range st.Streams {
 		for _, sh := range s.Shards {
@@ -104,6 +108,39 @@ func (h *Host) reconcile(st *State) {
 		if !live[gid] {
 			delete(h.moveReports, gid)
 		}
+	}
+}
+
+// sweepStrayReplicas deletes, once after a start, the data of shard
+// replicas this node no longer holds: a replica moved away (or a stream
+// deleted) while the node was down is never started again, so nothing else
+// would remove it.
+func (h *Host) sweepStrayReplicas(st *State) {
+	keep := map[string]bool{}
+	for _, s := range st.Streams {
+		for _, sh := range s.Shards {
+			if slices.Contains(sh.Replicas, h.opts.NodeID) || (sh.Moving != nil && sh.Moving.To == h.opts.NodeID) {
+				keep[s.GroupID(sh)] = true
+			}
+		}
+	}
+	entries, err := os.ReadDir(filepath.Join(h.opts.DataDir, "shards"))
+	if err != nil {
+		return // none yet
+	}
+	for _, e := range entries {
+		gid := e.Name()
+		h.mu.RLock()
+		_, running := h.shards[gid]
+		h.mu.RUnlock()
+		if !e.IsDir() || keep[gid] || running {
+			continue
+		}
+		if err := os.RemoveAll(h.shardDir(gid)); err != nil {
+			h.logger.Warn("removing a stray shard replica", "group", gid, "err", err)
+			continue
+		}
+		h.logger.Info("stray shard replica removed: it moved away or its stream is gone", "group", gid)
 	}
 }
 
