@@ -188,6 +188,7 @@ func planRelocations(st *State, alive []string) []MoveReplicaCmd {
 	}
 	busy := map[string]int{} // moves in flight per node
 	load := map[string]int{} // replicas of open shards, as if moves in flight were done
+	pref := map[string]int{} // preferred leaderships (first replica), likewise
 	allAlive := true
 	type cand struct {
 		s  *Stream
@@ -211,11 +212,18 @@ func planRelocations(st *State, alive []string) []MoveReplicaCmd {
 			for _, r := range sh.Replicas {
 				load[r]++
 			}
+			if len(sh.Replicas) > 0 {
+				pref[sh.Replicas[0]]++
+			}
 			if mv := sh.Moving; mv != nil {
 				busy[mv.From]++
 				busy[mv.To]++
 				load[mv.From]--
 				load[mv.To]++
+				if len(sh.Replicas) > 0 && sh.Replicas[0] == mv.From {
+					pref[mv.From]--
+					pref[mv.To]++
+				}
 				continue
 			}
 			ok := sh.Ready
@@ -236,6 +244,12 @@ func planRelocations(st *State, alive []string) []MoveReplicaCmd {
 		busy[to]++
 		load[from]--
 		load[to]++
+		// The new replica takes the old one's place in the list, and
+		// with it the preferred leadership if it was first.
+		if c.sh.Replicas[0] == from {
+			pref[from]--
+			pref[to]++
+		}
 	}
 	// lightest is the least loaded target, not holding sh, with room.
 	lightest := func(sh *Shard) string {
@@ -272,9 +286,11 @@ func planRelocations(st *State, alive []string) []MoveReplicaCmd {
 		return out
 	}
 	for range len(cands) {
-		// From the heaviest to the lightest node with room; a shard whose
-		// preferred leader is not the source goes first, so leaderships
-		// stay where they are when they can.
+		// From the heaviest to the lightest node with room. A moved
+		// replica inherits the preferred leadership when it held it, so
+		// the shard picked is one the source leads by preference when
+		// that evens preferred leaderships out, and one it does not
+		// otherwise.
 		var src, dst string
 		for _, n := range targets {
 			if busy[n] >= maxMovesPerNode {
@@ -290,12 +306,13 @@ func planRelocations(st *State, alive []string) []MoveReplicaCmd {
 		if src == "" || load[src]-load[dst] <= 1 {
 			return out
 		}
+		wantPreferred := pref[src]-pref[dst] > 1
 		var pick *cand
 		for i, c := range cands {
 			if used[c.sh] || !slices.Contains(c.sh.Replicas, src) || slices.Contains(c.sh.Replicas, dst) {
 				continue
 			}
-			if pick == nil || (pick.sh.Replicas[0] == src && c.sh.Replicas[0] != src) {
+			if pick == nil || ((pick.sh.Replicas[0] == src) != wantPreferred && (c.sh.Replicas[0] == src) == wantPreferred) {
 				pick = &cands[i]
 			}
 		}

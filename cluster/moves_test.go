@@ -74,6 +74,14 @@ func TestPlanRelocationsBalancesNewNode(t *testing.T) {
 			if hi-lo > 1 {
 				t.Errorf("unbalanced after %d moves: %v", moves, counts)
 			}
+			leaders := st.Load().Leaders
+			lo, hi = 1<<30, 0
+			for _, n := range nodes {
+				lo, hi = min(lo, leaders[n]), max(hi, leaders[n])
+			}
+			if c.shards >= c.after && hi-lo > 1 {
+				t.Errorf("preferred leaderships unbalanced: %v", leaders)
+			}
 			for _, sh := range st.Streams["s"].Shards {
 				if len(sh.Replicas) != 3 || len(slices.Compact(slices.Sorted(slices.Values(sh.Replicas)))) != 3 {
 					t.Errorf("%s replicas %v", sh.ID(), sh.Replicas)

@@ -93,6 +93,34 @@ func checkGroupsMatchMetadata(t *testing.T, c *testCluster, live []int, stream s
 	})
 }
 
+// createStreamPatiently creates a stream and waits until it is ACTIVE, as
+// createStream does, but gives a machine busy with other work a minute:
+// a creation caught by a metadata election is sent again (ResourceInUse
+// then says the first one took).
+func createStreamPatiently(t *testing.T, c rifflev1.StreamsClient, name string, shards int32) {
+	t.Helper()
+	waitFor(t, 60*time.Second, "CreateStream "+name, func() error {
+		_, err := c.CreateStream(context.Background(), &rifflev1.CreateStreamRequest{StreamName: name, ShardCount: shards})
+		switch {
+		case err == nil, status.Code(err) == codes.FailedPrecondition:
+			return nil
+		case !retryable(err) && status.Code(err) != codes.Unknown:
+			t.Fatalf("CreateStream %s: %v", name, err)
+		}
+		return err
+	})
+	waitFor(t, 60*time.Second, name+" ACTIVE", func() error {
+		out, err := c.DescribeStreamSummary(context.Background(), &rifflev1.DescribeStreamSummaryRequest{StreamName: name})
+		if err != nil {
+			return err
+		}
+		if s := out.StreamDescriptionSummary.StreamStatus; s != rifflev1.StreamStatus_STREAM_STATUS_ACTIVE {
+			return fmt.Errorf("status %v", s)
+		}
+		return nil
+	})
+}
+
 // ackedOf keeps the writes of a load whose outcome is known.
 func ackedOf(writes []reshardWrite) []ack {
 	var out []ack
@@ -129,7 +157,7 @@ func TestNewNodeTakesItsShareOfReplicas(t *testing.T) {
 	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: steadyRaft})
 	killAtEnd(t, c)
 	const stream = "spread"
-	createStream(t, c.nodes[0].client, stream, 6)
+	createStreamPatiently(t, c.nodes[0].client, stream, 6)
 	load := startReshardLoad(t, clientsOf(c, 0, 1, 2), stream, 4, 40)
 	waitWrites(t, load, 30, "writes before the join")
 	t0 := time.Now()
@@ -192,7 +220,7 @@ func TestDrainEmptiesNode(t *testing.T) {
 	killAtEnd(t, c)
 	ctx := context.Background()
 	const stream = "drain"
-	createStream(t, c.nodes[0].client, stream, 6)
+	createStreamPatiently(t, c.nodes[0].client, stream, 6)
 	// n2 must lead something for the test to show leaderships leave it.
 	waitFor(t, 20*time.Second, "n2 leading a shard", func() error {
 		if c.nodes[1].Host().LeaderCount() == 0 {
@@ -298,7 +326,7 @@ func TestReplicaMoveSurvivesMetadataLeaderKill(t *testing.T) {
 	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: steadyRaft})
 	killAtEnd(t, c)
 	const stream = "movecrash"
-	createStream(t, c.nodes[0].client, stream, 6)
+	createStreamPatiently(t, c.nodes[0].client, stream, 6)
 	leader, others := c.metaLeader(t)
 	load := startReshardLoad(t, clientsOf(c, others...), stream, 4, 40)
 	waitWrites(t, load, 30, "writes before the join")
