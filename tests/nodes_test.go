@@ -352,3 +352,43 @@ func TestReplicaMoveSurvivesMetadataLeaderKill(t *testing.T) {
 	checkGroupsMatchMetadata(t, c, all, stream, 3)
 	sameEverywhere(t, c, stream, all, ackedOf(writes))
 }
+
+// TestReplicaMoveRollsBackWhenTargetDies checks the other crash of a move
+// (cluster/moves.go): the node receiving replicas is killed -9 mid-move and
+// stays dead past the grace period; its move is cancelled and rolled back
+// (or, if it had completed, rebuilt elsewhere like any dead replica), and
+// every shard ends on the three live nodes with exactly three voters and
+// every acknowledged write.
+func TestReplicaMoveRollsBackWhenTargetDies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("four nodes")
+	}
+	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: steadyRaft, deadNodeGrace: 2 * time.Second})
+	killAtEnd(t, c)
+	const stream = "targetdies"
+	createStreamPatiently(t, c.nodes[0].client, stream, 6)
+	load := startReshardLoad(t, clientsOf(c, 0, 1, 2), stream, 4, 40)
+	waitWrites(t, load, 30, "writes before the join")
+	n4 := c.addNode()
+	waitFor(t, 30*time.Second, "a move to n4 in flight", func() error {
+		for _, sh := range c.nodes[0].Host().Meta().State().Streams[stream].Shards {
+			if sh.Moving != nil && sh.Moving.To == "n4" {
+				return nil
+			}
+		}
+		return errors.New("no move to n4 yet")
+	})
+	c.kill(n4)
+	waitFor(t, 60*time.Second, "every shard back on n1, n2, n3", func() error {
+		for _, sh := range c.nodes[0].Host().Meta().State().Streams[stream].Shards {
+			if sh.Moving != nil || slices.Contains(sh.Replicas, "n4") {
+				return fmt.Errorf("%s replicas %v moving %v", sh.ID(), sh.Replicas, sh.Moving)
+			}
+		}
+		return nil
+	})
+	waitWrites(t, load, 30, "writes after the roll-back")
+	writes := load.finish()
+	checkGroupsMatchMetadata(t, c, []int{0, 1, 2}, stream, 3)
+	sameEverywhere(t, c, stream, []int{0, 1, 2}, ackedOf(writes))
+}
