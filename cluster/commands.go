@@ -41,6 +41,9 @@ type Command struct {
 	ExpireShards     *ExpireShardsCmd     `json:"expire_shards,omitempty"`
 	CopyFrozen       *CopyFrozenCmd       `json:"copy_frozen,omitempty"`
 	FrozenCopied     *FrozenCopiedCmd     `json:"frozen_copied,omitempty"`
+	SetDraining      *SetDrainingCmd      `json:"set_draining,omitempty"`
+	CancelMove       *CancelMoveCmd       `json:"cancel_move,omitempty"`
+	MoveAborted      *MoveAbortedCmd      `json:"move_aborted,omitempty"`
 
 	RegisterConsumer   *RegisterConsumerCmd   `json:"register_consumer,omitempty"`
 	DeregisterConsumer *DeregisterConsumerCmd `json:"deregister_consumer,omitempty"`
@@ -59,6 +62,9 @@ type MoveReplicaCmd struct {
 	ShardIndex uint64 `json:"shard_index"`
 	From       string `json:"from"`
 	To         string `json:"to"`
+	// Reason says why the move was planned (MoveReason*), for logs and
+	// progress reports.
+	Reason string `json:"reason,omitempty"`
 }
 
 // MoveCaughtUpCmd records that the new replica of a move has caught up.
@@ -178,6 +184,12 @@ func (st *State) apply(cmd *Command) (*State, error) {
 		return st.copyFrozen(cmd.CopyFrozen)
 	case cmd.FrozenCopied != nil:
 		return st.frozenCopied(cmd.FrozenCopied)
+	case cmd.SetDraining != nil:
+		return st.setDraining(cmd.SetDraining)
+	case cmd.CancelMove != nil:
+		return st.cancelMove(cmd.CancelMove)
+	case cmd.MoveAborted != nil:
+		return st.moveAborted(cmd.MoveAborted)
 	case cmd.RegisterConsumer != nil:
 		return st.registerConsumer(cmd.RegisterConsumer)
 	case cmd.DeregisterConsumer != nil:
@@ -350,7 +362,7 @@ func (st *State) moveReplica(c *MoveReplicaCmd) (*State, error) {
 	case slices.Contains(sh.Replicas, c.To):
 		return st, fmt.Errorf("%w: %s already has a replica on %s", ErrInvalidCommand, sh.ID(), c.To)
 	}
-	sh.Moving = &Move{From: c.From, To: c.To}
+	sh.Moving = &Move{From: c.From, To: c.To, Reason: c.Reason}
 	return st.withStream(s.Name, s), nil
 }
 

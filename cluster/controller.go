@@ -207,11 +207,15 @@ func (h *Host) manageMetaVoters() {
 		voters--
 		h.logger.Info("dead metadata voter removed", "node", m.ID)
 	}
+	if !h.moveDrainingVoters(alive, inConfig) {
+		return
+	}
+	st := h.meta.State()
 	for _, id := range alive {
 		suffrage, known := inConfig[id]
 		switch {
 		case known && suffrage == raft.Voter:
-		case voters < want:
+		case voters < want && !st.IsDraining(id):
 			if err := r.AddVoter(serverID(id), raft.ServerAddress(id), 0, 10*time.Second).Error(); err != nil {
 				h.logger.Warn("adding metadata voter", "node", id, "err", err)
 				return
@@ -226,4 +230,50 @@ func (h *Host) manageMetaVoters() {
 			h.logger.Info("metadata non-voter added", "node", id)
 		}
 	}
+}
+
+// moveDrainingVoters gives the metadata seat of each draining voter to a
+// live member that is not draining and has none: the spare is made a voter
+// first, then the draining node is demoted to non-voter (it keeps a local
+// copy for routing). A draining leader hands its leadership over first and
+// lets the next leader do it, also when no spare can take its seat. It reports false when the pass must stop.
+func (h *Host) moveDrainingVoters(alive []string, inConfig map[string]raft.ServerSuffrage) bool {
+	st := h.meta.State()
+	r := h.meta.Raft()
+	for _, id := range alive {
+		if !st.IsDraining(id) || inConfig[id] != raft.Voter {
+			continue
+		}
+		if id == h.opts.NodeID {
+			// Even with no spare to take the seat, another voter leads.
+			if err := r.LeadershipTransfer().Error(); err != nil {
+				h.logger.Warn("handing the metadata leadership off a draining node", "err", err)
+			} else {
+				h.logger.Info("metadata leadership handed off this draining node")
+			}
+			return false
+		}
+		spare := ""
+		for _, n := range alive {
+			if !st.IsDraining(n) && inConfig[n] != raft.Voter {
+				spare = n
+				break
+			}
+		}
+		if spare == "" {
+			continue // nobody can take the seat: the node keeps it
+		}
+		if err := r.AddVoter(serverID(spare), raft.ServerAddress(spare), 0, 10*time.Second).Error(); err != nil {
+			h.logger.Warn("adding metadata voter in place of a draining one", "node", spare, "err", err)
+			return false
+		}
+		inConfig[spare] = raft.Voter
+		if err := r.DemoteVoter(serverID(id), 0, 10*time.Second).Error(); err != nil {
+			h.logger.Warn("demoting a draining metadata voter", "node", id, "err", err)
+			return false
+		}
+		inConfig[id] = raft.Nonvoter
+		h.logger.Info("metadata vote moved off a draining node", "from", id, "to", spare)
+	}
+	return true
 }

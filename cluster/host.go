@@ -88,6 +88,16 @@ type Host struct {
 	// sealReports holds, per closed shard, the replica whose seal report
 	// is started, so each runs once; reconciler-owned.
 	sealReports map[string]*shardlog.Shard
+	// swept is set once the stray replicas found at start are removed;
+	// reconciler-owned.
+	swept bool
+	// moveReports holds, per shard moving onto this node, the replica
+	// whose caught-up report is started; reconciler-owned.
+	moveReports map[string]*shardlog.Shard
+
+	// movesCompleted counts the replica moves this node finished as shard
+	// leader.
+	movesCompleted atomic.Uint64
 
 	// throttles hold the per-shard limits' buckets of groups running here.
 	throttles throttles
@@ -141,7 +151,7 @@ func StartHost(opts HostOptions) (*Host, error) {
 		peers:  &peerConns{dialOpts: opts.DialOptions, conns: map[string]*grpc.ClientConn{}},
 		bulk:   &peerConns{dialOpts: opts.DialOptions, conns: map[string]*grpc.ClientConn{}},
 		shards: map[string]*shardlog.Shard{}, removing: map[string]bool{}, copies: map[string]bool{},
-		sealReports: map[string]*shardlog.Shard{}}
+		sealReports: map[string]*shardlog.Shard{}, moveReports: map[string]*shardlog.Shard{}}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.wg.Add(5)
 	go h.runBalancer()

@@ -128,3 +128,28 @@ func TestDeleteStreamRemovesReplicas(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepRemovesStrayReplicas checks that the data of a replica this
+// node no longer holds (moved away, or its stream gone, while the node was
+// down) is deleted, and that the replicas it holds are kept.
+func TestSweepRemovesStrayReplicas(t *testing.T) {
+	h := startTestHost(t, HostOptions{})
+	ctx := context.Background()
+	if err := h.CreateStream(ctx, CreateStreamCmd{Name: "kept", ShardCount: 1, Mode: ModeProvisioned, RetentionHours: 24, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	st := h.Meta().State()
+	s := st.Streams["kept"]
+	waitUntil(t, "replica running", func() bool { _, err := h.Shard(s, s.Shards[0]); return err == nil })
+	stray := h.shardDir("s99-0")
+	if err := os.MkdirAll(stray, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h.sweepStrayReplicas(st)
+	if _, err := os.Stat(stray); !os.IsNotExist(err) {
+		t.Errorf("stray replica still there: %v", err)
+	}
+	if _, err := os.Stat(h.shardDir(s.GroupID(s.Shards[0]))); err != nil {
+		t.Errorf("held replica removed: %v", err)
+	}
+}

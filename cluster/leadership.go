@@ -21,10 +21,18 @@ func (h *Host) runBalancer() {
 	t := time.NewTicker(h.opts.BalanceInterval)
 	defer t.Stop()
 	for {
+		// A move advances on each metadata change too (planned, caught
+		// up), not only on the tick: otherwise each of its steps waits up
+		// to a balance interval.
+		changed := h.meta.Changed()
 		select {
 		case <-t.C:
 			h.advanceMoves(h.ctx)
 			h.balanceLeaders()
+		case <-changed:
+			if h.movesPending() {
+				h.advanceMoves(h.ctx)
+			}
 		case <-h.ctx.Done():
 			return
 		}
@@ -45,9 +53,17 @@ func (h *Host) balanceLeaders() {
 		settled[m.ID] = m.Alive && time.Since(m.Since) > 2*h.opts.BalanceInterval
 	}
 	st := h.meta.State()
+	if st.IsDraining(h.opts.NodeID) {
+		h.handOffDraining(st, settled)
+		return
+	}
 	for _, s := range st.Streams {
 		for _, sh := range s.Shards {
-			if len(sh.Replicas) == 0 || sh.Replicas[0] == h.opts.NodeID || !settled[sh.Replicas[0]] {
+			// No handover during a move: the leader may be handing the
+			// group to the moved replica, and the preferred replica may be
+			// the one leaving. Nor to a node being drained.
+			if len(sh.Replicas) == 0 || sh.Replicas[0] == h.opts.NodeID || !settled[sh.Replicas[0]] ||
+				sh.Moving != nil || st.IsDraining(sh.Replicas[0]) {
 				continue
 			}
 			r, err := h.Shard(s, sh)
@@ -62,6 +78,31 @@ func (h *Host) balanceLeaders() {
 			}
 			h.logger.Info("shard leadership handed to preferred replica", "stream", s.Name, "shard", sh.ID(), "to", preferred)
 			return
+		}
+	}
+}
+
+// handOffDraining hands every shard leadership of a draining node to
+// another live replica that is not draining, preferred replicas first, so
+// that writes stop depending on the node before its replicas are gone.
+func (h *Host) handOffDraining(st *State, settled map[string]bool) {
+	for _, s := range st.Streams {
+		for _, sh := range s.Shards {
+			r, err := h.Shard(s, sh)
+			if err != nil || !r.IsLeader() || (sh.Moving != nil && sh.Moving.From == h.opts.NodeID) {
+				continue // a move off this node hands over by itself
+			}
+			for _, n := range sh.Replicas {
+				if n == h.opts.NodeID || !settled[n] || st.IsDraining(n) {
+					continue
+				}
+				if err := r.Raft().LeadershipTransferToServer(serverID(n), raft.ServerAddress(n)).Error(); err != nil {
+					h.logger.Debug("leadership transfer off a draining node failed", "stream", s.Name, "shard", sh.ID(), "to", n, "err", err)
+					continue
+				}
+				h.logger.Info("shard leadership handed off a draining node", "stream", s.Name, "shard", sh.ID(), "to", n)
+				break
+			}
 		}
 	}
 }

@@ -52,6 +52,10 @@ func (h *Host) metaCaughtUp() bool {
 }
 
 func (h *Host) reconcile(st *State) {
+	if !h.swept {
+		h.sweepStrayReplicas(st)
+		h.swept = true
+	}
 	live := map[string]bool{}
 	for _, s := range st.Streams {
 		for _, sh := range s.Shards {
@@ -77,6 +81,7 @@ func (h *Host) reconcile(st *State) {
 				h.removeReplica(s, sh, running)
 			}
 			h.maybeReportSealed(s, sh, gid)
+			h.maybeReportCaughtUp(s, sh, gid)
 		}
 	}
 	// Groups of streams that are gone altogether (removed while this node
@@ -102,7 +107,65 @@ func (h *Host) reconcile(st *State) {
 			delete(h.sealReports, gid)
 		}
 	}
+	for gid := range h.moveReports {
+		if !live[gid] {
+			delete(h.moveReports, gid)
+		}
+	}
 	h.sweepShardDirs(st)
+}
+
+// sweepStrayReplicas deletes, once after a start, the data of shard
+// replicas this node no longer holds: a replica moved away (or a stream
+// deleted) while the node was down is never started again, so nothing else
+// would remove it.
+func (h *Host) sweepStrayReplicas(st *State) {
+	keep := map[string]bool{}
+	for _, s := range st.Streams {
+		for _, sh := range s.Shards {
+			if slices.Contains(sh.Replicas, h.opts.NodeID) || (sh.Moving != nil && sh.Moving.To == h.opts.NodeID) {
+				keep[s.GroupID(sh)] = true
+			}
+		}
+	}
+	entries, err := os.ReadDir(filepath.Join(h.opts.DataDir, "shards"))
+	if err != nil {
+		return // none yet
+	}
+	for _, e := range entries {
+		gid := e.Name()
+		h.mu.RLock()
+		_, running := h.shards[gid]
+		h.mu.RUnlock()
+		if !e.IsDir() || keep[gid] || running {
+			continue
+		}
+		if err := os.RemoveAll(h.shardDir(gid)); err != nil {
+			h.logger.Warn("removing a stray shard replica", "group", gid, "err", err)
+			continue
+		}
+		h.logger.Info("stray shard replica removed: it moved away or its stream is gone", "group", gid)
+	}
+}
+
+// maybeReportCaughtUp starts, once per replica, the report that the
+// replica a move brings to this node has caught up. Started here rather
+// than at start, so that a replica still running from an earlier stay on
+// this node reports too.
+func (h *Host) maybeReportCaughtUp(s *Stream, sh *Shard, gid string) {
+	mv := sh.Moving
+	if s.Status == StreamDeleting || mv == nil || mv.To != h.opts.NodeID || mv.CaughtUp || mv.Cancel {
+		return
+	}
+	h.mu.RLock()
+	r := h.shards[gid]
+	h.mu.RUnlock()
+	if r == nil || r.Raft() == nil || h.moveReports[gid] == r {
+		return
+	}
+	h.moveReports[gid] = r
+	h.wg.Add(1)
+	go h.reportCaughtUp(r, MoveCaughtUpCmd{StreamID: s.ID, ShardIndex: sh.Index, To: mv.To})
 }
 
 // maybeReportSealed starts, once per replica, the report that this node's
@@ -175,14 +238,12 @@ func (h *Host) startReplica(s *Stream, sh *Shard) {
 	h.mu.Lock()
 	h.shards[gid] = r
 	h.mu.Unlock()
+	// A replica removed from here earlier (moved away) may come back.
+	delete(h.removing, gid)
 	h.logger.Info("shard replica started", "stream", s.Name, "shard", sh.ID(), "group", gid)
 	if !sh.Ready {
 		h.wg.Add(1)
 		go h.reportReady(r, ShardReadyCmd{StreamID: s.ID, ShardIndex: sh.Index})
-	}
-	if mv := sh.Moving; mv != nil && mv.To == h.opts.NodeID && !mv.CaughtUp {
-		h.wg.Add(1)
-		go h.reportCaughtUp(r, MoveCaughtUpCmd{StreamID: s.ID, ShardIndex: sh.Index, To: mv.To})
 	}
 }
 

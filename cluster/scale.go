@@ -263,7 +263,7 @@ func (h *Host) advanceScaling(ctx context.Context) {
 		}
 		cmd := ScaleStepCmd{StreamID: s.ID, Splits: splits, Merges: merges}
 		if n := 2*len(splits) + len(merges); n > 0 {
-			cmd.Placement = PlaceReplicas(h.opts.Membership.Alive(), st.Load(), n, 3)
+			cmd.Placement = PlaceReplicas(h.placementNodes(st), st.Load(), n, 3)
 		}
 		pctx, cancel := context.WithTimeout(ctx, sealWait)
 		err = h.ProposeMeta(pctx, Command{ScaleStep: &cmd})

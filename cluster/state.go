@@ -50,6 +50,10 @@ type State struct {
 	// are never reused, so a worker of a deleted group can never pass for
 	// the holder of a lease in a new one of the same name.
 	LeaseCounter uint64 `json:"lease_counter,omitempty"`
+	// Draining holds the nodes being emptied (`riffle node drain`): the
+	// controller moves their replicas away and places nothing new on them.
+	// Never modified in place: a command that changes it copies it.
+	Draining map[string]bool `json:"draining,omitempty"`
 }
 
 // Stream is one stream's metadata.
@@ -134,6 +138,12 @@ type Move struct {
 	// CaughtUp is set when To's replica has applied what the leader
 	// committed; the shard leader then promotes it.
 	CaughtUp bool `json:"caught_up,omitempty"`
+	// Reason is why the move was planned: MoveReasonDead, MoveReasonDrain
+	// or MoveReasonBalance (empty in moves recorded before it existed).
+	Reason string `json:"reason,omitempty"`
+	// Cancel asks the shard leader to roll the move back: remove To from
+	// the group while From is still in it (moves.go).
+	Cancel bool `json:"cancel,omitempty"`
 }
 
 // ShardID formats a shard index as Kinesis does.

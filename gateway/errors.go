@@ -105,7 +105,8 @@ func asError(err error) *Error {
 		return notFound("%v", err)
 	case errors.Is(err, cluster.ErrGroupExists):
 		return inUse("%v", err)
-	case errors.Is(err, cluster.ErrStreamNotFound), errors.Is(err, cluster.ErrConsumerNotFound):
+	case errors.Is(err, cluster.ErrStreamNotFound), errors.Is(err, cluster.ErrConsumerNotFound),
+		errors.Is(err, cluster.ErrNodeNotFound):
 		return notFound("%v", err)
 	case errors.Is(err, cluster.ErrStreamExists), errors.Is(err, cluster.ErrStreamInUse),
 		errors.Is(err, cluster.ErrConsumerExists), errors.Is(err, cluster.ErrStreamHasConsumers):

@@ -70,11 +70,17 @@ func New(opts Options) *Server {
 	}
 	s := &Server{host: opts.Host, metrics: newMetrics(opts.Registerer), fanout: newFanout(opts.Registerer), logger: opts.Logger, now: opts.Now, opts: opts}
 	s.throttled = newThrottleMetrics(opts.Registerer)
+	if opts.Host != nil {
+		registerMoveMetrics(opts.Registerer, opts.Host)
+	}
 	return s
 }
 
-// Register adds the Streams service to g.
-func (s *Server) Register(g *grpc.Server) { rifflev1.RegisterStreamsServer(g, s) }
+// Register adds the Streams service and Riffle's Nodes extension to g.
+func (s *Server) Register(g *grpc.Server) {
+	rifflev1.RegisterStreamsServer(g, s)
+	rifflev1.RegisterNodesServer(g, nodesServer{s: s})
+}
 
 // UnaryInterceptor times every call, counts failures by exception and turns
 // errors into gRPC statuses (the only place that happens).

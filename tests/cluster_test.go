@@ -339,17 +339,25 @@ func TestDeadNodeReplicasRebuilt(t *testing.T) {
 	if testing.Short() {
 		t.Skip("four nodes")
 	}
-	c := startClusterWith(t, 3, 2*time.Second)
+	c := startClusterOpts(t, &testCluster{t: t, expect: 3, deadNodeGrace: 2 * time.Second, raft: steadyRaft})
 	createStream(t, c.nodes[0].client, "move", 3)
 	var acks []ack
 	for i := 0; i < 150; i++ {
 		data := fmt.Sprintf("m-%d", i)
-		out, err := c.nodes[i%3].client.PutRecord(context.Background(), &rifflev1.PutRecordRequest{StreamName: "move", PartitionKey: data, Data: []byte(data)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		acks = append(acks, ack{out.ShardId, out.SequenceNumber, data})
+		// The balancer hands new shards' leaderships to their preferred
+		// replicas meanwhile; a write caught by that is sent again.
+		waitFor(t, 10*time.Second, "write before the move", func() error {
+			out, err := c.nodes[i%3].client.PutRecord(context.Background(), &rifflev1.PutRecordRequest{StreamName: "move", PartitionKey: data, Data: []byte(data)})
+			if err == nil {
+				acks = append(acks, ack{out.ShardId, out.SequenceNumber, data})
+			} else if !retryable(err) && status.Code(err) != codes.Unknown {
+				t.Fatalf("put %s: %v", data, err)
+			}
+			return err
+		})
 	}
+	// n4 joins, and balancing starts moving replicas onto it; n3's death
+	// then makes the dead-node rebuild take over.
 	n4 := c.addNode()
 	c.kill(2)
 	waitFor(t, 60*time.Second, "replicas moved from n3 to n4", func() error {

@@ -87,6 +87,9 @@ var commands = []*command{
 	consumerDeregisterCommand,
 	subscribeCommand,
 	consumeCommand,
+	nodeListCommand,
+	nodeDrainCommand,
+	nodeUndrainCommand,
 	healthCommand,
 	benchCommand,
 }
