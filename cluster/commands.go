@@ -39,6 +39,9 @@ type Command struct {
 	ScaleStep        *ScaleStepCmd        `json:"scale_step,omitempty"`
 	ReplicaSealed    *ReplicaSealedCmd    `json:"replica_sealed,omitempty"`
 
+	UpdateStreamMode   *UpdateStreamModeCmd   `json:"update_stream_mode,omitempty"`
+	StreamModeSwitched *StreamModeSwitchedCmd `json:"stream_mode_switched,omitempty"`
+
 	RegisterConsumer   *RegisterConsumerCmd   `json:"register_consumer,omitempty"`
 	DeregisterConsumer *DeregisterConsumerCmd `json:"deregister_consumer,omitempty"`
 	ConsumerStatus     *ConsumerStatusCmd     `json:"consumer_status,omitempty"`
@@ -163,6 +166,10 @@ func (st *State) apply(cmd *Command) (*State, error) {
 		return st.scaleStep(cmd.ScaleStep)
 	case cmd.ReplicaSealed != nil:
 		return st.replicaSealed(cmd.ReplicaSealed)
+	case cmd.UpdateStreamMode != nil:
+		return st.updateStreamMode(cmd.UpdateStreamMode)
+	case cmd.StreamModeSwitched != nil:
+		return st.streamModeSwitched(cmd.StreamModeSwitched)
 	case cmd.RegisterConsumer != nil:
 		return st.registerConsumer(cmd.RegisterConsumer)
 	case cmd.DeregisterConsumer != nil:
