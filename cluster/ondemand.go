@@ -14,21 +14,23 @@ import (
 // function of the stream, the histories and the clock, then picks at most
 // one split or merge per stream (one resharding at a time):
 //
-//   - split the hottest open shard whose every sample of the last
-//     SplitAfter was at or above SplitThreshold, at the median hash key of
-//     its recent writes (the midpoint when there is none), unless the
-//     stream has MaxShards open shards;
+//   - split the hottest open shard whose mean load over the last
+//     SplitAfter (its history reaching back that far) was at or above
+//     SplitThreshold, at the median hash key of its recent writes (the
+//     midpoint when there is none), unless the stream has MaxShards open
+//     shards. The mean rather than every sample, so that one slow poll or
+//     a writer's pause does not restart the window; the limits cap a
+//     sample near the limit, so a short burst cannot carry the mean;
 //   - otherwise merge two adjacent open shards whose peak loads over the
 //     last MergeAfter add up to less than MergeThreshold, unless the
-//     stream has OnDemandInitialShards open shards or fewer, or one of its
-//     shards was hot (at or above SplitThreshold) in that window: a stream
-//     that is growing does not shrink elsewhere, so that once a hot spot
-//     cools every pair is judged at once and the narrowest go first.
-//     Merges only
-//     undo splits: the merged range may not straddle the boundary of a
-//     range that was split, so the cold half of a split waits for its
-//     sibling rather than joining a neighbour. Among candidates the
-//     narrowest union goes first, which restores even ranges.
+//     stream has OnDemandInitialShards open shards or fewer or one of its
+//     open shards is younger than MergeAfter (a resharding settles
+//     first). Merges undo splits first: while two open neighbours
+//     together make a range that was split, only such pairs merge, so a
+//     hot key's children merge back once it cools, before anything else;
+//     and no merge may straddle the boundary of a range that was split, so
+//     the cold half of a split never joins a neighbour. Among candidates
+//     the narrowest union goes first, which keeps ranges even.
 //
 // A shard's history starts when the controller first sees it open, so a
 // new child waits a whole window before it is judged.
@@ -157,16 +159,16 @@ func planSplit(open []*Shard, loads map[uint64]*ShardLoad, now time.Time, o OnDe
 		if !ok {
 			continue
 		}
-		sum, hot := 0.0, true
+		sum := 0.0
 		for _, x := range samples {
-			hot = hot && x.Load >= o.SplitThreshold
 			sum += x.Load
 		}
+		mean := sum / float64(len(samples))
 		key, splittable := splitKey(sh.HashRange(), loads[sh.Index].Median)
-		if !hot || !splittable {
+		if mean < o.SplitThreshold || !splittable {
 			continue
 		}
-		if mean := sum / float64(len(samples)); !found || mean > best.Load {
+		if !found || mean > best.Load {
 			best = OnDemandAction{Split: &ScaleSplit{Shard: sh.ID(), Key: key.String()}, Load: mean}
 			found = true
 		}
@@ -208,21 +210,32 @@ func planMerge(s *Stream, open []*Shard, loads map[uint64]*ShardLoad, now time.T
 		return p, true
 	}
 	for _, sh := range open {
-		if p, ok := peak(sh); ok && p >= o.SplitThreshold {
-			return OnDemandAction{}, false // growing: no shrinking elsewhere
+		if _, ok := peak(sh); !ok {
+			return OnDemandAction{}, false // resharded within the window: let it settle
 		}
+	}
+	// undoes reports whether merging a and b restores a range that was
+	// split; while such a pair is open, only such pairs merge.
+	undoes := func(u HashRange) bool {
+		for _, r := range former {
+			if r.Start.Cmp(u.Start) == 0 && r.End.Cmp(u.End) == 0 {
+				return true
+			}
+		}
+		return false
+	}
+	undoOnly := false
+	for i := 0; i+1 < len(open); i++ {
+		undoOnly = undoOnly || undoes(HashRange{Start: open[i].HashRange().Start, End: open[i+1].HashRange().End})
 	}
 	var best OnDemandAction
 	var bestWidth *big.Int
 	for i := 0; i+1 < len(open); i++ {
 		a, b := open[i], open[i+1]
-		pa, oka := peak(a)
-		pb, okb := peak(b)
-		if !oka || !okb || pa+pb >= o.MergeThreshold {
-			continue
-		}
+		pa, _ := peak(a)
+		pb, _ := peak(b)
 		union := HashRange{Start: a.HashRange().Start, End: b.HashRange().End}
-		if straddles(union, former) {
+		if pa+pb >= o.MergeThreshold || straddles(union, former) || (undoOnly && !undoes(union)) {
 			continue
 		}
 		width := new(big.Int).Sub(union.End, union.Start)

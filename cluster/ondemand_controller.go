@@ -7,6 +7,9 @@ import (
 	internalv1 "github.com/riffle-streams/riffle/proto/riffle/internalapi/v1"
 )
 
+// pollTimeout is the least time a node gets to answer a poll.
+const pollTimeout = 2 * time.Second
+
 // meterKey names one node's counter of one shard; a new epoch is a new
 // counter.
 type meterKey struct {
@@ -142,9 +145,11 @@ func (h *Host) runOnDemand() {
 		if view == nil {
 			view = newOnDemandView(o)
 		}
-		counts, failed := h.pollWriteCounts(h.ctx, o.Interval)
+		// A poll may take longer than the interval on a loaded node; the
+		// ticker drops the ticks it misses.
+		counts, failed := h.pollWriteCounts(h.ctx, max(o.Interval, pollTimeout))
 		if len(failed) > 0 {
-			h.logger.Debug("write rates unanswered; skipping a round", "nodes", failed)
+			h.logger.Info("write rates unanswered; skipping a round", "nodes", failed)
 			continue
 		}
 		now := time.Now()

@@ -81,8 +81,14 @@ func TestPlanOnDemand(t *testing.T) {
 	mid1 := new(big.Int).Add(r1.Start, new(big.Int).Rsh(new(big.Int).Add(new(big.Int).Sub(r1.End, r1.Start), big.NewInt(1)), 1))
 	inside := new(big.Int).Add(r1.Start, big.NewInt(12345))
 
-	gap := history(now, 10*time.Second, 0.9)
-	gap.Samples[4].Load = 0.4
+	dip := history(now, 10*time.Second, 0.9)
+	dip.Samples[4].Load = 0
+	alternating := history(now, 10*time.Second, 0.9)
+	for i := range alternating.Samples {
+		if i%2 == 0 {
+			alternating.Samples[i].Load = 0.05 // mean 0.475
+		}
+	}
 	medianLoad := history(now, 10*time.Second, 0.9)
 	medianLoad.Median = inside
 	firstKey := history(now, 10*time.Second, 0.9)
@@ -98,7 +104,8 @@ func TestPlanOnDemand(t *testing.T) {
 		{"all idle", map[uint64]*ShardLoad{0: history(now, time.Minute, 0), 1: history(now, time.Minute, 0)}, ""},
 		{"hot long enough, midpoint", map[uint64]*ShardLoad{1: history(now, 10*time.Second, 0.6)}, "shardId-000000000001@" + mid1.String()},
 		{"hot, not long enough", map[uint64]*ShardLoad{1: history(now, 9*time.Second, 0.9)}, ""},
-		{"one cool sample in the window", map[uint64]*ShardLoad{1: gap}, ""},
+		{"one idle sample in the window", map[uint64]*ShardLoad{1: dip}, "shardId-000000000001@" + mid1.String()},
+		{"mean under the threshold", map[uint64]*ShardLoad{1: alternating}, ""},
 		{"just under the threshold", map[uint64]*ShardLoad{1: history(now, time.Minute, 0.49)}, ""},
 		{"median inside", map[uint64]*ShardLoad{1: medianLoad}, "shardId-000000000001@" + inside.String()},
 		{"median is the first key", map[uint64]*ShardLoad{1: firstKey}, "shardId-000000000001@" + new(big.Int).Add(r1.Start, big.NewInt(1)).String()},
@@ -174,11 +181,10 @@ func TestPlanOnDemand(t *testing.T) {
 		t.Fatalf("merge at a combined load of 0.1: %+v", a.Merge)
 	}
 	// The hot key's shard warm (0.2), the rest idle: its sibling pair is
-	// too warm to merge, and no cold pair may straddle a split range, so
-	// only the two untouched shards 2 and 3 merge.
-	if a = PlanOnDemand(st.Streams["s"], loads(st, 0.2, 0, time.Minute), now, o); a.Merge == nil ||
-		a.Merge.Shard != "shardId-000000000002" || a.Merge.Adjacent != "shardId-000000000003" {
-		t.Fatalf("merge with a warm hot key: %+v, want shards 2 and 3", a.Merge)
+	// too warm to merge, and while it is open only splits are undone, so
+	// nothing merges.
+	if a = PlanOnDemand(st.Streams["s"], loads(st, 0.2, 0, time.Minute), now, o); a.Merge != nil {
+		t.Fatalf("merge with a warm hot key: %+v, want none", a.Merge)
 	}
 	// Cooled for the window: the splits are undone, innermost first, and
 	// the stream ends at its four even ranges.
@@ -192,6 +198,25 @@ func TestPlanOnDemand(t *testing.T) {
 	checkEven(t, st.Streams["s"], 4)
 	if a = PlanOnDemand(st.Streams["s"], loads(st, 0, 0, time.Minute), now, o); a.Merge != nil || a.Split != nil {
 		t.Fatalf("below the minimum: %+v %+v", a.Split, a.Merge)
+	}
+
+	// Six shards never split (a PROVISIONED stream turned ON_DEMAND), at
+	// MaxShards, the last one hot: two cold neighbours merge meanwhile,
+	// the first pair of equal width; a shard younger than the window holds
+	// every merge.
+	o.MaxShards = 6
+	six := onDemandState(t, 6, ModeOnDemand)
+	sixLoads := map[uint64]*ShardLoad{}
+	for i := range 6 {
+		sixLoads[uint64(i)] = history(now, time.Minute, 0)
+	}
+	sixLoads[5] = history(now, time.Minute, 1)
+	if a = PlanOnDemand(six.Streams["s"], sixLoads, now, o); a.Merge == nil || a.Merge.Shard != "shardId-000000000000" || a.Merge.Adjacent != "shardId-000000000001" {
+		t.Fatalf("six shards, one hot: %+v, want shards 0 and 1 merged", a.Merge)
+	}
+	sixLoads[3] = history(now, 5*time.Second, 0)
+	if a = PlanOnDemand(six.Streams["s"], sixLoads, now, o); a.Merge != nil {
+		t.Fatalf("merge with a shard younger than the window: %+v", a.Merge)
 	}
 }
 

@@ -40,6 +40,10 @@ type testCluster struct {
 	// subLifetime and subHeartbeat set subscription timing; zero keeps
 	// the defaults.
 	subLifetime, subHeartbeat time.Duration
+	// onDemand and scalingOpsPerDay tune on-demand scaling and the daily
+	// UpdateShardCount limit; zero keeps the defaults.
+	onDemand         cluster.OnDemandOptions
+	scalingOpsPerDay int
 }
 
 // startCluster starts n nodes with bootstrap-expect n and waits until every
@@ -105,6 +109,8 @@ func (c *testCluster) startNode(i int) *testNode {
 
 		SubscriptionLifetime:  c.subLifetime,
 		SubscriptionHeartbeat: c.subHeartbeat,
+		OnDemand:              c.onDemand,
+		ScalingOpsPerDay:      c.scalingOpsPerDay,
 		Logger:                logger,
 	})
 	if err != nil {
