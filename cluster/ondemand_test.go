@@ -296,6 +296,15 @@ func TestUpdateStreamModeState(t *testing.T) {
 		t.Errorf("%d switches remembered, want the 2 of the last 24 hours", n)
 	}
 
+	// A stream deleted while switching stays DELETING.
+	st = applyOK(t, st, Command{StreamModeSwitched: &StreamModeSwitchedCmd{StreamID: id}})
+	st = applyOK(t, st, Command{UpdateStreamMode: &UpdateStreamModeCmd{Name: "s", Mode: ModeOnDemand, At: t0.Add(48 * time.Hour)}})
+	st = applyOK(t, st, Command{DeleteStream: &DeleteStreamCmd{Name: "s"}})
+	st = applyOK(t, st, Command{StreamModeSwitched: &StreamModeSwitchedCmd{StreamID: id}})
+	if s := st.Streams["s"]; s.Status != StreamDeleting {
+		t.Errorf("deleted while switching, then confirmed: %s", s.Status)
+	}
+
 	small := onDemandState(t, 2, ModeProvisioned)
 	small = applyOK(t, small, *sw(ModeOnDemand, t0))
 	if s := small.Streams["s"]; s.Status != StreamUpdating || s.ScalingTarget != OnDemandInitialShards || s.ModeSwitching {

@@ -109,8 +109,8 @@ func (st *State) updateStreamMode(c *UpdateStreamModeCmd) (*State, error) {
 
 func (st *State) streamModeSwitched(c *StreamModeSwitchedCmd) (*State, error) {
 	s, ok := st.streamByID(c.StreamID)
-	if !ok || !s.ModeSwitching {
-		return st, nil // a repeated proposal
+	if !ok || !s.ModeSwitching || s.Status != StreamUpdating {
+		return st, nil // a repeated proposal, or the stream is being deleted
 	}
 	s = s.clone()
 	s.ModeSwitching = false
@@ -135,7 +135,7 @@ func (h *Host) UpdateStreamMode(ctx context.Context, name string, mode StreamMod
 // the controller's next pass.
 func (h *Host) finishModeSwitches(ctx context.Context) {
 	for _, s := range h.meta.State().Streams {
-		if !s.ModeSwitching {
+		if !s.ModeSwitching || s.Status != StreamUpdating {
 			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, sealWait)

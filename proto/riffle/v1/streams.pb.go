@@ -641,7 +641,8 @@ func (x *ShardLimits) GetFanOutBytesPerSecond() int64 {
 type CreateStreamRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	StreamName string                 `protobuf:"bytes,1,opt,name=stream_name,json=streamName,proto3" json:"stream_name,omitempty"`
-	// Required for PROVISIONED streams; ignored for ON_DEMAND.
+	// Required for PROVISIONED streams; must be unset (0) for ON_DEMAND ones,
+	// which start with 4 shards (InvalidArgumentException otherwise).
 	ShardCount        int32              `protobuf:"varint,2,opt,name=shard_count,json=shardCount,proto3" json:"shard_count,omitempty"`
 	StreamModeDetails *StreamModeDetails `protobuf:"bytes,3,opt,name=stream_mode_details,json=streamModeDetails,proto3" json:"stream_mode_details,omitempty"`
 	Tags              map[string]string  `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
