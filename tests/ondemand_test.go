@@ -190,8 +190,9 @@ func mustKey(t *testing.T, s string) *big.Int {
 // SplitShard, MergeShards and UpdateShardCount on an ON_DEMAND stream are
 // InvalidArgument and change nothing; UpdateStreamMode (by ARN) switches
 // both ways keeping the shards, refuses the current mode (InvalidArgument),
-// a missing ARN (Validation), an unknown one (ResourceNotFound) and a third
-// switch in 24 hours (LimitExceeded); a 2-shard PROVISIONED stream turned
+// a missing ARN (Validation), an unknown one (ResourceNotFound), a switch
+// while a split runs (ResourceInUse) and a third switch in 24 hours
+// (LimitExceeded); a 2-shard PROVISIONED stream turned
 // ON_DEMAND is scaled up to 4; and UpdateShardCount past the daily limit
 // (set to 2 here) is LimitExceeded.
 func TestOnDemandModeAndLimits(t *testing.T) {
@@ -241,6 +242,8 @@ func TestOnDemandModeAndLimits(t *testing.T) {
 	if _, err := cl.SplitShard(ctx, &rifflev1.SplitShardRequest{StreamName: "od", ShardToSplit: "shardId-000000000000", NewStartingHashKey: "1"}); err != nil {
 		t.Fatalf("SplitShard after switching to PROVISIONED: %v", err)
 	}
+	// The split holds the stream UPDATING until its children have elected.
+	expectCode(t, "UpdateStreamMode while a split runs", mode(arn, rifflev1.StreamMode_STREAM_MODE_ON_DEMAND), codes.FailedPrecondition, "ResourceInUseException")
 	waitActive(t, cl, "od")
 	switchTo("od", rifflev1.StreamMode_STREAM_MODE_ON_DEMAND, 5)
 	expectCode(t, "a third UpdateStreamMode in 24 hours", mode(arn, rifflev1.StreamMode_STREAM_MODE_PROVISIONED), codes.ResourceExhausted, "LimitExceededException")
