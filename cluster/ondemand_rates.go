@@ -9,6 +9,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	internalv1 "github.com/riffle-streams/riffle/proto/riffle/internalapi/v1"
 	"github.com/riffle-streams/riffle/shardlog"
 )
@@ -177,11 +180,17 @@ func (h *Host) pollWriteCounts(ctx context.Context, timeout time.Duration) (coun
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil {
+			switch {
+			case status.Code(err) == codes.Unimplemented:
+				// A node of an older version, during a rolling upgrade:
+				// the shards it leads look idle until it is upgraded,
+				// which is better than stalling every stream's decisions.
+				counts[id] = nil
+			case err != nil:
 				failed = append(failed, id)
-				return
+			default:
+				counts[id] = resp.Shards
 			}
-			counts[id] = resp.Shards
 		})
 	}
 	wg.Wait()
