@@ -13,12 +13,25 @@ const pollTimeout = 2 * time.Second
 // meterKey names one node's counter of one shard; a new epoch is a new
 // counter.
 type meterKey struct {
-	node            string
 	streamID, index uint64
 	epoch           uint64
 }
 
 type meterCount struct{ records, bytes uint64 }
+
+// shardKey names a shard across streams.
+type shardKey struct{ streamID, index uint64 }
+
+// writeRate is records and bytes per second.
+type writeRate struct{ records, bytes float64 }
+
+// nodeView is what one node last answered: its counters, when, and the
+// rates they showed since its previous answer.
+type nodeView struct {
+	at     time.Time
+	counts map[meterKey]meterCount
+	rates  map[shardKey]writeRate
+}
 
 // onDemandView is the metadata leader's picture of ON_DEMAND streams'
 // loads. It belongs to runOnDemand and is dropped when leadership is lost:
@@ -26,48 +39,68 @@ type meterCount struct{ records, bytes uint64 }
 type onDemandView struct {
 	opts      OnDemandOptions
 	lastRound time.Time
-	last      map[meterKey]meterCount
+	nodes     map[string]*nodeView
 	loads     map[uint64]map[uint64]*ShardLoad // stream id -> shard index
 }
 
 func newOnDemandView(o OnDemandOptions) *onDemandView {
-	return &onDemandView{opts: o, last: map[meterKey]meterCount{}, loads: map[uint64]map[uint64]*ShardLoad{}}
+	return &onDemandView{opts: o, nodes: map[string]*nodeView{}, loads: map[uint64]map[uint64]*ShardLoad{}}
 }
 
-// observe adds one round of counts taken at now. Every live node answered
-// (a round with a missing node is skipped, so that the next one measures
-// the whole time since the last complete round). A counter not seen in the
-// previous round started after it, so all of its count is new.
-func (v *onDemandView) observe(st *State, counts map[string][]*internalv1.ShardWriteCount, now time.Time, limits func(*Stream) Limits) {
-	type delta struct {
-		records, bytes float64
-		median         string
-		medianWeight   uint64
-	}
-	deltas := map[[2]uint64]*delta{}
-	next := make(map[meterKey]meterCount, len(v.last))
+// observe adds one round of counts taken at now. A node's rates are its
+// counters' growth since its own previous answer, so a node that missed a
+// round (failed) is measured over the whole time when it answers again;
+// meanwhile its last rates stand in for it, for a few intervals, so that
+// one slow node neither stalls every stream's decisions nor makes the
+// shards it leads look idle. A counter not seen in the node's previous
+// answer started after it, so all of its count is new.
+func (v *onDemandView) observe(st *State, counts map[string][]*internalv1.ShardWriteCount, failed []string, now time.Time, limits func(*Stream) Limits) {
+	medians := map[shardKey]string{}
+	medianWeight := map[shardKey]uint64{}
+	nodes := make(map[string]*nodeView, len(counts)+len(failed))
 	for node, cs := range counts {
+		prev := v.nodes[node]
+		nv := &nodeView{at: now, counts: map[meterKey]meterCount{}, rates: map[shardKey]writeRate{}}
 		for _, c := range cs {
-			k := meterKey{node: node, streamID: c.StreamId, index: c.ShardIndex, epoch: c.Epoch}
+			k := meterKey{streamID: c.StreamId, index: c.ShardIndex, epoch: c.Epoch}
+			sk := shardKey{c.StreamId, c.ShardIndex}
 			cur := meterCount{records: c.Records, bytes: c.Bytes}
-			next[k] = cur
-			prev := v.last[k] // zero when the counter is new
-			d := deltas[[2]uint64{c.StreamId, c.ShardIndex}]
-			if d == nil {
-				d = &delta{}
-				deltas[[2]uint64{c.StreamId, c.ShardIndex}] = d
+			nv.counts[k] = cur
+			if c.MedianHashKey != "" && cur.records >= medianWeight[sk] {
+				medians[sk], medianWeight[sk] = c.MedianHashKey, cur.records
 			}
-			if cur.records >= prev.records && cur.bytes >= prev.bytes {
-				d.records += float64(cur.records - prev.records)
-				d.bytes += float64(cur.bytes - prev.bytes)
+			if prev == nil {
+				continue // the node's first answer: a baseline
 			}
-			if c.MedianHashKey != "" && cur.records >= d.medianWeight {
-				d.median, d.medianWeight = c.MedianHashKey, cur.records
+			old := prev.counts[k] // zero when the counter is new
+			elapsed := now.Sub(prev.at).Seconds()
+			if elapsed <= 0 || cur.records < old.records || cur.bytes < old.bytes {
+				continue
 			}
+			r := nv.rates[sk]
+			r.records += float64(cur.records-old.records) / elapsed
+			r.bytes += float64(cur.bytes-old.bytes) / elapsed
+			nv.rates[sk] = r
+		}
+		nodes[node] = nv
+	}
+	stale := 5*v.opts.Interval + pollTimeout
+	for _, node := range failed {
+		if prev := v.nodes[node]; prev != nil && now.Sub(prev.at) < stale {
+			nodes[node] = prev
+		}
+	}
+	v.nodes = nodes
+	rates := map[shardKey]writeRate{}
+	for _, nv := range nodes {
+		for sk, r := range nv.rates {
+			sum := rates[sk]
+			sum.records += r.records
+			sum.bytes += r.bytes
+			rates[sk] = sum
 		}
 	}
 	first := v.lastRound.IsZero()
-	elapsed := now.Sub(v.lastRound).Seconds()
 	loads := map[uint64]map[uint64]*ShardLoad{}
 	keep := max(v.opts.SplitAfter, v.opts.MergeAfter) + 2*v.opts.Interval
 	for _, s := range st.Streams {
@@ -86,21 +119,15 @@ func (v *onDemandView) observe(st *State, counts map[string][]*internalv1.ShardW
 				cur[sh.Index] = &ShardLoad{}
 				continue
 			}
-			d := deltas[[2]uint64{s.ID, sh.Index}]
-			if d == nil {
-				d = &delta{}
-			}
-			load := 0.0
-			if elapsed > 0 {
-				load = shardLoadFraction(d.records/elapsed, d.bytes/elapsed, limits(s))
-			}
+			sk := shardKey{s.ID, sh.Index}
+			load := shardLoadFraction(rates[sk].records, rates[sk].bytes, limits(s))
 			samples := append(l.Samples, LoadSample{Since: v.lastRound, At: now, Load: load})
 			for len(samples) > 0 && now.Sub(samples[0].At) > keep {
 				samples = samples[1:]
 			}
 			nl := &ShardLoad{Samples: samples, Median: l.Median}
-			if d.median != "" {
-				if m, err := ParseHashKey(d.median); err == nil {
+			if m := medians[sk]; m != "" {
+				if m, err := ParseHashKey(m); err == nil {
 					nl.Median = m
 				}
 			}
@@ -108,7 +135,7 @@ func (v *onDemandView) observe(st *State, counts map[string][]*internalv1.ShardW
 		}
 		loads[s.ID] = cur
 	}
-	v.loads, v.last, v.lastRound = loads, next, now
+	v.loads, v.lastRound = loads, now
 }
 
 // hasOnDemand reports whether st holds any ON_DEMAND stream.
@@ -149,12 +176,11 @@ func (h *Host) runOnDemand() {
 		// ticker drops the ticks it misses.
 		counts, failed := h.pollWriteCounts(h.ctx, max(o.Interval, pollTimeout))
 		if len(failed) > 0 {
-			h.logger.Info("write rates unanswered; skipping a round", "nodes", failed)
-			continue
+			h.logger.Debug("write rates unanswered; using the nodes' last rates", "nodes", failed)
 		}
 		now := time.Now()
 		st = h.meta.State()
-		view.observe(st, counts, now, h.Limits)
+		view.observe(st, counts, failed, now, h.Limits)
 		for _, s := range st.Streams {
 			if s.Mode != ModeOnDemand || s.Status != StreamActive {
 				continue

@@ -22,7 +22,7 @@ import (
 // adds per append) and keeps a small sample of their hash keys. The
 // metadata leader polls every live node with the Forward RPC
 // ShardWriteRates once per OnDemandOptions.Interval and turns two
-// successive counts into a rate. Nothing goes through raft: a poll costs
+// successive counts of a node into a rate (onDemandView.observe). Nothing goes through raft: a poll costs
 // one small RPC per node, and only while some stream is ON_DEMAND.
 
 // hashSamples is how many recent hash keys a meter keeps for the median.

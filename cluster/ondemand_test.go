@@ -342,34 +342,49 @@ func TestScalingDailyLimit(t *testing.T) {
 }
 
 // TestLoadHistory checks how the controller turns polled counts into
-// samples: a new shard's history starts with the round that first sees it,
-// a counter seen for the first time counts whole, counts of two nodes add
-// up, and the load is the larger of the records and bytes fractions.
+// samples: a node's first answer is a baseline, a counter it did not have
+// before counts whole, counts of two nodes add up, a node that misses a
+// round is assumed to keep its last rate and is measured over the whole
+// time once it answers, and the load is the larger of the records and
+// bytes fractions.
 func TestLoadHistory(t *testing.T) {
 	st := onDemandState(t, 4, ModeOnDemand)
 	s := st.Streams["s"]
 	v := newOnDemandView(OnDemandOptions{SplitAfter: time.Minute, MergeAfter: time.Minute, Interval: time.Second})
 	limits := func(*Stream) Limits { return Limits{WriteRecords: 100, WriteBytes: 1 << 20} }
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	v.observe(st, nil, t0, limits)
+	type counts = map[string][]*internalv1.ShardWriteCount
+	count := func(epoch, records, bytes uint64) *internalv1.ShardWriteCount {
+		return &internalv1.ShardWriteCount{StreamId: s.ID, ShardIndex: 0, Epoch: epoch, Records: records, Bytes: bytes}
+	}
+	v.observe(st, counts{"n1": {count(1, 0, 0)}, "n2": nil}, nil, t0, limits)
 	if l := v.loads[s.ID][0]; l == nil || len(l.Samples) != 0 {
 		t.Fatalf("first round: %+v, want an empty history", l)
 	}
-	v.observe(st, map[string][]*internalv1.ShardWriteCount{
-		"n1": {{StreamId: s.ID, ShardIndex: 0, Epoch: 1, Records: 50, Bytes: 100}},
-		"n2": {{StreamId: s.ID, ShardIndex: 0, Epoch: 7, Records: 30, Bytes: 100, MedianHashKey: "42"}},
-	}, t0.Add(2*time.Second), limits)
+	withMedian := count(7, 30, 100)
+	withMedian.MedianHashKey = "42"
+	v.observe(st, counts{"n1": {count(1, 50, 100)}, "n2": {withMedian}}, nil, t0.Add(2*time.Second), limits)
 	l := v.loads[s.ID][0]
 	if len(l.Samples) != 1 || l.Samples[0].Load != 0.4 || l.Median == nil || l.Median.Int64() != 42 {
-		t.Fatalf("second round: %+v median %v, want load 80/2s/100 = 0.4 and median 42", l.Samples, l.Median)
+		t.Fatalf("second round: %+v median %v, want load (25+15)/100 = 0.4 and median 42", l.Samples, l.Median)
 	}
-	v.observe(st, map[string][]*internalv1.ShardWriteCount{
-		"n1": {{StreamId: s.ID, ShardIndex: 0, Epoch: 1, Records: 50, Bytes: 100 + 1<<20}},
-	}, t0.Add(3*time.Second), limits)
-	if got := v.loads[s.ID][0].Samples[1].Load; got != 1 {
-		t.Errorf("third round load %v, want 1 (bytes at the limit)", got)
+	v.observe(st, counts{"n1": {count(1, 50, 100)}}, []string{"n2"}, t0.Add(3*time.Second), limits)
+	if got := v.loads[s.ID][0].Samples[1].Load; got != 0.15 {
+		t.Errorf("third round, n2 silent: load %v, want its last 15/s = 0.15", got)
 	}
-	if got := v.loads[s.ID][1].Samples[1].Load; got != 0 {
+	v.observe(st, counts{"n1": {count(1, 50, 100+1<<20)}, "n2": {count(7, 60, 100)}}, nil, t0.Add(4*time.Second), limits)
+	if got := v.loads[s.ID][0].Samples[2].Load; got != 1 {
+		t.Errorf("fourth round load %v, want 1 (n1's bytes at the limit; n2 15/s over its 2 s)", got)
+	}
+	if got := v.nodes["n2"].rates[shardKey{s.ID, 0}].records; got != 15 {
+		t.Errorf("n2's rate over the round it missed: %v, want 15", got)
+	}
+	if got := v.loads[s.ID][1].Samples[2].Load; got != 0 {
 		t.Errorf("idle shard load %v, want 0", got)
+	}
+	// A node silent for longer than a few intervals stops counting.
+	v.observe(st, counts{"n1": {count(1, 50, 100+1<<20)}}, []string{"n2"}, t0.Add(20*time.Second), limits)
+	if _, ok := v.nodes["n2"]; ok {
+		t.Error("a node silent for 16 s still stands in with its last rates")
 	}
 }
