@@ -17,8 +17,8 @@ import (
 
 var onDemandMode = &rifflev1.StreamModeDetails{StreamMode: rifflev1.StreamMode_STREAM_MODE_ON_DEMAND}
 
-// hotWriter puts batches of records with one partition key as fast as the
-// shard's limit lets it, through every node in turn. Throttled records
+// hotWriter puts batches of 50 records with one partition key, more than the
+// shard's limit lets in, through every node in turn. Throttled records
 // were not applied and are dropped; each record's place is kept for the
 // lineage checks.
 type hotWriter struct {
@@ -34,7 +34,7 @@ func startHotWriter(clients []rifflev1.StreamsClient, stream, key string) *hotWr
 	w.wg.Go(func() {
 		n := 0
 		for i := 0; ctx.Err() == nil; i++ {
-			batch := make([]reshardWrite, 10)
+			batch := make([]reshardWrite, 50)
 			req := &rifflev1.PutRecordsRequest{StreamName: stream}
 			for j := range batch {
 				n++
