@@ -45,6 +45,9 @@ type Command struct {
 	CancelMove       *CancelMoveCmd       `json:"cancel_move,omitempty"`
 	MoveAborted      *MoveAbortedCmd      `json:"move_aborted,omitempty"`
 
+	UpdateStreamMode   *UpdateStreamModeCmd   `json:"update_stream_mode,omitempty"`
+	StreamModeSwitched *StreamModeSwitchedCmd `json:"stream_mode_switched,omitempty"`
+
 	RegisterConsumer   *RegisterConsumerCmd   `json:"register_consumer,omitempty"`
 	DeregisterConsumer *DeregisterConsumerCmd `json:"deregister_consumer,omitempty"`
 	ConsumerStatus     *ConsumerStatusCmd     `json:"consumer_status,omitempty"`
@@ -190,6 +193,10 @@ func (st *State) apply(cmd *Command) (*State, error) {
 		return st.cancelMove(cmd.CancelMove)
 	case cmd.MoveAborted != nil:
 		return st.moveAborted(cmd.MoveAborted)
+	case cmd.UpdateStreamMode != nil:
+		return st.updateStreamMode(cmd.UpdateStreamMode)
+	case cmd.StreamModeSwitched != nil:
+		return st.streamModeSwitched(cmd.StreamModeSwitched)
 	case cmd.RegisterConsumer != nil:
 		return st.registerConsumer(cmd.RegisterConsumer)
 	case cmd.DeregisterConsumer != nil:

@@ -108,6 +108,7 @@ func (h *Host) runController() {
 			h.manageConsumers(h.ctx)
 			h.planMoves(h.ctx)
 			h.advanceScaling(h.ctx)
+			h.finishModeSwitches(h.ctx)
 			if h.advanceReshards(h.ctx) {
 				// The switch changed the metadata after this pass read
 				// it: look again now (a scaling's next step) rather

@@ -54,6 +54,14 @@ type HostOptions struct {
 	// (writes at the shard leader, reads at the serving replica), so every
 	// node of a cluster should be given the same.
 	DefaultLimits Limits
+	// OnDemand tunes the scaling of ON_DEMAND streams; zero fields take
+	// the defaults (OnDemandOptions).
+	OnDemand OnDemandOptions
+	// ScalingOpsPerDay and ModeSwitchesPerDay bound UpdateShardCount and
+	// UpdateStreamMode calls per stream in a rolling 24 hours (Kinesis: 10
+	// and 2, the defaults when zero); negative: no limit. The metadata
+	// leader's setting applies.
+	ScalingOpsPerDay, ModeSwitchesPerDay int
 	// Logger receives structured logs.
 	Logger *slog.Logger
 }
@@ -101,6 +109,8 @@ type Host struct {
 
 	// throttles hold the per-shard limits' buckets of groups running here.
 	throttles throttles
+	// meters count the writes of ON_DEMAND shards this node leads.
+	meters writeMeters
 
 	// groups is the metadata leader's memory of consumer-group workers
 	// (group_coordinator.go), made on first use.
@@ -137,6 +147,13 @@ func StartHost(opts HostOptions) (*Host, error) {
 	if opts.BootstrapExpect <= 0 {
 		opts.BootstrapExpect = 1
 	}
+	opts.OnDemand = opts.OnDemand.WithDefaults()
+	if opts.ScalingOpsPerDay == 0 {
+		opts.ScalingOpsPerDay = DefaultScalingOpsPerDay
+	}
+	if opts.ModeSwitchesPerDay == 0 {
+		opts.ModeSwitchesPerDay = DefaultModeSwitchesPerDay
+	}
 	meta, err := OpenMeta(MetaOptions{
 		Dir:       metaDir(opts.DataDir),
 		LocalID:   serverID(opts.NodeID),
@@ -153,7 +170,8 @@ func StartHost(opts HostOptions) (*Host, error) {
 		shards: map[string]*shardlog.Shard{}, removing: map[string]bool{}, copies: map[string]bool{},
 		sealReports: map[string]*shardlog.Shard{}, moveReports: map[string]*shardlog.Shard{}}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
-	h.wg.Add(5)
+	h.wg.Add(6)
+	go h.runOnDemand()
 	go h.runBalancer()
 	go h.runFormation()
 	go h.runReconciler()

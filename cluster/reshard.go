@@ -40,6 +40,9 @@ type SplitShardCmd struct {
 	NewStartingHashKey string `json:"new_starting_hash_key"`
 	// Placement[i] lists the nodes of child i (lower range first).
 	Placement [][]string `json:"placement"`
+	// OnDemand marks a split proposed by the on-demand controller: only
+	// those apply to an ON_DEMAND stream, and only to one.
+	OnDemand bool `json:"on_demand,omitempty"`
 }
 
 // MergeShardsCmd starts merging two open shards with adjacent ranges.
@@ -49,6 +52,8 @@ type MergeShardsCmd struct {
 	Adjacent string `json:"adjacent"`
 	// Placement[0] lists the nodes of the child.
 	Placement [][]string `json:"placement"`
+	// OnDemand marks a merge proposed by the on-demand controller.
+	OnDemand bool `json:"on_demand,omitempty"`
 }
 
 // ShardEnd is where a sealed parent ended: EndOffset is exclusive.
@@ -69,11 +74,19 @@ type ShardsSwitchedCmd struct {
 
 // openShardForReshard finds an open shard of an ACTIVE stream: a user's
 // split or merge is refused while another resharding or a scaling holds
-// the stream UPDATING.
-func (st *State) openShardForReshard(name, id string) (*Stream, *Shard, error) {
+// the stream UPDATING. The user reshards PROVISIONED streams only, and the
+// on-demand controller (onDemand) ON_DEMAND streams only, so that a split
+// it decided before a mode switch does not apply after it.
+func (st *State) openShardForReshard(name, id string, onDemand bool) (*Stream, *Shard, error) {
 	s, ok := st.Streams[name]
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: %s", ErrStreamNotFound, name)
+	}
+	switch {
+	case s.Mode == ModeOnDemand && !onDemand:
+		return nil, nil, fmt.Errorf("%w: SplitShard and MergeShards are not supported for ON_DEMAND stream %s; the cluster scales it (UpdateStreamMode to PROVISIONED first)", ErrInvalidCommand, name)
+	case s.Mode != ModeOnDemand && onDemand:
+		return nil, nil, fmt.Errorf("%w: %s is no longer ON_DEMAND", ErrInvalidCommand, name)
 	}
 	if s.Status != StreamActive {
 		return nil, nil, fmt.Errorf("%w: %s is %s", ErrStreamInUse, name, s.Status)
@@ -97,7 +110,13 @@ func (s *Stream) openShard(id string) (*Shard, error) {
 // CheckSplit validates a split against st; the same checks run when the
 // command applies.
 func (st *State) CheckSplit(name, shard, key string) (lower, upper HashRange, err error) {
-	_, sh, err := st.openShardForReshard(name, shard)
+	return st.checkSplit(name, shard, key, false)
+}
+
+// checkSplit is CheckSplit for the user or, with onDemand, the on-demand
+// controller.
+func (st *State) checkSplit(name, shard, key string, onDemand bool) (lower, upper HashRange, err error) {
+	_, sh, err := st.openShardForReshard(name, shard, onDemand)
 	if err != nil {
 		return HashRange{}, HashRange{}, err
 	}
@@ -121,11 +140,17 @@ func splitRanges(sh *Shard, key string) (lower, upper HashRange, err error) {
 
 // CheckMerge validates a merge against st and returns the child's range.
 func (st *State) CheckMerge(name, shard, adjacent string) (HashRange, error) {
-	_, a, err := st.openShardForReshard(name, shard)
+	return st.checkMerge(name, shard, adjacent, false)
+}
+
+// checkMerge is CheckMerge for the user or, with onDemand, the on-demand
+// controller.
+func (st *State) checkMerge(name, shard, adjacent string, onDemand bool) (HashRange, error) {
+	_, a, err := st.openShardForReshard(name, shard, onDemand)
 	if err != nil {
 		return HashRange{}, err
 	}
-	_, b, err := st.openShardForReshard(name, adjacent)
+	_, b, err := st.openShardForReshard(name, adjacent, onDemand)
 	if err != nil {
 		return HashRange{}, err
 	}
@@ -146,7 +171,7 @@ func mergeRange(a, b *Shard) (HashRange, error) {
 }
 
 func (st *State) splitShard(c *SplitShardCmd) (*State, error) {
-	lower, upper, err := st.CheckSplit(c.Name, c.Shard, c.NewStartingHashKey)
+	lower, upper, err := st.checkSplit(c.Name, c.Shard, c.NewStartingHashKey, c.OnDemand)
 	if err != nil {
 		return st, err
 	}
@@ -159,7 +184,7 @@ func (st *State) splitShard(c *SplitShardCmd) (*State, error) {
 }
 
 func (st *State) mergeShards(c *MergeShardsCmd) (*State, error) {
-	r, err := st.CheckMerge(c.Name, c.Shard, c.Adjacent)
+	r, err := st.checkMerge(c.Name, c.Shard, c.Adjacent, c.OnDemand)
 	if err != nil {
 		return st, err
 	}

@@ -126,7 +126,9 @@ func (h *Host) appendLocal(ctx context.Context, s *Stream, sh *Shard, entries []
 	if leader := string(r.Leader()); leader != h.opts.NodeID {
 		return shardlog.AppendResult{}, &notLeaderError{leader: leader, err: shardlog.ErrNotLeader}
 	}
-	return h.appendThrottled(ctx, r, s, sh, entries)
+	res, err := h.appendThrottled(ctx, r, s, sh, entries)
+	h.recordAppended(s, sh, entries, err)
+	return res, err
 }
 
 func (h *Host) forwardAppend(ctx context.Context, target string, s *Stream, sh *Shard, entries []shardlog.Entry) (shardlog.AppendResult, error) {

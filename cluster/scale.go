@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/big"
 	"sort"
+	"time"
 )
 
 // UpdateShardCount (uniform scaling) is a sequence of ordinary splits and
@@ -37,6 +38,10 @@ var ErrShardCountLimit = errors.New("cluster: target shard count out of range")
 type UpdateShardCountCmd struct {
 	Name   string `json:"name"`
 	Target int    `json:"target"`
+	// At is the call's time on the proposer's clock, counted against
+	// DailyLimit scalings in the 24 hours before it (0: no limit).
+	At         time.Time `json:"at,omitzero"`
+	DailyLimit int       `json:"daily_limit,omitempty"`
 }
 
 // ScaleSplit is one split of a scaling step.
@@ -66,6 +71,12 @@ type ScaleStepCmd struct {
 // returns the current open shard count; the same checks run when the
 // command applies.
 func (st *State) CheckUpdateShardCount(name string, target int) (int, error) {
+	return st.checkUpdateShardCount(name, target, time.Time{}, 0)
+}
+
+// checkUpdateShardCount is CheckUpdateShardCount with Kinesis's limit of
+// dailyLimit scalings (0: none) in the 24 hours up to at.
+func (st *State) checkUpdateShardCount(name string, target int, at time.Time, dailyLimit int) (int, error) {
 	s, ok := st.Streams[name]
 	if !ok {
 		return 0, fmt.Errorf("%w: %s", ErrStreamNotFound, name)
@@ -85,17 +96,22 @@ func (st *State) CheckUpdateShardCount(name string, target int) (int, error) {
 	case target < (n+1)/2:
 		return n, fmt.Errorf("%w: %d is below half the %d open shards of %s", ErrShardCountLimit, target, n, name)
 	}
-	return n, nil
+	_, err := opsWithin(s.ScalingOps, at, dailyLimit, "UpdateShardCount", name)
+	return n, err
 }
 
 func (st *State) updateShardCount(c *UpdateShardCountCmd) (*State, error) {
 	if c.Target < 1 {
 		return st, fmt.Errorf("%w: target shard count %d", ErrInvalidCommand, c.Target)
 	}
-	if _, err := st.CheckUpdateShardCount(c.Name, c.Target); err != nil {
+	if _, err := st.checkUpdateShardCount(c.Name, c.Target, c.At, c.DailyLimit); err != nil {
 		return st, err
 	}
 	s := st.Streams[c.Name].clone()
+	if !c.At.IsZero() {
+		recent, _ := opsWithin(s.ScalingOps, c.At, 0, "", "")
+		s.ScalingOps = append(recent, c.At)
+	}
 	s.ScalingTarget = c.Target
 	s.Status = StreamUpdating
 	return st.withStream(s.Name, s), nil
@@ -232,11 +248,13 @@ func (st *State) scaleStep(c *ScaleStepCmd) (*State, error) {
 // even ranges and returns the open shard count it started from; the
 // controller completes it.
 func (h *Host) UpdateShardCount(ctx context.Context, name string, target int) (int, error) {
-	n, err := h.meta.State().CheckUpdateShardCount(name, target)
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	n, err := h.meta.State().checkUpdateShardCount(name, target, at, h.opts.ScalingOpsPerDay)
 	if err != nil {
 		return n, err
 	}
-	return n, h.ProposeMeta(ctx, Command{UpdateShardCount: &UpdateShardCountCmd{Name: name, Target: target}})
+	return n, h.ProposeMeta(ctx, Command{UpdateShardCount: &UpdateShardCountCmd{
+		Name: name, Target: target, At: at, DailyLimit: h.opts.ScalingOpsPerDay}})
 }
 
 // advanceScaling runs on the metadata leader: for every scaling stream with

@@ -80,6 +80,14 @@ type Stream struct {
 	// UPDATING and the metadata leader's controller splits and merges
 	// toward it.
 	ScalingTarget int `json:"scaling_target,omitempty"`
+	// ModeSwitching is set from an UpdateStreamMode until the metadata
+	// leader confirms it (StreamModeSwitchedCmd); the stream is UPDATING.
+	ModeSwitching bool `json:"mode_switching,omitempty"`
+	// ScalingOps and ModeSwitches are the times of the UpdateShardCount and
+	// UpdateStreamMode calls of the last 24 hours, for Kinesis's limits on
+	// them.
+	ScalingOps   []time.Time `json:"scaling_ops,omitempty"`
+	ModeSwitches []time.Time `json:"mode_switches,omitempty"`
 }
 
 // Shard is one shard's metadata.

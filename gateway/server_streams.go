@@ -16,14 +16,20 @@ func (s *Server) CreateStream(ctx context.Context, req *rifflev1.CreateStreamReq
 	if err := checkStreamName(req.StreamName); err != nil {
 		return nil, err
 	}
+	mode := cluster.ModeProvisioned
+	shardCount := req.ShardCount
 	switch req.GetStreamModeDetails().GetStreamMode() {
 	case rifflev1.StreamMode_STREAM_MODE_UNSPECIFIED, rifflev1.StreamMode_STREAM_MODE_PROVISIONED:
 	case rifflev1.StreamMode_STREAM_MODE_ON_DEMAND:
-		return nil, invalidArgument("ON_DEMAND streams are not supported yet; create a PROVISIONED stream with shard_count")
+		// Kinesis refuses a shard count with ON_DEMAND: the cluster picks it.
+		if req.ShardCount != 0 {
+			return nil, invalidArgument("shard_count must not be set for an ON_DEMAND stream (it starts with %d shards)", cluster.OnDemandInitialShards)
+		}
+		mode, shardCount = cluster.ModeOnDemand, cluster.OnDemandInitialShards
 	default:
 		return nil, validation("unknown stream mode %v", req.StreamModeDetails.StreamMode)
 	}
-	if req.ShardCount < 1 {
+	if shardCount < 1 {
 		return nil, validation("shard_count %d must be at least 1", req.ShardCount)
 	}
 	if req.ShardCount > MaxShardsPerStream {
@@ -38,8 +44,8 @@ func (s *Server) CreateStream(ctx context.Context, req *rifflev1.CreateStreamReq
 	}
 	err := s.host.CreateStream(ctx, cluster.CreateStreamCmd{
 		Name:           req.StreamName,
-		ShardCount:     int(req.ShardCount),
-		Mode:           cluster.ModeProvisioned,
+		ShardCount:     int(shardCount),
+		Mode:           mode,
 		RetentionHours: DefaultRetentionHours,
 		CreatedAt:      s.now().UTC().Truncate(1e6),
 		Tags:           req.Tags,
@@ -48,7 +54,7 @@ func (s *Server) CreateStream(ctx context.Context, req *rifflev1.CreateStreamReq
 	if err != nil {
 		return nil, err
 	}
-	s.logger.Info("stream created", "stream", req.StreamName, "shards", req.ShardCount)
+	s.logger.Info("stream created", "stream", req.StreamName, "shards", shardCount, "mode", mode)
 	return &rifflev1.CreateStreamResponse{}, nil
 }
 

@@ -59,6 +59,14 @@ type Config struct {
 	// not set their own; the zero value is unlimited. `riffle serve`
 	// defaults to Kinesis's (cluster.KinesisLimits).
 	ShardLimits cluster.Limits
+	// OnDemand tunes the scaling of ON_DEMAND streams (thresholds,
+	// windows, poll interval, shard cap); zero fields take the defaults of
+	// cluster.OnDemandOptions.
+	OnDemand cluster.OnDemandOptions
+	// ScalingOpsPerDay and ModeSwitchesPerDay bound UpdateShardCount and
+	// UpdateStreamMode calls per stream in a rolling 24 hours; zero takes
+	// Kinesis's 10 and 2, negative is unlimited.
+	ScalingOpsPerDay, ModeSwitchesPerDay int
 	// SubscriptionLifetime is how long a SubscribeToShard call lasts before
 	// it ends cleanly; 5 minutes when zero.
 	SubscriptionLifetime time.Duration

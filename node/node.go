@@ -136,6 +136,9 @@ func (n *Node) start() error {
 		BalanceInterval:        cfg.BalanceInterval,
 		DeadNodeGrace:          cfg.DeadNodeGrace,
 		DefaultLimits:          cfg.ShardLimits,
+		OnDemand:               cfg.OnDemand,
+		ScalingOpsPerDay:       cfg.ScalingOpsPerDay,
+		ModeSwitchesPerDay:     cfg.ModeSwitchesPerDay,
 		Logger:                 n.logger,
 	})
 	if err != nil {

@@ -45,6 +45,10 @@ type testCluster struct {
 	// default.
 	clock          *testClock
 	retentionCheck time.Duration
+	// onDemand and scalingOpsPerDay tune on-demand scaling and the daily
+	// UpdateShardCount limit; zero keeps the defaults.
+	onDemand         cluster.OnDemandOptions
+	scalingOpsPerDay int
 }
 
 // startCluster starts n nodes with bootstrap-expect n and waits until every
@@ -112,6 +116,8 @@ func (c *testCluster) startNode(i int) *testNode {
 		SubscriptionHeartbeat:  c.subHeartbeat,
 		RetentionCheckInterval: c.retentionCheck,
 		Clock:                  c.clock.nowFunc(),
+		OnDemand:               c.onDemand,
+		ScalingOpsPerDay:       c.scalingOpsPerDay,
 		Logger:                 logger,
 	})
 	if err != nil {

@@ -76,6 +76,7 @@ var commands = []*command{
 	streamListCommand,
 	streamRetentionCommand,
 	streamScaleCommand,
+	streamModeCommand,
 	shardListCommand,
 	shardSplitCommand,
 	shardMergeCommand,

@@ -35,6 +35,14 @@ func runServe(args []string) error {
 	fs.DurationVar(&cfg.DeadNodeGrace, "dead-node-grace", envDuration("RIFFLE_DEAD_NODE_GRACE", 60*time.Second), "how long a node may be gone before its replicas are rebuilt on other nodes (RIFFLE_DEAD_NODE_GRACE)")
 	fs.StringVar(&shardLimits, "shard-limits", envString("RIFFLE_SHARD_LIMITS", "kinesis"), "per-shard limits of streams that set none: kinesis (writes 1 MiB/s and 1000 records/s, GetRecords 2 MiB/s and 5 calls/s, fan-out 2 MiB/s per consumer) or unlimited; every node of a cluster should have the same (RIFFLE_SHARD_LIMITS)")
 	fs.DurationVar(&cfg.SubscriptionLifetime, "subscription-lifetime", envDuration("RIFFLE_SUBSCRIPTION_LIFETIME", 5*time.Minute), "how long a SubscribeToShard call lasts before it ends and the client resubscribes (RIFFLE_SUBSCRIPTION_LIFETIME)")
+	fs.Float64Var(&cfg.OnDemand.SplitThreshold, "ondemand-split-threshold", envFloat("RIFFLE_ONDEMAND_SPLIT_THRESHOLD", cluster.DefaultSplitThreshold), "ON_DEMAND streams: split a shard whose writes stay at or above this fraction of its write limit (records or bytes) for --ondemand-split-after (RIFFLE_ONDEMAND_SPLIT_THRESHOLD)")
+	fs.DurationVar(&cfg.OnDemand.SplitAfter, "ondemand-split-after", envDuration("RIFFLE_ONDEMAND_SPLIT_AFTER", cluster.DefaultSplitAfter), "ON_DEMAND streams: how long a shard must stay hot to be split (RIFFLE_ONDEMAND_SPLIT_AFTER)")
+	fs.Float64Var(&cfg.OnDemand.MergeThreshold, "ondemand-merge-threshold", envFloat("RIFFLE_ONDEMAND_MERGE_THRESHOLD", cluster.DefaultMergeThreshold), "ON_DEMAND streams: merge two adjacent shards whose combined writes stay under this fraction of one shard's write limit for --ondemand-merge-after (RIFFLE_ONDEMAND_MERGE_THRESHOLD)")
+	fs.DurationVar(&cfg.OnDemand.MergeAfter, "ondemand-merge-after", envDuration("RIFFLE_ONDEMAND_MERGE_AFTER", cluster.DefaultMergeAfter), "ON_DEMAND streams: how long a pair must stay cold to be merged (RIFFLE_ONDEMAND_MERGE_AFTER)")
+	fs.DurationVar(&cfg.OnDemand.Interval, "ondemand-interval", envDuration("RIFFLE_ONDEMAND_INTERVAL", 0), "ON_DEMAND streams: how often the metadata leader polls write rates; default 1s, at most a tenth of the shorter window (RIFFLE_ONDEMAND_INTERVAL)")
+	fs.IntVar(&cfg.OnDemand.MaxShards, "ondemand-max-shards", envInt("RIFFLE_ONDEMAND_MAX_SHARDS", cluster.DefaultOnDemandMaxShards), "ON_DEMAND streams: most open shards the cluster splits a stream into (RIFFLE_ONDEMAND_MAX_SHARDS)")
+	fs.IntVar(&cfg.ScalingOpsPerDay, "scaling-ops-per-day", envInt("RIFFLE_SCALING_OPS_PER_DAY", cluster.DefaultScalingOpsPerDay), "UpdateShardCount calls allowed per stream in a rolling 24 hours; negative: no limit (RIFFLE_SCALING_OPS_PER_DAY)")
+	fs.IntVar(&cfg.ModeSwitchesPerDay, "mode-switches-per-day", envInt("RIFFLE_MODE_SWITCHES_PER_DAY", cluster.DefaultModeSwitchesPerDay), "UpdateStreamMode calls allowed per stream in a rolling 24 hours; negative: no limit (RIFFLE_MODE_SWITCHES_PER_DAY)")
 	fs.StringVar(&logLevel, "log-level", envString("RIFFLE_LOG_LEVEL", "info"), "debug, info, warn or error (RIFFLE_LOG_LEVEL)")
 	fs.StringVar(&logFormat, "log-format", envString("RIFFLE_LOG_FORMAT", "text"), "text or json (RIFFLE_LOG_FORMAT)")
 	if err := fs.Parse(args); err != nil {
@@ -48,6 +56,9 @@ func runServe(args []string) error {
 	}
 	if cfg.SubscriptionLifetime <= 0 {
 		return usageError{fmt.Errorf("--subscription-lifetime must be positive, got %v", cfg.SubscriptionLifetime)}
+	}
+	if err := checkOnDemand(cfg); err != nil {
+		return usageError{err}
 	}
 	if join != "" {
 		cfg.Join = strings.Split(join, ",")
@@ -126,6 +137,37 @@ func envDuration(name string, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+// checkOnDemand refuses on-demand settings that cannot work.
+func checkOnDemand(cfg node.Config) error {
+	o := cfg.OnDemand
+	switch {
+	case o.SplitThreshold <= 0 || o.MergeThreshold <= 0:
+		return fmt.Errorf("--ondemand-split-threshold and --ondemand-merge-threshold must be positive, got %v and %v", o.SplitThreshold, o.MergeThreshold)
+	case o.MergeThreshold >= o.SplitThreshold:
+		return fmt.Errorf("--ondemand-merge-threshold (%v) must be below --ondemand-split-threshold (%v), or a merged pair would split again", o.MergeThreshold, o.SplitThreshold)
+	case o.SplitAfter <= 0 || o.MergeAfter <= 0 || o.Interval < 0:
+		return fmt.Errorf("--ondemand-split-after and --ondemand-merge-after must be positive and --ondemand-interval not negative")
+	case o.MaxShards < cluster.OnDemandInitialShards:
+		return fmt.Errorf("--ondemand-max-shards must be at least %d, got %d", cluster.OnDemandInitialShards, o.MaxShards)
+	case cfg.ScalingOpsPerDay == 0 || cfg.ModeSwitchesPerDay == 0:
+		return errors.New("--scaling-ops-per-day and --mode-switches-per-day must not be 0 (negative: no limit)")
+	}
+	return nil
+}
+
+func envFloat(name string, def float64) float64 {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		envErrors = append(envErrors, fmt.Errorf("%s=%q: not a number", name, v))
+		return def
+	}
+	return f
 }
 
 func envInt(name string, def int) int {

@@ -59,3 +59,29 @@ func TestServeRefusesNonPositiveSubscriptionLifetime(t *testing.T) {
 		}
 	}
 }
+
+// On-demand settings that cannot work are refused before the node starts:
+// a merge threshold not below the split threshold (a merged pair would
+// split again), a non-positive window, fewer than 4 maximum shards, a daily
+// limit of 0; a bad environment value names its variable.
+func TestServeRefusesBadOnDemandSettings(t *testing.T) {
+	for _, args := range [][]string{
+		{"--ondemand-merge-threshold", "0.5"},
+		{"--ondemand-split-threshold", "0"},
+		{"--ondemand-split-after", "0s"},
+		{"--ondemand-merge-after", "-1m"},
+		{"--ondemand-max-shards", "3"},
+		{"--scaling-ops-per-day", "0"},
+		{"--mode-switches-per-day", "0"},
+	} {
+		err := runServe(args)
+		var u usageError
+		if !errors.As(err, &u) || !strings.Contains(err.Error(), strings.TrimPrefix(args[0], "--")) {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
+	t.Setenv("RIFFLE_ONDEMAND_SPLIT_THRESHOLD", "half")
+	if err := runServe(nil); err == nil || !strings.Contains(err.Error(), "RIFFLE_ONDEMAND_SPLIT_THRESHOLD") {
+		t.Errorf("RIFFLE_ONDEMAND_SPLIT_THRESHOLD=half: %v", err)
+	}
+}

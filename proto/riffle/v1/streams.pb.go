@@ -87,55 +87,6 @@ func (StreamStatus) EnumDescriptor() ([]byte, []int) {
 	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{0}
 }
 
-type StreamMode int32
-
-const (
-	StreamMode_STREAM_MODE_UNSPECIFIED StreamMode = 0
-	StreamMode_STREAM_MODE_PROVISIONED StreamMode = 1
-	StreamMode_STREAM_MODE_ON_DEMAND   StreamMode = 2
-)
-
-// Enum value maps for StreamMode.
-var (
-	StreamMode_name = map[int32]string{
-		0: "STREAM_MODE_UNSPECIFIED",
-		1: "STREAM_MODE_PROVISIONED",
-		2: "STREAM_MODE_ON_DEMAND",
-	}
-	StreamMode_value = map[string]int32{
-		"STREAM_MODE_UNSPECIFIED": 0,
-		"STREAM_MODE_PROVISIONED": 1,
-		"STREAM_MODE_ON_DEMAND":   2,
-	}
-)
-
-func (x StreamMode) Enum() *StreamMode {
-	p := new(StreamMode)
-	*p = x
-	return p
-}
-
-func (x StreamMode) String() string {
-	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
-}
-
-func (StreamMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_riffle_v1_streams_proto_enumTypes[1].Descriptor()
-}
-
-func (StreamMode) Type() protoreflect.EnumType {
-	return &file_riffle_v1_streams_proto_enumTypes[1]
-}
-
-func (x StreamMode) Number() protoreflect.EnumNumber {
-	return protoreflect.EnumNumber(x)
-}
-
-// Deprecated: Use StreamMode.Descriptor instead.
-func (StreamMode) EnumDescriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{1}
-}
-
 type ShardIteratorType int32
 
 const (
@@ -178,11 +129,11 @@ func (x ShardIteratorType) String() string {
 }
 
 func (ShardIteratorType) Descriptor() protoreflect.EnumDescriptor {
-	return file_riffle_v1_streams_proto_enumTypes[2].Descriptor()
+	return file_riffle_v1_streams_proto_enumTypes[1].Descriptor()
 }
 
 func (ShardIteratorType) Type() protoreflect.EnumType {
-	return &file_riffle_v1_streams_proto_enumTypes[2]
+	return &file_riffle_v1_streams_proto_enumTypes[1]
 }
 
 func (x ShardIteratorType) Number() protoreflect.EnumNumber {
@@ -191,7 +142,7 @@ func (x ShardIteratorType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ShardIteratorType.Descriptor instead.
 func (ShardIteratorType) EnumDescriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{2}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{1}
 }
 
 type ShardFilterType int32
@@ -239,11 +190,11 @@ func (x ShardFilterType) String() string {
 }
 
 func (ShardFilterType) Descriptor() protoreflect.EnumDescriptor {
-	return file_riffle_v1_streams_proto_enumTypes[3].Descriptor()
+	return file_riffle_v1_streams_proto_enumTypes[2].Descriptor()
 }
 
 func (ShardFilterType) Type() protoreflect.EnumType {
-	return &file_riffle_v1_streams_proto_enumTypes[3]
+	return &file_riffle_v1_streams_proto_enumTypes[2]
 }
 
 func (x ShardFilterType) Number() protoreflect.EnumNumber {
@@ -252,7 +203,7 @@ func (x ShardFilterType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ShardFilterType.Descriptor instead.
 func (ShardFilterType) EnumDescriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{3}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{2}
 }
 
 // ScalingType says how UpdateShardCount lays out the new shards.
@@ -287,11 +238,11 @@ func (x ScalingType) String() string {
 }
 
 func (ScalingType) Descriptor() protoreflect.EnumDescriptor {
-	return file_riffle_v1_streams_proto_enumTypes[4].Descriptor()
+	return file_riffle_v1_streams_proto_enumTypes[3].Descriptor()
 }
 
 func (ScalingType) Type() protoreflect.EnumType {
-	return &file_riffle_v1_streams_proto_enumTypes[4]
+	return &file_riffle_v1_streams_proto_enumTypes[3]
 }
 
 func (x ScalingType) Number() protoreflect.EnumNumber {
@@ -300,7 +251,7 @@ func (x ScalingType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ScalingType.Descriptor instead.
 func (ScalingType) EnumDescriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{4}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{3}
 }
 
 type ConsumerStatus int32
@@ -339,11 +290,11 @@ func (x ConsumerStatus) String() string {
 }
 
 func (ConsumerStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_riffle_v1_streams_proto_enumTypes[5].Descriptor()
+	return file_riffle_v1_streams_proto_enumTypes[4].Descriptor()
 }
 
 func (ConsumerStatus) Type() protoreflect.EnumType {
-	return &file_riffle_v1_streams_proto_enumTypes[5]
+	return &file_riffle_v1_streams_proto_enumTypes[4]
 }
 
 func (x ConsumerStatus) Number() protoreflect.EnumNumber {
@@ -352,51 +303,7 @@ func (x ConsumerStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ConsumerStatus.Descriptor instead.
 func (ConsumerStatus) EnumDescriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{5}
-}
-
-type StreamModeDetails struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	StreamMode    StreamMode             `protobuf:"varint,1,opt,name=stream_mode,json=streamMode,proto3,enum=riffle.v1.StreamMode" json:"stream_mode,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *StreamModeDetails) Reset() {
-	*x = StreamModeDetails{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[0]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *StreamModeDetails) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*StreamModeDetails) ProtoMessage() {}
-
-func (x *StreamModeDetails) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[0]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use StreamModeDetails.ProtoReflect.Descriptor instead.
-func (*StreamModeDetails) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{0}
-}
-
-func (x *StreamModeDetails) GetStreamMode() StreamMode {
-	if x != nil {
-		return x.StreamMode
-	}
-	return StreamMode_STREAM_MODE_UNSPECIFIED
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{4}
 }
 
 // HashKeyRange is an inclusive range of the 128-bit hash-key space, as
@@ -411,7 +318,7 @@ type HashKeyRange struct {
 
 func (x *HashKeyRange) Reset() {
 	*x = HashKeyRange{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[1]
+	mi := &file_riffle_v1_streams_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +330,7 @@ func (x *HashKeyRange) String() string {
 func (*HashKeyRange) ProtoMessage() {}
 
 func (x *HashKeyRange) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[1]
+	mi := &file_riffle_v1_streams_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,7 +343,7 @@ func (x *HashKeyRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HashKeyRange.ProtoReflect.Descriptor instead.
 func (*HashKeyRange) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{1}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *HashKeyRange) GetStartingHashKey() string {
@@ -464,7 +371,7 @@ type SequenceNumberRange struct {
 
 func (x *SequenceNumberRange) Reset() {
 	*x = SequenceNumberRange{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[2]
+	mi := &file_riffle_v1_streams_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -476,7 +383,7 @@ func (x *SequenceNumberRange) String() string {
 func (*SequenceNumberRange) ProtoMessage() {}
 
 func (x *SequenceNumberRange) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[2]
+	mi := &file_riffle_v1_streams_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -489,7 +396,7 @@ func (x *SequenceNumberRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SequenceNumberRange.ProtoReflect.Descriptor instead.
 func (*SequenceNumberRange) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{2}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *SequenceNumberRange) GetStartingSequenceNumber() string {
@@ -519,7 +426,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[3]
+	mi := &file_riffle_v1_streams_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +438,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[3]
+	mi := &file_riffle_v1_streams_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +451,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{3}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Shard) GetShardId() string {
@@ -594,7 +501,7 @@ type ChildShard struct {
 
 func (x *ChildShard) Reset() {
 	*x = ChildShard{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[4]
+	mi := &file_riffle_v1_streams_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -606,7 +513,7 @@ func (x *ChildShard) String() string {
 func (*ChildShard) ProtoMessage() {}
 
 func (x *ChildShard) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[4]
+	mi := &file_riffle_v1_streams_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -619,7 +526,7 @@ func (x *ChildShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChildShard.ProtoReflect.Descriptor instead.
 func (*ChildShard) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{4}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ChildShard) GetShardId() string {
@@ -668,7 +575,7 @@ type ShardLimits struct {
 
 func (x *ShardLimits) Reset() {
 	*x = ShardLimits{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[5]
+	mi := &file_riffle_v1_streams_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +587,7 @@ func (x *ShardLimits) String() string {
 func (*ShardLimits) ProtoMessage() {}
 
 func (x *ShardLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[5]
+	mi := &file_riffle_v1_streams_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +600,7 @@ func (x *ShardLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardLimits.ProtoReflect.Descriptor instead.
 func (*ShardLimits) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{5}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ShardLimits) GetWriteBytesPerSecond() int64 {
@@ -734,7 +641,8 @@ func (x *ShardLimits) GetFanOutBytesPerSecond() int64 {
 type CreateStreamRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	StreamName string                 `protobuf:"bytes,1,opt,name=stream_name,json=streamName,proto3" json:"stream_name,omitempty"`
-	// Required for PROVISIONED streams; ignored for ON_DEMAND.
+	// Required for PROVISIONED streams; must be unset (0) for ON_DEMAND ones,
+	// which start with 4 shards (InvalidArgumentException otherwise).
 	ShardCount        int32              `protobuf:"varint,2,opt,name=shard_count,json=shardCount,proto3" json:"shard_count,omitempty"`
 	StreamModeDetails *StreamModeDetails `protobuf:"bytes,3,opt,name=stream_mode_details,json=streamModeDetails,proto3" json:"stream_mode_details,omitempty"`
 	Tags              map[string]string  `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -747,7 +655,7 @@ type CreateStreamRequest struct {
 
 func (x *CreateStreamRequest) Reset() {
 	*x = CreateStreamRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[6]
+	mi := &file_riffle_v1_streams_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +667,7 @@ func (x *CreateStreamRequest) String() string {
 func (*CreateStreamRequest) ProtoMessage() {}
 
 func (x *CreateStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[6]
+	mi := &file_riffle_v1_streams_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +680,7 @@ func (x *CreateStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateStreamRequest.ProtoReflect.Descriptor instead.
 func (*CreateStreamRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{6}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateStreamRequest) GetStreamName() string {
@@ -818,7 +726,7 @@ type CreateStreamResponse struct {
 
 func (x *CreateStreamResponse) Reset() {
 	*x = CreateStreamResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[7]
+	mi := &file_riffle_v1_streams_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -830,7 +738,7 @@ func (x *CreateStreamResponse) String() string {
 func (*CreateStreamResponse) ProtoMessage() {}
 
 func (x *CreateStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[7]
+	mi := &file_riffle_v1_streams_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -843,7 +751,7 @@ func (x *CreateStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateStreamResponse.ProtoReflect.Descriptor instead.
 func (*CreateStreamResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{7}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{6}
 }
 
 type DeleteStreamRequest struct {
@@ -857,7 +765,7 @@ type DeleteStreamRequest struct {
 
 func (x *DeleteStreamRequest) Reset() {
 	*x = DeleteStreamRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[8]
+	mi := &file_riffle_v1_streams_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +777,7 @@ func (x *DeleteStreamRequest) String() string {
 func (*DeleteStreamRequest) ProtoMessage() {}
 
 func (x *DeleteStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[8]
+	mi := &file_riffle_v1_streams_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +790,7 @@ func (x *DeleteStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteStreamRequest.ProtoReflect.Descriptor instead.
 func (*DeleteStreamRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{8}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeleteStreamRequest) GetStreamName() string {
@@ -914,7 +822,7 @@ type DeleteStreamResponse struct {
 
 func (x *DeleteStreamResponse) Reset() {
 	*x = DeleteStreamResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[9]
+	mi := &file_riffle_v1_streams_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +834,7 @@ func (x *DeleteStreamResponse) String() string {
 func (*DeleteStreamResponse) ProtoMessage() {}
 
 func (x *DeleteStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[9]
+	mi := &file_riffle_v1_streams_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +847,7 @@ func (x *DeleteStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteStreamResponse.ProtoReflect.Descriptor instead.
 func (*DeleteStreamResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{9}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{8}
 }
 
 type DescribeStreamRequest struct {
@@ -955,7 +863,7 @@ type DescribeStreamRequest struct {
 
 func (x *DescribeStreamRequest) Reset() {
 	*x = DescribeStreamRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[10]
+	mi := &file_riffle_v1_streams_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +875,7 @@ func (x *DescribeStreamRequest) String() string {
 func (*DescribeStreamRequest) ProtoMessage() {}
 
 func (x *DescribeStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[10]
+	mi := &file_riffle_v1_streams_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +888,7 @@ func (x *DescribeStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeStreamRequest.ProtoReflect.Descriptor instead.
 func (*DescribeStreamRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{10}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DescribeStreamRequest) GetStreamName() string {
@@ -1027,7 +935,7 @@ type StreamDescription struct {
 
 func (x *StreamDescription) Reset() {
 	*x = StreamDescription{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[11]
+	mi := &file_riffle_v1_streams_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +947,7 @@ func (x *StreamDescription) String() string {
 func (*StreamDescription) ProtoMessage() {}
 
 func (x *StreamDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[11]
+	mi := &file_riffle_v1_streams_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +960,7 @@ func (x *StreamDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamDescription.ProtoReflect.Descriptor instead.
 func (*StreamDescription) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{11}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StreamDescription) GetStreamName() string {
@@ -1120,7 +1028,7 @@ type DescribeStreamResponse struct {
 
 func (x *DescribeStreamResponse) Reset() {
 	*x = DescribeStreamResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[12]
+	mi := &file_riffle_v1_streams_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1040,7 @@ func (x *DescribeStreamResponse) String() string {
 func (*DescribeStreamResponse) ProtoMessage() {}
 
 func (x *DescribeStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[12]
+	mi := &file_riffle_v1_streams_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1053,7 @@ func (x *DescribeStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeStreamResponse.ProtoReflect.Descriptor instead.
 func (*DescribeStreamResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{12}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DescribeStreamResponse) GetStreamDescription() *StreamDescription {
@@ -1165,7 +1073,7 @@ type DescribeStreamSummaryRequest struct {
 
 func (x *DescribeStreamSummaryRequest) Reset() {
 	*x = DescribeStreamSummaryRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[13]
+	mi := &file_riffle_v1_streams_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1085,7 @@ func (x *DescribeStreamSummaryRequest) String() string {
 func (*DescribeStreamSummaryRequest) ProtoMessage() {}
 
 func (x *DescribeStreamSummaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[13]
+	mi := &file_riffle_v1_streams_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1098,7 @@ func (x *DescribeStreamSummaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeStreamSummaryRequest.ProtoReflect.Descriptor instead.
 func (*DescribeStreamSummaryRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{13}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DescribeStreamSummaryRequest) GetStreamName() string {
@@ -1226,7 +1134,7 @@ type StreamDescriptionSummary struct {
 
 func (x *StreamDescriptionSummary) Reset() {
 	*x = StreamDescriptionSummary{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[14]
+	mi := &file_riffle_v1_streams_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1146,7 @@ func (x *StreamDescriptionSummary) String() string {
 func (*StreamDescriptionSummary) ProtoMessage() {}
 
 func (x *StreamDescriptionSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[14]
+	mi := &file_riffle_v1_streams_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1159,7 @@ func (x *StreamDescriptionSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamDescriptionSummary.ProtoReflect.Descriptor instead.
 func (*StreamDescriptionSummary) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{14}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StreamDescriptionSummary) GetStreamName() string {
@@ -1326,7 +1234,7 @@ type DescribeStreamSummaryResponse struct {
 
 func (x *DescribeStreamSummaryResponse) Reset() {
 	*x = DescribeStreamSummaryResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[15]
+	mi := &file_riffle_v1_streams_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1246,7 @@ func (x *DescribeStreamSummaryResponse) String() string {
 func (*DescribeStreamSummaryResponse) ProtoMessage() {}
 
 func (x *DescribeStreamSummaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[15]
+	mi := &file_riffle_v1_streams_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1259,7 @@ func (x *DescribeStreamSummaryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeStreamSummaryResponse.ProtoReflect.Descriptor instead.
 func (*DescribeStreamSummaryResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{15}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DescribeStreamSummaryResponse) GetStreamDescriptionSummary() *StreamDescriptionSummary {
@@ -1373,7 +1281,7 @@ type ListStreamsRequest struct {
 
 func (x *ListStreamsRequest) Reset() {
 	*x = ListStreamsRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[16]
+	mi := &file_riffle_v1_streams_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1293,7 @@ func (x *ListStreamsRequest) String() string {
 func (*ListStreamsRequest) ProtoMessage() {}
 
 func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[16]
+	mi := &file_riffle_v1_streams_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1306,7 @@ func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsRequest.ProtoReflect.Descriptor instead.
 func (*ListStreamsRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{16}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListStreamsRequest) GetLimit() int32 {
@@ -1435,7 +1343,7 @@ type StreamSummary struct {
 
 func (x *StreamSummary) Reset() {
 	*x = StreamSummary{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[17]
+	mi := &file_riffle_v1_streams_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1447,7 +1355,7 @@ func (x *StreamSummary) String() string {
 func (*StreamSummary) ProtoMessage() {}
 
 func (x *StreamSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[17]
+	mi := &file_riffle_v1_streams_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1460,7 +1368,7 @@ func (x *StreamSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamSummary.ProtoReflect.Descriptor instead.
 func (*StreamSummary) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{17}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StreamSummary) GetStreamName() string {
@@ -1510,7 +1418,7 @@ type ListStreamsResponse struct {
 
 func (x *ListStreamsResponse) Reset() {
 	*x = ListStreamsResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[18]
+	mi := &file_riffle_v1_streams_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +1430,7 @@ func (x *ListStreamsResponse) String() string {
 func (*ListStreamsResponse) ProtoMessage() {}
 
 func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[18]
+	mi := &file_riffle_v1_streams_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +1443,7 @@ func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsResponse.ProtoReflect.Descriptor instead.
 func (*ListStreamsResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{18}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListStreamsResponse) GetStreamNames() []string {
@@ -1577,7 +1485,7 @@ type ShardFilter struct {
 
 func (x *ShardFilter) Reset() {
 	*x = ShardFilter{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[19]
+	mi := &file_riffle_v1_streams_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1589,7 +1497,7 @@ func (x *ShardFilter) String() string {
 func (*ShardFilter) ProtoMessage() {}
 
 func (x *ShardFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[19]
+	mi := &file_riffle_v1_streams_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1602,7 +1510,7 @@ func (x *ShardFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardFilter.ProtoReflect.Descriptor instead.
 func (*ShardFilter) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{19}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ShardFilter) GetType() ShardFilterType {
@@ -1643,7 +1551,7 @@ type ListShardsRequest struct {
 
 func (x *ListShardsRequest) Reset() {
 	*x = ListShardsRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[20]
+	mi := &file_riffle_v1_streams_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +1563,7 @@ func (x *ListShardsRequest) String() string {
 func (*ListShardsRequest) ProtoMessage() {}
 
 func (x *ListShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[20]
+	mi := &file_riffle_v1_streams_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +1576,7 @@ func (x *ListShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShardsRequest.ProtoReflect.Descriptor instead.
 func (*ListShardsRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{20}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListShardsRequest) GetStreamName() string {
@@ -1730,7 +1638,7 @@ type ListShardsResponse struct {
 
 func (x *ListShardsResponse) Reset() {
 	*x = ListShardsResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[21]
+	mi := &file_riffle_v1_streams_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1742,7 +1650,7 @@ func (x *ListShardsResponse) String() string {
 func (*ListShardsResponse) ProtoMessage() {}
 
 func (x *ListShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[21]
+	mi := &file_riffle_v1_streams_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1755,7 +1663,7 @@ func (x *ListShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShardsResponse.ProtoReflect.Descriptor instead.
 func (*ListShardsResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{21}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListShardsResponse) GetShards() []*Shard {
@@ -1783,7 +1691,7 @@ type IncreaseStreamRetentionPeriodRequest struct {
 
 func (x *IncreaseStreamRetentionPeriodRequest) Reset() {
 	*x = IncreaseStreamRetentionPeriodRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[22]
+	mi := &file_riffle_v1_streams_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1795,7 +1703,7 @@ func (x *IncreaseStreamRetentionPeriodRequest) String() string {
 func (*IncreaseStreamRetentionPeriodRequest) ProtoMessage() {}
 
 func (x *IncreaseStreamRetentionPeriodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[22]
+	mi := &file_riffle_v1_streams_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1808,7 +1716,7 @@ func (x *IncreaseStreamRetentionPeriodRequest) ProtoReflect() protoreflect.Messa
 
 // Deprecated: Use IncreaseStreamRetentionPeriodRequest.ProtoReflect.Descriptor instead.
 func (*IncreaseStreamRetentionPeriodRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{22}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *IncreaseStreamRetentionPeriodRequest) GetStreamName() string {
@@ -1840,7 +1748,7 @@ type IncreaseStreamRetentionPeriodResponse struct {
 
 func (x *IncreaseStreamRetentionPeriodResponse) Reset() {
 	*x = IncreaseStreamRetentionPeriodResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[23]
+	mi := &file_riffle_v1_streams_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1852,7 +1760,7 @@ func (x *IncreaseStreamRetentionPeriodResponse) String() string {
 func (*IncreaseStreamRetentionPeriodResponse) ProtoMessage() {}
 
 func (x *IncreaseStreamRetentionPeriodResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[23]
+	mi := &file_riffle_v1_streams_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1865,7 +1773,7 @@ func (x *IncreaseStreamRetentionPeriodResponse) ProtoReflect() protoreflect.Mess
 
 // Deprecated: Use IncreaseStreamRetentionPeriodResponse.ProtoReflect.Descriptor instead.
 func (*IncreaseStreamRetentionPeriodResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{23}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{22}
 }
 
 type DecreaseStreamRetentionPeriodRequest struct {
@@ -1879,7 +1787,7 @@ type DecreaseStreamRetentionPeriodRequest struct {
 
 func (x *DecreaseStreamRetentionPeriodRequest) Reset() {
 	*x = DecreaseStreamRetentionPeriodRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[24]
+	mi := &file_riffle_v1_streams_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1891,7 +1799,7 @@ func (x *DecreaseStreamRetentionPeriodRequest) String() string {
 func (*DecreaseStreamRetentionPeriodRequest) ProtoMessage() {}
 
 func (x *DecreaseStreamRetentionPeriodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[24]
+	mi := &file_riffle_v1_streams_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1904,7 +1812,7 @@ func (x *DecreaseStreamRetentionPeriodRequest) ProtoReflect() protoreflect.Messa
 
 // Deprecated: Use DecreaseStreamRetentionPeriodRequest.ProtoReflect.Descriptor instead.
 func (*DecreaseStreamRetentionPeriodRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{24}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DecreaseStreamRetentionPeriodRequest) GetStreamName() string {
@@ -1936,7 +1844,7 @@ type DecreaseStreamRetentionPeriodResponse struct {
 
 func (x *DecreaseStreamRetentionPeriodResponse) Reset() {
 	*x = DecreaseStreamRetentionPeriodResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[25]
+	mi := &file_riffle_v1_streams_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1948,7 +1856,7 @@ func (x *DecreaseStreamRetentionPeriodResponse) String() string {
 func (*DecreaseStreamRetentionPeriodResponse) ProtoMessage() {}
 
 func (x *DecreaseStreamRetentionPeriodResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[25]
+	mi := &file_riffle_v1_streams_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1961,7 +1869,7 @@ func (x *DecreaseStreamRetentionPeriodResponse) ProtoReflect() protoreflect.Mess
 
 // Deprecated: Use DecreaseStreamRetentionPeriodResponse.ProtoReflect.Descriptor instead.
 func (*DecreaseStreamRetentionPeriodResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{25}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{24}
 }
 
 type SplitShardRequest struct {
@@ -1979,7 +1887,7 @@ type SplitShardRequest struct {
 
 func (x *SplitShardRequest) Reset() {
 	*x = SplitShardRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[26]
+	mi := &file_riffle_v1_streams_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1991,7 +1899,7 @@ func (x *SplitShardRequest) String() string {
 func (*SplitShardRequest) ProtoMessage() {}
 
 func (x *SplitShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[26]
+	mi := &file_riffle_v1_streams_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2004,7 +1912,7 @@ func (x *SplitShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitShardRequest.ProtoReflect.Descriptor instead.
 func (*SplitShardRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{26}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SplitShardRequest) GetStreamName() string {
@@ -2043,7 +1951,7 @@ type SplitShardResponse struct {
 
 func (x *SplitShardResponse) Reset() {
 	*x = SplitShardResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[27]
+	mi := &file_riffle_v1_streams_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2055,7 +1963,7 @@ func (x *SplitShardResponse) String() string {
 func (*SplitShardResponse) ProtoMessage() {}
 
 func (x *SplitShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[27]
+	mi := &file_riffle_v1_streams_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2068,7 +1976,7 @@ func (x *SplitShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitShardResponse.ProtoReflect.Descriptor instead.
 func (*SplitShardResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{27}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{26}
 }
 
 type MergeShardsRequest struct {
@@ -2084,7 +1992,7 @@ type MergeShardsRequest struct {
 
 func (x *MergeShardsRequest) Reset() {
 	*x = MergeShardsRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[28]
+	mi := &file_riffle_v1_streams_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2096,7 +2004,7 @@ func (x *MergeShardsRequest) String() string {
 func (*MergeShardsRequest) ProtoMessage() {}
 
 func (x *MergeShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[28]
+	mi := &file_riffle_v1_streams_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2109,7 +2017,7 @@ func (x *MergeShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeShardsRequest.ProtoReflect.Descriptor instead.
 func (*MergeShardsRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{28}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MergeShardsRequest) GetStreamName() string {
@@ -2148,7 +2056,7 @@ type MergeShardsResponse struct {
 
 func (x *MergeShardsResponse) Reset() {
 	*x = MergeShardsResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[29]
+	mi := &file_riffle_v1_streams_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2160,7 +2068,7 @@ func (x *MergeShardsResponse) String() string {
 func (*MergeShardsResponse) ProtoMessage() {}
 
 func (x *MergeShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[29]
+	mi := &file_riffle_v1_streams_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2173,7 +2081,7 @@ func (x *MergeShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeShardsResponse.ProtoReflect.Descriptor instead.
 func (*MergeShardsResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{29}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{28}
 }
 
 type UpdateShardCountRequest struct {
@@ -2190,7 +2098,7 @@ type UpdateShardCountRequest struct {
 
 func (x *UpdateShardCountRequest) Reset() {
 	*x = UpdateShardCountRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[30]
+	mi := &file_riffle_v1_streams_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2202,7 +2110,7 @@ func (x *UpdateShardCountRequest) String() string {
 func (*UpdateShardCountRequest) ProtoMessage() {}
 
 func (x *UpdateShardCountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[30]
+	mi := &file_riffle_v1_streams_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2215,7 +2123,7 @@ func (x *UpdateShardCountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateShardCountRequest.ProtoReflect.Descriptor instead.
 func (*UpdateShardCountRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{30}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UpdateShardCountRequest) GetStreamName() string {
@@ -2259,7 +2167,7 @@ type UpdateShardCountResponse struct {
 
 func (x *UpdateShardCountResponse) Reset() {
 	*x = UpdateShardCountResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[31]
+	mi := &file_riffle_v1_streams_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2179,7 @@ func (x *UpdateShardCountResponse) String() string {
 func (*UpdateShardCountResponse) ProtoMessage() {}
 
 func (x *UpdateShardCountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[31]
+	mi := &file_riffle_v1_streams_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2192,7 @@ func (x *UpdateShardCountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateShardCountResponse.ProtoReflect.Descriptor instead.
 func (*UpdateShardCountResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{31}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdateShardCountResponse) GetStreamName() string {
@@ -2329,7 +2237,7 @@ type PutRecordRequest struct {
 
 func (x *PutRecordRequest) Reset() {
 	*x = PutRecordRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[32]
+	mi := &file_riffle_v1_streams_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2341,7 +2249,7 @@ func (x *PutRecordRequest) String() string {
 func (*PutRecordRequest) ProtoMessage() {}
 
 func (x *PutRecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[32]
+	mi := &file_riffle_v1_streams_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2354,7 +2262,7 @@ func (x *PutRecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordRequest.ProtoReflect.Descriptor instead.
 func (*PutRecordRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{32}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PutRecordRequest) GetStreamName() string {
@@ -2409,7 +2317,7 @@ type PutRecordResponse struct {
 
 func (x *PutRecordResponse) Reset() {
 	*x = PutRecordResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[33]
+	mi := &file_riffle_v1_streams_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2421,7 +2329,7 @@ func (x *PutRecordResponse) String() string {
 func (*PutRecordResponse) ProtoMessage() {}
 
 func (x *PutRecordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[33]
+	mi := &file_riffle_v1_streams_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2434,7 +2342,7 @@ func (x *PutRecordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordResponse.ProtoReflect.Descriptor instead.
 func (*PutRecordResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{33}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PutRecordResponse) GetShardId() string {
@@ -2462,7 +2370,7 @@ type PutRecordsRequestEntry struct {
 
 func (x *PutRecordsRequestEntry) Reset() {
 	*x = PutRecordsRequestEntry{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[34]
+	mi := &file_riffle_v1_streams_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2474,7 +2382,7 @@ func (x *PutRecordsRequestEntry) String() string {
 func (*PutRecordsRequestEntry) ProtoMessage() {}
 
 func (x *PutRecordsRequestEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[34]
+	mi := &file_riffle_v1_streams_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2487,7 +2395,7 @@ func (x *PutRecordsRequestEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordsRequestEntry.ProtoReflect.Descriptor instead.
 func (*PutRecordsRequestEntry) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{34}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PutRecordsRequestEntry) GetData() []byte {
@@ -2522,7 +2430,7 @@ type PutRecordsRequest struct {
 
 func (x *PutRecordsRequest) Reset() {
 	*x = PutRecordsRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[35]
+	mi := &file_riffle_v1_streams_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2534,7 +2442,7 @@ func (x *PutRecordsRequest) String() string {
 func (*PutRecordsRequest) ProtoMessage() {}
 
 func (x *PutRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[35]
+	mi := &file_riffle_v1_streams_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2547,7 +2455,7 @@ func (x *PutRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordsRequest.ProtoReflect.Descriptor instead.
 func (*PutRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{35}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PutRecordsRequest) GetRecords() []*PutRecordsRequestEntry {
@@ -2585,7 +2493,7 @@ type PutRecordsResultEntry struct {
 
 func (x *PutRecordsResultEntry) Reset() {
 	*x = PutRecordsResultEntry{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[36]
+	mi := &file_riffle_v1_streams_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2597,7 +2505,7 @@ func (x *PutRecordsResultEntry) String() string {
 func (*PutRecordsResultEntry) ProtoMessage() {}
 
 func (x *PutRecordsResultEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[36]
+	mi := &file_riffle_v1_streams_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2610,7 +2518,7 @@ func (x *PutRecordsResultEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordsResultEntry.ProtoReflect.Descriptor instead.
 func (*PutRecordsResultEntry) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{36}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PutRecordsResultEntry) GetSequenceNumber() string {
@@ -2652,7 +2560,7 @@ type PutRecordsResponse struct {
 
 func (x *PutRecordsResponse) Reset() {
 	*x = PutRecordsResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[37]
+	mi := &file_riffle_v1_streams_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2664,7 +2572,7 @@ func (x *PutRecordsResponse) String() string {
 func (*PutRecordsResponse) ProtoMessage() {}
 
 func (x *PutRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[37]
+	mi := &file_riffle_v1_streams_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2677,7 +2585,7 @@ func (x *PutRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordsResponse.ProtoReflect.Descriptor instead.
 func (*PutRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{37}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PutRecordsResponse) GetFailedRecordCount() int32 {
@@ -2708,7 +2616,7 @@ type GetShardIteratorRequest struct {
 
 func (x *GetShardIteratorRequest) Reset() {
 	*x = GetShardIteratorRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[38]
+	mi := &file_riffle_v1_streams_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2720,7 +2628,7 @@ func (x *GetShardIteratorRequest) String() string {
 func (*GetShardIteratorRequest) ProtoMessage() {}
 
 func (x *GetShardIteratorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[38]
+	mi := &file_riffle_v1_streams_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2733,7 +2641,7 @@ func (x *GetShardIteratorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardIteratorRequest.ProtoReflect.Descriptor instead.
 func (*GetShardIteratorRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{38}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetShardIteratorRequest) GetStreamName() string {
@@ -2787,7 +2695,7 @@ type GetShardIteratorResponse struct {
 
 func (x *GetShardIteratorResponse) Reset() {
 	*x = GetShardIteratorResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[39]
+	mi := &file_riffle_v1_streams_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2799,7 +2707,7 @@ func (x *GetShardIteratorResponse) String() string {
 func (*GetShardIteratorResponse) ProtoMessage() {}
 
 func (x *GetShardIteratorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[39]
+	mi := &file_riffle_v1_streams_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2812,7 +2720,7 @@ func (x *GetShardIteratorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardIteratorResponse.ProtoReflect.Descriptor instead.
 func (*GetShardIteratorResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{39}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetShardIteratorResponse) GetShardIterator() string {
@@ -2834,7 +2742,7 @@ type Record struct {
 
 func (x *Record) Reset() {
 	*x = Record{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[40]
+	mi := &file_riffle_v1_streams_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2846,7 +2754,7 @@ func (x *Record) String() string {
 func (*Record) ProtoMessage() {}
 
 func (x *Record) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[40]
+	mi := &file_riffle_v1_streams_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2859,7 +2767,7 @@ func (x *Record) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Record.ProtoReflect.Descriptor instead.
 func (*Record) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{40}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Record) GetSequenceNumber() string {
@@ -2902,7 +2810,7 @@ type GetRecordsRequest struct {
 
 func (x *GetRecordsRequest) Reset() {
 	*x = GetRecordsRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[41]
+	mi := &file_riffle_v1_streams_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2914,7 +2822,7 @@ func (x *GetRecordsRequest) String() string {
 func (*GetRecordsRequest) ProtoMessage() {}
 
 func (x *GetRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[41]
+	mi := &file_riffle_v1_streams_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2927,7 +2835,7 @@ func (x *GetRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRecordsRequest.ProtoReflect.Descriptor instead.
 func (*GetRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{41}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetRecordsRequest) GetShardIterator() string {
@@ -2965,7 +2873,7 @@ type GetRecordsResponse struct {
 
 func (x *GetRecordsResponse) Reset() {
 	*x = GetRecordsResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[42]
+	mi := &file_riffle_v1_streams_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2977,7 +2885,7 @@ func (x *GetRecordsResponse) String() string {
 func (*GetRecordsResponse) ProtoMessage() {}
 
 func (x *GetRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[42]
+	mi := &file_riffle_v1_streams_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2990,7 +2898,7 @@ func (x *GetRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRecordsResponse.ProtoReflect.Descriptor instead.
 func (*GetRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{42}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetRecordsResponse) GetRecords() []*Record {
@@ -3036,7 +2944,7 @@ type Consumer struct {
 
 func (x *Consumer) Reset() {
 	*x = Consumer{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[43]
+	mi := &file_riffle_v1_streams_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3048,7 +2956,7 @@ func (x *Consumer) String() string {
 func (*Consumer) ProtoMessage() {}
 
 func (x *Consumer) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[43]
+	mi := &file_riffle_v1_streams_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3061,7 +2969,7 @@ func (x *Consumer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Consumer.ProtoReflect.Descriptor instead.
 func (*Consumer) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{43}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Consumer) GetConsumerName() string {
@@ -3105,7 +3013,7 @@ type ConsumerDescription struct {
 
 func (x *ConsumerDescription) Reset() {
 	*x = ConsumerDescription{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[44]
+	mi := &file_riffle_v1_streams_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3117,7 +3025,7 @@ func (x *ConsumerDescription) String() string {
 func (*ConsumerDescription) ProtoMessage() {}
 
 func (x *ConsumerDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[44]
+	mi := &file_riffle_v1_streams_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3130,7 +3038,7 @@ func (x *ConsumerDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerDescription.ProtoReflect.Descriptor instead.
 func (*ConsumerDescription) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{44}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ConsumerDescription) GetConsumerName() string {
@@ -3181,7 +3089,7 @@ type RegisterStreamConsumerRequest struct {
 
 func (x *RegisterStreamConsumerRequest) Reset() {
 	*x = RegisterStreamConsumerRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[45]
+	mi := &file_riffle_v1_streams_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3193,7 +3101,7 @@ func (x *RegisterStreamConsumerRequest) String() string {
 func (*RegisterStreamConsumerRequest) ProtoMessage() {}
 
 func (x *RegisterStreamConsumerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[45]
+	mi := &file_riffle_v1_streams_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3206,7 +3114,7 @@ func (x *RegisterStreamConsumerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterStreamConsumerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterStreamConsumerRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{45}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RegisterStreamConsumerRequest) GetStreamArn() string {
@@ -3239,7 +3147,7 @@ type RegisterStreamConsumerResponse struct {
 
 func (x *RegisterStreamConsumerResponse) Reset() {
 	*x = RegisterStreamConsumerResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[46]
+	mi := &file_riffle_v1_streams_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3251,7 +3159,7 @@ func (x *RegisterStreamConsumerResponse) String() string {
 func (*RegisterStreamConsumerResponse) ProtoMessage() {}
 
 func (x *RegisterStreamConsumerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[46]
+	mi := &file_riffle_v1_streams_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3264,7 +3172,7 @@ func (x *RegisterStreamConsumerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterStreamConsumerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterStreamConsumerResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{46}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RegisterStreamConsumerResponse) GetConsumer() *Consumer {
@@ -3287,7 +3195,7 @@ type DeregisterStreamConsumerRequest struct {
 
 func (x *DeregisterStreamConsumerRequest) Reset() {
 	*x = DeregisterStreamConsumerRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[47]
+	mi := &file_riffle_v1_streams_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3299,7 +3207,7 @@ func (x *DeregisterStreamConsumerRequest) String() string {
 func (*DeregisterStreamConsumerRequest) ProtoMessage() {}
 
 func (x *DeregisterStreamConsumerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[47]
+	mi := &file_riffle_v1_streams_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3312,7 +3220,7 @@ func (x *DeregisterStreamConsumerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterStreamConsumerRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterStreamConsumerRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{47}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *DeregisterStreamConsumerRequest) GetStreamArn() string {
@@ -3351,7 +3259,7 @@ type DeregisterStreamConsumerResponse struct {
 
 func (x *DeregisterStreamConsumerResponse) Reset() {
 	*x = DeregisterStreamConsumerResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[48]
+	mi := &file_riffle_v1_streams_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3363,7 +3271,7 @@ func (x *DeregisterStreamConsumerResponse) String() string {
 func (*DeregisterStreamConsumerResponse) ProtoMessage() {}
 
 func (x *DeregisterStreamConsumerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[48]
+	mi := &file_riffle_v1_streams_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3376,7 +3284,7 @@ func (x *DeregisterStreamConsumerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterStreamConsumerResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterStreamConsumerResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{48}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{47}
 }
 
 type DescribeStreamConsumerRequest struct {
@@ -3391,7 +3299,7 @@ type DescribeStreamConsumerRequest struct {
 
 func (x *DescribeStreamConsumerRequest) Reset() {
 	*x = DescribeStreamConsumerRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[49]
+	mi := &file_riffle_v1_streams_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3403,7 +3311,7 @@ func (x *DescribeStreamConsumerRequest) String() string {
 func (*DescribeStreamConsumerRequest) ProtoMessage() {}
 
 func (x *DescribeStreamConsumerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[49]
+	mi := &file_riffle_v1_streams_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3416,7 +3324,7 @@ func (x *DescribeStreamConsumerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeStreamConsumerRequest.ProtoReflect.Descriptor instead.
 func (*DescribeStreamConsumerRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{49}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DescribeStreamConsumerRequest) GetStreamArn() string {
@@ -3456,7 +3364,7 @@ type DescribeStreamConsumerResponse struct {
 
 func (x *DescribeStreamConsumerResponse) Reset() {
 	*x = DescribeStreamConsumerResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[50]
+	mi := &file_riffle_v1_streams_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3468,7 +3376,7 @@ func (x *DescribeStreamConsumerResponse) String() string {
 func (*DescribeStreamConsumerResponse) ProtoMessage() {}
 
 func (x *DescribeStreamConsumerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[50]
+	mi := &file_riffle_v1_streams_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3481,7 +3389,7 @@ func (x *DescribeStreamConsumerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeStreamConsumerResponse.ProtoReflect.Descriptor instead.
 func (*DescribeStreamConsumerResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{50}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *DescribeStreamConsumerResponse) GetConsumerDescription() *ConsumerDescription {
@@ -3506,7 +3414,7 @@ type ListStreamConsumersRequest struct {
 
 func (x *ListStreamConsumersRequest) Reset() {
 	*x = ListStreamConsumersRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[51]
+	mi := &file_riffle_v1_streams_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3518,7 +3426,7 @@ func (x *ListStreamConsumersRequest) String() string {
 func (*ListStreamConsumersRequest) ProtoMessage() {}
 
 func (x *ListStreamConsumersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[51]
+	mi := &file_riffle_v1_streams_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3531,7 +3439,7 @@ func (x *ListStreamConsumersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamConsumersRequest.ProtoReflect.Descriptor instead.
 func (*ListStreamConsumersRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{51}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListStreamConsumersRequest) GetStreamArn() string {
@@ -3579,7 +3487,7 @@ type ListStreamConsumersResponse struct {
 
 func (x *ListStreamConsumersResponse) Reset() {
 	*x = ListStreamConsumersResponse{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[52]
+	mi := &file_riffle_v1_streams_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3591,7 +3499,7 @@ func (x *ListStreamConsumersResponse) String() string {
 func (*ListStreamConsumersResponse) ProtoMessage() {}
 
 func (x *ListStreamConsumersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[52]
+	mi := &file_riffle_v1_streams_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3604,7 +3512,7 @@ func (x *ListStreamConsumersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamConsumersResponse.ProtoReflect.Descriptor instead.
 func (*ListStreamConsumersResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{52}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListStreamConsumersResponse) GetConsumers() []*Consumer {
@@ -3634,7 +3542,7 @@ type StartingPosition struct {
 
 func (x *StartingPosition) Reset() {
 	*x = StartingPosition{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[53]
+	mi := &file_riffle_v1_streams_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3646,7 +3554,7 @@ func (x *StartingPosition) String() string {
 func (*StartingPosition) ProtoMessage() {}
 
 func (x *StartingPosition) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[53]
+	mi := &file_riffle_v1_streams_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3659,7 +3567,7 @@ func (x *StartingPosition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartingPosition.ProtoReflect.Descriptor instead.
 func (*StartingPosition) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{53}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *StartingPosition) GetType() ShardIteratorType {
@@ -3698,7 +3606,7 @@ type SubscribeToShardRequest struct {
 
 func (x *SubscribeToShardRequest) Reset() {
 	*x = SubscribeToShardRequest{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[54]
+	mi := &file_riffle_v1_streams_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3710,7 +3618,7 @@ func (x *SubscribeToShardRequest) String() string {
 func (*SubscribeToShardRequest) ProtoMessage() {}
 
 func (x *SubscribeToShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[54]
+	mi := &file_riffle_v1_streams_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3723,7 +3631,7 @@ func (x *SubscribeToShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeToShardRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeToShardRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{54}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SubscribeToShardRequest) GetConsumerArn() string {
@@ -3779,7 +3687,7 @@ type SubscribeToShardEvent struct {
 
 func (x *SubscribeToShardEvent) Reset() {
 	*x = SubscribeToShardEvent{}
-	mi := &file_riffle_v1_streams_proto_msgTypes[55]
+	mi := &file_riffle_v1_streams_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3791,7 +3699,7 @@ func (x *SubscribeToShardEvent) String() string {
 func (*SubscribeToShardEvent) ProtoMessage() {}
 
 func (x *SubscribeToShardEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_v1_streams_proto_msgTypes[55]
+	mi := &file_riffle_v1_streams_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3804,7 +3712,7 @@ func (x *SubscribeToShardEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeToShardEvent.ProtoReflect.Descriptor instead.
 func (*SubscribeToShardEvent) Descriptor() ([]byte, []int) {
-	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{55}
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SubscribeToShardEvent) GetRecords() []*Record {
@@ -3839,10 +3747,7 @@ var File_riffle_v1_streams_proto protoreflect.FileDescriptor
 
 const file_riffle_v1_streams_proto_rawDesc = "" +
 	"\n" +
-	"\x17riffle/v1/streams.proto\x12\triffle.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"K\n" +
-	"\x11StreamModeDetails\x126\n" +
-	"\vstream_mode\x18\x01 \x01(\x0e2\x15.riffle.v1.StreamModeR\n" +
-	"streamMode\"b\n" +
+	"\x17riffle/v1/streams.proto\x12\triffle.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1briffle/v1/stream_mode.proto\"b\n" +
 	"\fHashKeyRange\x12*\n" +
 	"\x11starting_hash_key\x18\x01 \x01(\tR\x0fstartingHashKey\x12&\n" +
 	"\x0fending_hash_key\x18\x02 \x01(\tR\rendingHashKey\"\x85\x01\n" +
@@ -4138,12 +4043,7 @@ const file_riffle_v1_streams_proto_rawDesc = "" +
 	"\x16STREAM_STATUS_CREATING\x10\x01\x12\x1a\n" +
 	"\x16STREAM_STATUS_DELETING\x10\x02\x12\x18\n" +
 	"\x14STREAM_STATUS_ACTIVE\x10\x03\x12\x1a\n" +
-	"\x16STREAM_STATUS_UPDATING\x10\x04*a\n" +
-	"\n" +
-	"StreamMode\x12\x1b\n" +
-	"\x17STREAM_MODE_UNSPECIFIED\x10\x00\x12\x1b\n" +
-	"\x17STREAM_MODE_PROVISIONED\x10\x01\x12\x19\n" +
-	"\x15STREAM_MODE_ON_DEMAND\x10\x02*\xff\x01\n" +
+	"\x16STREAM_STATUS_UPDATING\x10\x04*\xff\x01\n" +
 	"\x11ShardIteratorType\x12#\n" +
 	"\x1fSHARD_ITERATOR_TYPE_UNSPECIFIED\x10\x00\x12*\n" +
 	"&SHARD_ITERATOR_TYPE_AT_SEQUENCE_NUMBER\x10\x01\x12-\n" +
@@ -4166,7 +4066,7 @@ const file_riffle_v1_streams_proto_rawDesc = "" +
 	"\x1bCONSUMER_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSUMER_STATUS_CREATING\x10\x01\x12\x1c\n" +
 	"\x18CONSUMER_STATUS_DELETING\x10\x02\x12\x1a\n" +
-	"\x16CONSUMER_STATUS_ACTIVE\x10\x032\xd7\x0e\n" +
+	"\x16CONSUMER_STATUS_ACTIVE\x10\x032\xb4\x0f\n" +
 	"\aStreams\x12O\n" +
 	"\fCreateStream\x12\x1e.riffle.v1.CreateStreamRequest\x1a\x1f.riffle.v1.CreateStreamResponse\x12O\n" +
 	"\fDeleteStream\x12\x1e.riffle.v1.DeleteStreamRequest\x1a\x1f.riffle.v1.DeleteStreamResponse\x12U\n" +
@@ -4180,7 +4080,8 @@ const file_riffle_v1_streams_proto_rawDesc = "" +
 	"\n" +
 	"SplitShard\x12\x1c.riffle.v1.SplitShardRequest\x1a\x1d.riffle.v1.SplitShardResponse\x12L\n" +
 	"\vMergeShards\x12\x1d.riffle.v1.MergeShardsRequest\x1a\x1e.riffle.v1.MergeShardsResponse\x12[\n" +
-	"\x10UpdateShardCount\x12\".riffle.v1.UpdateShardCountRequest\x1a#.riffle.v1.UpdateShardCountResponse\x12F\n" +
+	"\x10UpdateShardCount\x12\".riffle.v1.UpdateShardCountRequest\x1a#.riffle.v1.UpdateShardCountResponse\x12[\n" +
+	"\x10UpdateStreamMode\x12\".riffle.v1.UpdateStreamModeRequest\x1a#.riffle.v1.UpdateStreamModeResponse\x12F\n" +
 	"\tPutRecord\x12\x1b.riffle.v1.PutRecordRequest\x1a\x1c.riffle.v1.PutRecordResponse\x12I\n" +
 	"\n" +
 	"PutRecords\x12\x1c.riffle.v1.PutRecordsRequest\x1a\x1d.riffle.v1.PutRecordsResponse\x12[\n" +
@@ -4205,167 +4106,169 @@ func file_riffle_v1_streams_proto_rawDescGZIP() []byte {
 	return file_riffle_v1_streams_proto_rawDescData
 }
 
-var file_riffle_v1_streams_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_riffle_v1_streams_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_riffle_v1_streams_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_riffle_v1_streams_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_riffle_v1_streams_proto_goTypes = []any{
 	(StreamStatus)(0),                             // 0: riffle.v1.StreamStatus
-	(StreamMode)(0),                               // 1: riffle.v1.StreamMode
-	(ShardIteratorType)(0),                        // 2: riffle.v1.ShardIteratorType
-	(ShardFilterType)(0),                          // 3: riffle.v1.ShardFilterType
-	(ScalingType)(0),                              // 4: riffle.v1.ScalingType
-	(ConsumerStatus)(0),                           // 5: riffle.v1.ConsumerStatus
-	(*StreamModeDetails)(nil),                     // 6: riffle.v1.StreamModeDetails
-	(*HashKeyRange)(nil),                          // 7: riffle.v1.HashKeyRange
-	(*SequenceNumberRange)(nil),                   // 8: riffle.v1.SequenceNumberRange
-	(*Shard)(nil),                                 // 9: riffle.v1.Shard
-	(*ChildShard)(nil),                            // 10: riffle.v1.ChildShard
-	(*ShardLimits)(nil),                           // 11: riffle.v1.ShardLimits
-	(*CreateStreamRequest)(nil),                   // 12: riffle.v1.CreateStreamRequest
-	(*CreateStreamResponse)(nil),                  // 13: riffle.v1.CreateStreamResponse
-	(*DeleteStreamRequest)(nil),                   // 14: riffle.v1.DeleteStreamRequest
-	(*DeleteStreamResponse)(nil),                  // 15: riffle.v1.DeleteStreamResponse
-	(*DescribeStreamRequest)(nil),                 // 16: riffle.v1.DescribeStreamRequest
-	(*StreamDescription)(nil),                     // 17: riffle.v1.StreamDescription
-	(*DescribeStreamResponse)(nil),                // 18: riffle.v1.DescribeStreamResponse
-	(*DescribeStreamSummaryRequest)(nil),          // 19: riffle.v1.DescribeStreamSummaryRequest
-	(*StreamDescriptionSummary)(nil),              // 20: riffle.v1.StreamDescriptionSummary
-	(*DescribeStreamSummaryResponse)(nil),         // 21: riffle.v1.DescribeStreamSummaryResponse
-	(*ListStreamsRequest)(nil),                    // 22: riffle.v1.ListStreamsRequest
-	(*StreamSummary)(nil),                         // 23: riffle.v1.StreamSummary
-	(*ListStreamsResponse)(nil),                   // 24: riffle.v1.ListStreamsResponse
-	(*ShardFilter)(nil),                           // 25: riffle.v1.ShardFilter
-	(*ListShardsRequest)(nil),                     // 26: riffle.v1.ListShardsRequest
-	(*ListShardsResponse)(nil),                    // 27: riffle.v1.ListShardsResponse
-	(*IncreaseStreamRetentionPeriodRequest)(nil),  // 28: riffle.v1.IncreaseStreamRetentionPeriodRequest
-	(*IncreaseStreamRetentionPeriodResponse)(nil), // 29: riffle.v1.IncreaseStreamRetentionPeriodResponse
-	(*DecreaseStreamRetentionPeriodRequest)(nil),  // 30: riffle.v1.DecreaseStreamRetentionPeriodRequest
-	(*DecreaseStreamRetentionPeriodResponse)(nil), // 31: riffle.v1.DecreaseStreamRetentionPeriodResponse
-	(*SplitShardRequest)(nil),                     // 32: riffle.v1.SplitShardRequest
-	(*SplitShardResponse)(nil),                    // 33: riffle.v1.SplitShardResponse
-	(*MergeShardsRequest)(nil),                    // 34: riffle.v1.MergeShardsRequest
-	(*MergeShardsResponse)(nil),                   // 35: riffle.v1.MergeShardsResponse
-	(*UpdateShardCountRequest)(nil),               // 36: riffle.v1.UpdateShardCountRequest
-	(*UpdateShardCountResponse)(nil),              // 37: riffle.v1.UpdateShardCountResponse
-	(*PutRecordRequest)(nil),                      // 38: riffle.v1.PutRecordRequest
-	(*PutRecordResponse)(nil),                     // 39: riffle.v1.PutRecordResponse
-	(*PutRecordsRequestEntry)(nil),                // 40: riffle.v1.PutRecordsRequestEntry
-	(*PutRecordsRequest)(nil),                     // 41: riffle.v1.PutRecordsRequest
-	(*PutRecordsResultEntry)(nil),                 // 42: riffle.v1.PutRecordsResultEntry
-	(*PutRecordsResponse)(nil),                    // 43: riffle.v1.PutRecordsResponse
-	(*GetShardIteratorRequest)(nil),               // 44: riffle.v1.GetShardIteratorRequest
-	(*GetShardIteratorResponse)(nil),              // 45: riffle.v1.GetShardIteratorResponse
-	(*Record)(nil),                                // 46: riffle.v1.Record
-	(*GetRecordsRequest)(nil),                     // 47: riffle.v1.GetRecordsRequest
-	(*GetRecordsResponse)(nil),                    // 48: riffle.v1.GetRecordsResponse
-	(*Consumer)(nil),                              // 49: riffle.v1.Consumer
-	(*ConsumerDescription)(nil),                   // 50: riffle.v1.ConsumerDescription
-	(*RegisterStreamConsumerRequest)(nil),         // 51: riffle.v1.RegisterStreamConsumerRequest
-	(*RegisterStreamConsumerResponse)(nil),        // 52: riffle.v1.RegisterStreamConsumerResponse
-	(*DeregisterStreamConsumerRequest)(nil),       // 53: riffle.v1.DeregisterStreamConsumerRequest
-	(*DeregisterStreamConsumerResponse)(nil),      // 54: riffle.v1.DeregisterStreamConsumerResponse
-	(*DescribeStreamConsumerRequest)(nil),         // 55: riffle.v1.DescribeStreamConsumerRequest
-	(*DescribeStreamConsumerResponse)(nil),        // 56: riffle.v1.DescribeStreamConsumerResponse
-	(*ListStreamConsumersRequest)(nil),            // 57: riffle.v1.ListStreamConsumersRequest
-	(*ListStreamConsumersResponse)(nil),           // 58: riffle.v1.ListStreamConsumersResponse
-	(*StartingPosition)(nil),                      // 59: riffle.v1.StartingPosition
-	(*SubscribeToShardRequest)(nil),               // 60: riffle.v1.SubscribeToShardRequest
-	(*SubscribeToShardEvent)(nil),                 // 61: riffle.v1.SubscribeToShardEvent
-	nil,                                           // 62: riffle.v1.CreateStreamRequest.TagsEntry
-	(*timestamppb.Timestamp)(nil),                 // 63: google.protobuf.Timestamp
+	(ShardIteratorType)(0),                        // 1: riffle.v1.ShardIteratorType
+	(ShardFilterType)(0),                          // 2: riffle.v1.ShardFilterType
+	(ScalingType)(0),                              // 3: riffle.v1.ScalingType
+	(ConsumerStatus)(0),                           // 4: riffle.v1.ConsumerStatus
+	(*HashKeyRange)(nil),                          // 5: riffle.v1.HashKeyRange
+	(*SequenceNumberRange)(nil),                   // 6: riffle.v1.SequenceNumberRange
+	(*Shard)(nil),                                 // 7: riffle.v1.Shard
+	(*ChildShard)(nil),                            // 8: riffle.v1.ChildShard
+	(*ShardLimits)(nil),                           // 9: riffle.v1.ShardLimits
+	(*CreateStreamRequest)(nil),                   // 10: riffle.v1.CreateStreamRequest
+	(*CreateStreamResponse)(nil),                  // 11: riffle.v1.CreateStreamResponse
+	(*DeleteStreamRequest)(nil),                   // 12: riffle.v1.DeleteStreamRequest
+	(*DeleteStreamResponse)(nil),                  // 13: riffle.v1.DeleteStreamResponse
+	(*DescribeStreamRequest)(nil),                 // 14: riffle.v1.DescribeStreamRequest
+	(*StreamDescription)(nil),                     // 15: riffle.v1.StreamDescription
+	(*DescribeStreamResponse)(nil),                // 16: riffle.v1.DescribeStreamResponse
+	(*DescribeStreamSummaryRequest)(nil),          // 17: riffle.v1.DescribeStreamSummaryRequest
+	(*StreamDescriptionSummary)(nil),              // 18: riffle.v1.StreamDescriptionSummary
+	(*DescribeStreamSummaryResponse)(nil),         // 19: riffle.v1.DescribeStreamSummaryResponse
+	(*ListStreamsRequest)(nil),                    // 20: riffle.v1.ListStreamsRequest
+	(*StreamSummary)(nil),                         // 21: riffle.v1.StreamSummary
+	(*ListStreamsResponse)(nil),                   // 22: riffle.v1.ListStreamsResponse
+	(*ShardFilter)(nil),                           // 23: riffle.v1.ShardFilter
+	(*ListShardsRequest)(nil),                     // 24: riffle.v1.ListShardsRequest
+	(*ListShardsResponse)(nil),                    // 25: riffle.v1.ListShardsResponse
+	(*IncreaseStreamRetentionPeriodRequest)(nil),  // 26: riffle.v1.IncreaseStreamRetentionPeriodRequest
+	(*IncreaseStreamRetentionPeriodResponse)(nil), // 27: riffle.v1.IncreaseStreamRetentionPeriodResponse
+	(*DecreaseStreamRetentionPeriodRequest)(nil),  // 28: riffle.v1.DecreaseStreamRetentionPeriodRequest
+	(*DecreaseStreamRetentionPeriodResponse)(nil), // 29: riffle.v1.DecreaseStreamRetentionPeriodResponse
+	(*SplitShardRequest)(nil),                     // 30: riffle.v1.SplitShardRequest
+	(*SplitShardResponse)(nil),                    // 31: riffle.v1.SplitShardResponse
+	(*MergeShardsRequest)(nil),                    // 32: riffle.v1.MergeShardsRequest
+	(*MergeShardsResponse)(nil),                   // 33: riffle.v1.MergeShardsResponse
+	(*UpdateShardCountRequest)(nil),               // 34: riffle.v1.UpdateShardCountRequest
+	(*UpdateShardCountResponse)(nil),              // 35: riffle.v1.UpdateShardCountResponse
+	(*PutRecordRequest)(nil),                      // 36: riffle.v1.PutRecordRequest
+	(*PutRecordResponse)(nil),                     // 37: riffle.v1.PutRecordResponse
+	(*PutRecordsRequestEntry)(nil),                // 38: riffle.v1.PutRecordsRequestEntry
+	(*PutRecordsRequest)(nil),                     // 39: riffle.v1.PutRecordsRequest
+	(*PutRecordsResultEntry)(nil),                 // 40: riffle.v1.PutRecordsResultEntry
+	(*PutRecordsResponse)(nil),                    // 41: riffle.v1.PutRecordsResponse
+	(*GetShardIteratorRequest)(nil),               // 42: riffle.v1.GetShardIteratorRequest
+	(*GetShardIteratorResponse)(nil),              // 43: riffle.v1.GetShardIteratorResponse
+	(*Record)(nil),                                // 44: riffle.v1.Record
+	(*GetRecordsRequest)(nil),                     // 45: riffle.v1.GetRecordsRequest
+	(*GetRecordsResponse)(nil),                    // 46: riffle.v1.GetRecordsResponse
+	(*Consumer)(nil),                              // 47: riffle.v1.Consumer
+	(*ConsumerDescription)(nil),                   // 48: riffle.v1.ConsumerDescription
+	(*RegisterStreamConsumerRequest)(nil),         // 49: riffle.v1.RegisterStreamConsumerRequest
+	(*RegisterStreamConsumerResponse)(nil),        // 50: riffle.v1.RegisterStreamConsumerResponse
+	(*DeregisterStreamConsumerRequest)(nil),       // 51: riffle.v1.DeregisterStreamConsumerRequest
+	(*DeregisterStreamConsumerResponse)(nil),      // 52: riffle.v1.DeregisterStreamConsumerResponse
+	(*DescribeStreamConsumerRequest)(nil),         // 53: riffle.v1.DescribeStreamConsumerRequest
+	(*DescribeStreamConsumerResponse)(nil),        // 54: riffle.v1.DescribeStreamConsumerResponse
+	(*ListStreamConsumersRequest)(nil),            // 55: riffle.v1.ListStreamConsumersRequest
+	(*ListStreamConsumersResponse)(nil),           // 56: riffle.v1.ListStreamConsumersResponse
+	(*StartingPosition)(nil),                      // 57: riffle.v1.StartingPosition
+	(*SubscribeToShardRequest)(nil),               // 58: riffle.v1.SubscribeToShardRequest
+	(*SubscribeToShardEvent)(nil),                 // 59: riffle.v1.SubscribeToShardEvent
+	nil,                                           // 60: riffle.v1.CreateStreamRequest.TagsEntry
+	(*StreamModeDetails)(nil),                     // 61: riffle.v1.StreamModeDetails
+	(*timestamppb.Timestamp)(nil),                 // 62: google.protobuf.Timestamp
+	(*UpdateStreamModeRequest)(nil),               // 63: riffle.v1.UpdateStreamModeRequest
+	(*UpdateStreamModeResponse)(nil),              // 64: riffle.v1.UpdateStreamModeResponse
 }
 var file_riffle_v1_streams_proto_depIdxs = []int32{
-	1,  // 0: riffle.v1.StreamModeDetails.stream_mode:type_name -> riffle.v1.StreamMode
-	7,  // 1: riffle.v1.Shard.hash_key_range:type_name -> riffle.v1.HashKeyRange
-	8,  // 2: riffle.v1.Shard.sequence_number_range:type_name -> riffle.v1.SequenceNumberRange
-	7,  // 3: riffle.v1.ChildShard.hash_key_range:type_name -> riffle.v1.HashKeyRange
-	6,  // 4: riffle.v1.CreateStreamRequest.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
-	62, // 5: riffle.v1.CreateStreamRequest.tags:type_name -> riffle.v1.CreateStreamRequest.TagsEntry
-	11, // 6: riffle.v1.CreateStreamRequest.shard_limits:type_name -> riffle.v1.ShardLimits
-	0,  // 7: riffle.v1.StreamDescription.stream_status:type_name -> riffle.v1.StreamStatus
-	6,  // 8: riffle.v1.StreamDescription.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
-	9,  // 9: riffle.v1.StreamDescription.shards:type_name -> riffle.v1.Shard
-	63, // 10: riffle.v1.StreamDescription.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
-	17, // 11: riffle.v1.DescribeStreamResponse.stream_description:type_name -> riffle.v1.StreamDescription
-	0,  // 12: riffle.v1.StreamDescriptionSummary.stream_status:type_name -> riffle.v1.StreamStatus
-	6,  // 13: riffle.v1.StreamDescriptionSummary.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
-	63, // 14: riffle.v1.StreamDescriptionSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
-	11, // 15: riffle.v1.StreamDescriptionSummary.shard_limits:type_name -> riffle.v1.ShardLimits
-	20, // 16: riffle.v1.DescribeStreamSummaryResponse.stream_description_summary:type_name -> riffle.v1.StreamDescriptionSummary
-	0,  // 17: riffle.v1.StreamSummary.stream_status:type_name -> riffle.v1.StreamStatus
-	6,  // 18: riffle.v1.StreamSummary.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
-	63, // 19: riffle.v1.StreamSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
-	23, // 20: riffle.v1.ListStreamsResponse.stream_summaries:type_name -> riffle.v1.StreamSummary
-	3,  // 21: riffle.v1.ShardFilter.type:type_name -> riffle.v1.ShardFilterType
-	63, // 22: riffle.v1.ShardFilter.timestamp:type_name -> google.protobuf.Timestamp
-	63, // 23: riffle.v1.ListShardsRequest.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
-	25, // 24: riffle.v1.ListShardsRequest.shard_filter:type_name -> riffle.v1.ShardFilter
-	9,  // 25: riffle.v1.ListShardsResponse.shards:type_name -> riffle.v1.Shard
-	4,  // 26: riffle.v1.UpdateShardCountRequest.scaling_type:type_name -> riffle.v1.ScalingType
-	40, // 27: riffle.v1.PutRecordsRequest.records:type_name -> riffle.v1.PutRecordsRequestEntry
-	42, // 28: riffle.v1.PutRecordsResponse.records:type_name -> riffle.v1.PutRecordsResultEntry
-	2,  // 29: riffle.v1.GetShardIteratorRequest.shard_iterator_type:type_name -> riffle.v1.ShardIteratorType
-	63, // 30: riffle.v1.GetShardIteratorRequest.timestamp:type_name -> google.protobuf.Timestamp
-	63, // 31: riffle.v1.Record.approximate_arrival_timestamp:type_name -> google.protobuf.Timestamp
-	46, // 32: riffle.v1.GetRecordsResponse.records:type_name -> riffle.v1.Record
-	10, // 33: riffle.v1.GetRecordsResponse.child_shards:type_name -> riffle.v1.ChildShard
-	5,  // 34: riffle.v1.Consumer.consumer_status:type_name -> riffle.v1.ConsumerStatus
-	63, // 35: riffle.v1.Consumer.consumer_creation_timestamp:type_name -> google.protobuf.Timestamp
-	5,  // 36: riffle.v1.ConsumerDescription.consumer_status:type_name -> riffle.v1.ConsumerStatus
-	63, // 37: riffle.v1.ConsumerDescription.consumer_creation_timestamp:type_name -> google.protobuf.Timestamp
-	49, // 38: riffle.v1.RegisterStreamConsumerResponse.consumer:type_name -> riffle.v1.Consumer
-	50, // 39: riffle.v1.DescribeStreamConsumerResponse.consumer_description:type_name -> riffle.v1.ConsumerDescription
-	63, // 40: riffle.v1.ListStreamConsumersRequest.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
-	49, // 41: riffle.v1.ListStreamConsumersResponse.consumers:type_name -> riffle.v1.Consumer
-	2,  // 42: riffle.v1.StartingPosition.type:type_name -> riffle.v1.ShardIteratorType
-	63, // 43: riffle.v1.StartingPosition.timestamp:type_name -> google.protobuf.Timestamp
-	59, // 44: riffle.v1.SubscribeToShardRequest.starting_position:type_name -> riffle.v1.StartingPosition
-	46, // 45: riffle.v1.SubscribeToShardEvent.records:type_name -> riffle.v1.Record
-	10, // 46: riffle.v1.SubscribeToShardEvent.child_shards:type_name -> riffle.v1.ChildShard
-	12, // 47: riffle.v1.Streams.CreateStream:input_type -> riffle.v1.CreateStreamRequest
-	14, // 48: riffle.v1.Streams.DeleteStream:input_type -> riffle.v1.DeleteStreamRequest
-	16, // 49: riffle.v1.Streams.DescribeStream:input_type -> riffle.v1.DescribeStreamRequest
-	19, // 50: riffle.v1.Streams.DescribeStreamSummary:input_type -> riffle.v1.DescribeStreamSummaryRequest
-	22, // 51: riffle.v1.Streams.ListStreams:input_type -> riffle.v1.ListStreamsRequest
-	26, // 52: riffle.v1.Streams.ListShards:input_type -> riffle.v1.ListShardsRequest
-	28, // 53: riffle.v1.Streams.IncreaseStreamRetentionPeriod:input_type -> riffle.v1.IncreaseStreamRetentionPeriodRequest
-	30, // 54: riffle.v1.Streams.DecreaseStreamRetentionPeriod:input_type -> riffle.v1.DecreaseStreamRetentionPeriodRequest
-	32, // 55: riffle.v1.Streams.SplitShard:input_type -> riffle.v1.SplitShardRequest
-	34, // 56: riffle.v1.Streams.MergeShards:input_type -> riffle.v1.MergeShardsRequest
-	36, // 57: riffle.v1.Streams.UpdateShardCount:input_type -> riffle.v1.UpdateShardCountRequest
-	38, // 58: riffle.v1.Streams.PutRecord:input_type -> riffle.v1.PutRecordRequest
-	41, // 59: riffle.v1.Streams.PutRecords:input_type -> riffle.v1.PutRecordsRequest
-	44, // 60: riffle.v1.Streams.GetShardIterator:input_type -> riffle.v1.GetShardIteratorRequest
-	47, // 61: riffle.v1.Streams.GetRecords:input_type -> riffle.v1.GetRecordsRequest
-	51, // 62: riffle.v1.Streams.RegisterStreamConsumer:input_type -> riffle.v1.RegisterStreamConsumerRequest
-	53, // 63: riffle.v1.Streams.DeregisterStreamConsumer:input_type -> riffle.v1.DeregisterStreamConsumerRequest
-	55, // 64: riffle.v1.Streams.DescribeStreamConsumer:input_type -> riffle.v1.DescribeStreamConsumerRequest
-	57, // 65: riffle.v1.Streams.ListStreamConsumers:input_type -> riffle.v1.ListStreamConsumersRequest
-	60, // 66: riffle.v1.Streams.SubscribeToShard:input_type -> riffle.v1.SubscribeToShardRequest
-	13, // 67: riffle.v1.Streams.CreateStream:output_type -> riffle.v1.CreateStreamResponse
-	15, // 68: riffle.v1.Streams.DeleteStream:output_type -> riffle.v1.DeleteStreamResponse
-	18, // 69: riffle.v1.Streams.DescribeStream:output_type -> riffle.v1.DescribeStreamResponse
-	21, // 70: riffle.v1.Streams.DescribeStreamSummary:output_type -> riffle.v1.DescribeStreamSummaryResponse
-	24, // 71: riffle.v1.Streams.ListStreams:output_type -> riffle.v1.ListStreamsResponse
-	27, // 72: riffle.v1.Streams.ListShards:output_type -> riffle.v1.ListShardsResponse
-	29, // 73: riffle.v1.Streams.IncreaseStreamRetentionPeriod:output_type -> riffle.v1.IncreaseStreamRetentionPeriodResponse
-	31, // 74: riffle.v1.Streams.DecreaseStreamRetentionPeriod:output_type -> riffle.v1.DecreaseStreamRetentionPeriodResponse
-	33, // 75: riffle.v1.Streams.SplitShard:output_type -> riffle.v1.SplitShardResponse
-	35, // 76: riffle.v1.Streams.MergeShards:output_type -> riffle.v1.MergeShardsResponse
-	37, // 77: riffle.v1.Streams.UpdateShardCount:output_type -> riffle.v1.UpdateShardCountResponse
-	39, // 78: riffle.v1.Streams.PutRecord:output_type -> riffle.v1.PutRecordResponse
-	43, // 79: riffle.v1.Streams.PutRecords:output_type -> riffle.v1.PutRecordsResponse
-	45, // 80: riffle.v1.Streams.GetShardIterator:output_type -> riffle.v1.GetShardIteratorResponse
-	48, // 81: riffle.v1.Streams.GetRecords:output_type -> riffle.v1.GetRecordsResponse
-	52, // 82: riffle.v1.Streams.RegisterStreamConsumer:output_type -> riffle.v1.RegisterStreamConsumerResponse
-	54, // 83: riffle.v1.Streams.DeregisterStreamConsumer:output_type -> riffle.v1.DeregisterStreamConsumerResponse
-	56, // 84: riffle.v1.Streams.DescribeStreamConsumer:output_type -> riffle.v1.DescribeStreamConsumerResponse
-	58, // 85: riffle.v1.Streams.ListStreamConsumers:output_type -> riffle.v1.ListStreamConsumersResponse
-	61, // 86: riffle.v1.Streams.SubscribeToShard:output_type -> riffle.v1.SubscribeToShardEvent
-	67, // [67:87] is the sub-list for method output_type
-	47, // [47:67] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	5,  // 0: riffle.v1.Shard.hash_key_range:type_name -> riffle.v1.HashKeyRange
+	6,  // 1: riffle.v1.Shard.sequence_number_range:type_name -> riffle.v1.SequenceNumberRange
+	5,  // 2: riffle.v1.ChildShard.hash_key_range:type_name -> riffle.v1.HashKeyRange
+	61, // 3: riffle.v1.CreateStreamRequest.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
+	60, // 4: riffle.v1.CreateStreamRequest.tags:type_name -> riffle.v1.CreateStreamRequest.TagsEntry
+	9,  // 5: riffle.v1.CreateStreamRequest.shard_limits:type_name -> riffle.v1.ShardLimits
+	0,  // 6: riffle.v1.StreamDescription.stream_status:type_name -> riffle.v1.StreamStatus
+	61, // 7: riffle.v1.StreamDescription.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
+	7,  // 8: riffle.v1.StreamDescription.shards:type_name -> riffle.v1.Shard
+	62, // 9: riffle.v1.StreamDescription.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	15, // 10: riffle.v1.DescribeStreamResponse.stream_description:type_name -> riffle.v1.StreamDescription
+	0,  // 11: riffle.v1.StreamDescriptionSummary.stream_status:type_name -> riffle.v1.StreamStatus
+	61, // 12: riffle.v1.StreamDescriptionSummary.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
+	62, // 13: riffle.v1.StreamDescriptionSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	9,  // 14: riffle.v1.StreamDescriptionSummary.shard_limits:type_name -> riffle.v1.ShardLimits
+	18, // 15: riffle.v1.DescribeStreamSummaryResponse.stream_description_summary:type_name -> riffle.v1.StreamDescriptionSummary
+	0,  // 16: riffle.v1.StreamSummary.stream_status:type_name -> riffle.v1.StreamStatus
+	61, // 17: riffle.v1.StreamSummary.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
+	62, // 18: riffle.v1.StreamSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	21, // 19: riffle.v1.ListStreamsResponse.stream_summaries:type_name -> riffle.v1.StreamSummary
+	2,  // 20: riffle.v1.ShardFilter.type:type_name -> riffle.v1.ShardFilterType
+	62, // 21: riffle.v1.ShardFilter.timestamp:type_name -> google.protobuf.Timestamp
+	62, // 22: riffle.v1.ListShardsRequest.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	23, // 23: riffle.v1.ListShardsRequest.shard_filter:type_name -> riffle.v1.ShardFilter
+	7,  // 24: riffle.v1.ListShardsResponse.shards:type_name -> riffle.v1.Shard
+	3,  // 25: riffle.v1.UpdateShardCountRequest.scaling_type:type_name -> riffle.v1.ScalingType
+	38, // 26: riffle.v1.PutRecordsRequest.records:type_name -> riffle.v1.PutRecordsRequestEntry
+	40, // 27: riffle.v1.PutRecordsResponse.records:type_name -> riffle.v1.PutRecordsResultEntry
+	1,  // 28: riffle.v1.GetShardIteratorRequest.shard_iterator_type:type_name -> riffle.v1.ShardIteratorType
+	62, // 29: riffle.v1.GetShardIteratorRequest.timestamp:type_name -> google.protobuf.Timestamp
+	62, // 30: riffle.v1.Record.approximate_arrival_timestamp:type_name -> google.protobuf.Timestamp
+	44, // 31: riffle.v1.GetRecordsResponse.records:type_name -> riffle.v1.Record
+	8,  // 32: riffle.v1.GetRecordsResponse.child_shards:type_name -> riffle.v1.ChildShard
+	4,  // 33: riffle.v1.Consumer.consumer_status:type_name -> riffle.v1.ConsumerStatus
+	62, // 34: riffle.v1.Consumer.consumer_creation_timestamp:type_name -> google.protobuf.Timestamp
+	4,  // 35: riffle.v1.ConsumerDescription.consumer_status:type_name -> riffle.v1.ConsumerStatus
+	62, // 36: riffle.v1.ConsumerDescription.consumer_creation_timestamp:type_name -> google.protobuf.Timestamp
+	47, // 37: riffle.v1.RegisterStreamConsumerResponse.consumer:type_name -> riffle.v1.Consumer
+	48, // 38: riffle.v1.DescribeStreamConsumerResponse.consumer_description:type_name -> riffle.v1.ConsumerDescription
+	62, // 39: riffle.v1.ListStreamConsumersRequest.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	47, // 40: riffle.v1.ListStreamConsumersResponse.consumers:type_name -> riffle.v1.Consumer
+	1,  // 41: riffle.v1.StartingPosition.type:type_name -> riffle.v1.ShardIteratorType
+	62, // 42: riffle.v1.StartingPosition.timestamp:type_name -> google.protobuf.Timestamp
+	57, // 43: riffle.v1.SubscribeToShardRequest.starting_position:type_name -> riffle.v1.StartingPosition
+	44, // 44: riffle.v1.SubscribeToShardEvent.records:type_name -> riffle.v1.Record
+	8,  // 45: riffle.v1.SubscribeToShardEvent.child_shards:type_name -> riffle.v1.ChildShard
+	10, // 46: riffle.v1.Streams.CreateStream:input_type -> riffle.v1.CreateStreamRequest
+	12, // 47: riffle.v1.Streams.DeleteStream:input_type -> riffle.v1.DeleteStreamRequest
+	14, // 48: riffle.v1.Streams.DescribeStream:input_type -> riffle.v1.DescribeStreamRequest
+	17, // 49: riffle.v1.Streams.DescribeStreamSummary:input_type -> riffle.v1.DescribeStreamSummaryRequest
+	20, // 50: riffle.v1.Streams.ListStreams:input_type -> riffle.v1.ListStreamsRequest
+	24, // 51: riffle.v1.Streams.ListShards:input_type -> riffle.v1.ListShardsRequest
+	26, // 52: riffle.v1.Streams.IncreaseStreamRetentionPeriod:input_type -> riffle.v1.IncreaseStreamRetentionPeriodRequest
+	28, // 53: riffle.v1.Streams.DecreaseStreamRetentionPeriod:input_type -> riffle.v1.DecreaseStreamRetentionPeriodRequest
+	30, // 54: riffle.v1.Streams.SplitShard:input_type -> riffle.v1.SplitShardRequest
+	32, // 55: riffle.v1.Streams.MergeShards:input_type -> riffle.v1.MergeShardsRequest
+	34, // 56: riffle.v1.Streams.UpdateShardCount:input_type -> riffle.v1.UpdateShardCountRequest
+	63, // 57: riffle.v1.Streams.UpdateStreamMode:input_type -> riffle.v1.UpdateStreamModeRequest
+	36, // 58: riffle.v1.Streams.PutRecord:input_type -> riffle.v1.PutRecordRequest
+	39, // 59: riffle.v1.Streams.PutRecords:input_type -> riffle.v1.PutRecordsRequest
+	42, // 60: riffle.v1.Streams.GetShardIterator:input_type -> riffle.v1.GetShardIteratorRequest
+	45, // 61: riffle.v1.Streams.GetRecords:input_type -> riffle.v1.GetRecordsRequest
+	49, // 62: riffle.v1.Streams.RegisterStreamConsumer:input_type -> riffle.v1.RegisterStreamConsumerRequest
+	51, // 63: riffle.v1.Streams.DeregisterStreamConsumer:input_type -> riffle.v1.DeregisterStreamConsumerRequest
+	53, // 64: riffle.v1.Streams.DescribeStreamConsumer:input_type -> riffle.v1.DescribeStreamConsumerRequest
+	55, // 65: riffle.v1.Streams.ListStreamConsumers:input_type -> riffle.v1.ListStreamConsumersRequest
+	58, // 66: riffle.v1.Streams.SubscribeToShard:input_type -> riffle.v1.SubscribeToShardRequest
+	11, // 67: riffle.v1.Streams.CreateStream:output_type -> riffle.v1.CreateStreamResponse
+	13, // 68: riffle.v1.Streams.DeleteStream:output_type -> riffle.v1.DeleteStreamResponse
+	16, // 69: riffle.v1.Streams.DescribeStream:output_type -> riffle.v1.DescribeStreamResponse
+	19, // 70: riffle.v1.Streams.DescribeStreamSummary:output_type -> riffle.v1.DescribeStreamSummaryResponse
+	22, // 71: riffle.v1.Streams.ListStreams:output_type -> riffle.v1.ListStreamsResponse
+	25, // 72: riffle.v1.Streams.ListShards:output_type -> riffle.v1.ListShardsResponse
+	27, // 73: riffle.v1.Streams.IncreaseStreamRetentionPeriod:output_type -> riffle.v1.IncreaseStreamRetentionPeriodResponse
+	29, // 74: riffle.v1.Streams.DecreaseStreamRetentionPeriod:output_type -> riffle.v1.DecreaseStreamRetentionPeriodResponse
+	31, // 75: riffle.v1.Streams.SplitShard:output_type -> riffle.v1.SplitShardResponse
+	33, // 76: riffle.v1.Streams.MergeShards:output_type -> riffle.v1.MergeShardsResponse
+	35, // 77: riffle.v1.Streams.UpdateShardCount:output_type -> riffle.v1.UpdateShardCountResponse
+	64, // 78: riffle.v1.Streams.UpdateStreamMode:output_type -> riffle.v1.UpdateStreamModeResponse
+	37, // 79: riffle.v1.Streams.PutRecord:output_type -> riffle.v1.PutRecordResponse
+	41, // 80: riffle.v1.Streams.PutRecords:output_type -> riffle.v1.PutRecordsResponse
+	43, // 81: riffle.v1.Streams.GetShardIterator:output_type -> riffle.v1.GetShardIteratorResponse
+	46, // 82: riffle.v1.Streams.GetRecords:output_type -> riffle.v1.GetRecordsResponse
+	50, // 83: riffle.v1.Streams.RegisterStreamConsumer:output_type -> riffle.v1.RegisterStreamConsumerResponse
+	52, // 84: riffle.v1.Streams.DeregisterStreamConsumer:output_type -> riffle.v1.DeregisterStreamConsumerResponse
+	54, // 85: riffle.v1.Streams.DescribeStreamConsumer:output_type -> riffle.v1.DescribeStreamConsumerResponse
+	56, // 86: riffle.v1.Streams.ListStreamConsumers:output_type -> riffle.v1.ListStreamConsumersResponse
+	59, // 87: riffle.v1.Streams.SubscribeToShard:output_type -> riffle.v1.SubscribeToShardEvent
+	67, // [67:88] is the sub-list for method output_type
+	46, // [46:67] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_riffle_v1_streams_proto_init() }
@@ -4373,14 +4276,15 @@ func file_riffle_v1_streams_proto_init() {
 	if File_riffle_v1_streams_proto != nil {
 		return
 	}
-	file_riffle_v1_streams_proto_msgTypes[5].OneofWrappers = []any{}
+	file_riffle_v1_stream_mode_proto_init()
+	file_riffle_v1_streams_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_riffle_v1_streams_proto_rawDesc), len(file_riffle_v1_streams_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   57,
+			NumEnums:      5,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -40,6 +40,7 @@ const (
 	Streams_SplitShard_FullMethodName                    = "/riffle.v1.Streams/SplitShard"
 	Streams_MergeShards_FullMethodName                   = "/riffle.v1.Streams/MergeShards"
 	Streams_UpdateShardCount_FullMethodName              = "/riffle.v1.Streams/UpdateShardCount"
+	Streams_UpdateStreamMode_FullMethodName              = "/riffle.v1.Streams/UpdateStreamMode"
 	Streams_PutRecord_FullMethodName                     = "/riffle.v1.Streams/PutRecord"
 	Streams_PutRecords_FullMethodName                    = "/riffle.v1.Streams/PutRecords"
 	Streams_GetShardIterator_FullMethodName              = "/riffle.v1.Streams/GetShardIterator"
@@ -72,6 +73,7 @@ type StreamsClient interface {
 	SplitShard(ctx context.Context, in *SplitShardRequest, opts ...grpc.CallOption) (*SplitShardResponse, error)
 	MergeShards(ctx context.Context, in *MergeShardsRequest, opts ...grpc.CallOption) (*MergeShardsResponse, error)
 	UpdateShardCount(ctx context.Context, in *UpdateShardCountRequest, opts ...grpc.CallOption) (*UpdateShardCountResponse, error)
+	UpdateStreamMode(ctx context.Context, in *UpdateStreamModeRequest, opts ...grpc.CallOption) (*UpdateStreamModeResponse, error)
 	PutRecord(ctx context.Context, in *PutRecordRequest, opts ...grpc.CallOption) (*PutRecordResponse, error)
 	PutRecords(ctx context.Context, in *PutRecordsRequest, opts ...grpc.CallOption) (*PutRecordsResponse, error)
 	GetShardIterator(ctx context.Context, in *GetShardIteratorRequest, opts ...grpc.CallOption) (*GetShardIteratorResponse, error)
@@ -208,6 +210,16 @@ func (c *streamsClient) UpdateShardCount(ctx context.Context, in *UpdateShardCou
 	return out, nil
 }
 
+func (c *streamsClient) UpdateStreamMode(ctx context.Context, in *UpdateStreamModeRequest, opts ...grpc.CallOption) (*UpdateStreamModeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateStreamModeResponse)
+	err := c.cc.Invoke(ctx, Streams_UpdateStreamMode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *streamsClient) PutRecord(ctx context.Context, in *PutRecordRequest, opts ...grpc.CallOption) (*PutRecordResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PutRecordResponse)
@@ -328,6 +340,7 @@ type StreamsServer interface {
 	SplitShard(context.Context, *SplitShardRequest) (*SplitShardResponse, error)
 	MergeShards(context.Context, *MergeShardsRequest) (*MergeShardsResponse, error)
 	UpdateShardCount(context.Context, *UpdateShardCountRequest) (*UpdateShardCountResponse, error)
+	UpdateStreamMode(context.Context, *UpdateStreamModeRequest) (*UpdateStreamModeResponse, error)
 	PutRecord(context.Context, *PutRecordRequest) (*PutRecordResponse, error)
 	PutRecords(context.Context, *PutRecordsRequest) (*PutRecordsResponse, error)
 	GetShardIterator(context.Context, *GetShardIteratorRequest) (*GetShardIteratorResponse, error)
@@ -386,6 +399,9 @@ func (UnimplementedStreamsServer) MergeShards(context.Context, *MergeShardsReque
 }
 func (UnimplementedStreamsServer) UpdateShardCount(context.Context, *UpdateShardCountRequest) (*UpdateShardCountResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateShardCount not implemented")
+}
+func (UnimplementedStreamsServer) UpdateStreamMode(context.Context, *UpdateStreamModeRequest) (*UpdateStreamModeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateStreamMode not implemented")
 }
 func (UnimplementedStreamsServer) PutRecord(context.Context, *PutRecordRequest) (*PutRecordResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PutRecord not implemented")
@@ -633,6 +649,24 @@ func _Streams_UpdateShardCount_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Streams_UpdateStreamMode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateStreamModeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).UpdateStreamMode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_UpdateStreamMode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).UpdateStreamMode(ctx, req.(*UpdateStreamModeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Streams_PutRecord_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(PutRecordRequest)
 	if err := dec(in); err != nil {
@@ -838,6 +872,10 @@ var Streams_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateShardCount",
 			Handler:    _Streams_UpdateShardCount_Handler,
+		},
+		{
+			MethodName: "UpdateStreamMode",
+			Handler:    _Streams_UpdateStreamMode_Handler,
 		},
 		{
 			MethodName: "PutRecord",

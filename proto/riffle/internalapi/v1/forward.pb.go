@@ -1010,6 +1010,176 @@ func (x *MetaIndexResponse) GetCommitIndex() uint64 {
 	return 0
 }
 
+type ShardWriteRatesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardWriteRatesRequest) Reset() {
+	*x = ShardWriteRatesRequest{}
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardWriteRatesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardWriteRatesRequest) ProtoMessage() {}
+
+func (x *ShardWriteRatesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardWriteRatesRequest.ProtoReflect.Descriptor instead.
+func (*ShardWriteRatesRequest) Descriptor() ([]byte, []int) {
+	return file_riffle_internalapi_v1_forward_proto_rawDescGZIP(), []int{15}
+}
+
+// ShardWriteCount is what one shard's leader on the called node admitted
+// since the counter started; the caller turns two reports into a rate.
+type ShardWriteCount struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	StreamId   uint64                 `protobuf:"varint,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	ShardIndex uint64                 `protobuf:"varint,2,opt,name=shard_index,json=shardIndex,proto3" json:"shard_index,omitempty"`
+	// epoch changes when the counter restarts (a new leadership here), so
+	// the caller never subtracts counts of two different counters.
+	Epoch   uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Records uint64 `protobuf:"varint,4,opt,name=records,proto3" json:"records,omitempty"`
+	Bytes   uint64 `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// median_hash_key is the median hash key of a sample of recent writes
+	// inside the shard's range (decimal), empty without samples.
+	MedianHashKey string `protobuf:"bytes,6,opt,name=median_hash_key,json=medianHashKey,proto3" json:"median_hash_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardWriteCount) Reset() {
+	*x = ShardWriteCount{}
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardWriteCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardWriteCount) ProtoMessage() {}
+
+func (x *ShardWriteCount) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardWriteCount.ProtoReflect.Descriptor instead.
+func (*ShardWriteCount) Descriptor() ([]byte, []int) {
+	return file_riffle_internalapi_v1_forward_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ShardWriteCount) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *ShardWriteCount) GetShardIndex() uint64 {
+	if x != nil {
+		return x.ShardIndex
+	}
+	return 0
+}
+
+func (x *ShardWriteCount) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ShardWriteCount) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *ShardWriteCount) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *ShardWriteCount) GetMedianHashKey() string {
+	if x != nil {
+		return x.MedianHashKey
+	}
+	return ""
+}
+
+type ShardWriteRatesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shards        []*ShardWriteCount     `protobuf:"bytes,1,rep,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardWriteRatesResponse) Reset() {
+	*x = ShardWriteRatesResponse{}
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardWriteRatesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardWriteRatesResponse) ProtoMessage() {}
+
+func (x *ShardWriteRatesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardWriteRatesResponse.ProtoReflect.Descriptor instead.
+func (*ShardWriteRatesResponse) Descriptor() ([]byte, []int) {
+	return file_riffle_internalapi_v1_forward_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ShardWriteRatesResponse) GetShards() []*ShardWriteCount {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
 var File_riffle_internalapi_v1_forward_proto protoreflect.FileDescriptor
 
 const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
@@ -1098,14 +1268,26 @@ const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
 	"\x10MetaIndexRequest\"n\n" +
 	"\x11MetaIndexResponse\x126\n" +
 	"\x05error\x18\x01 \x01(\v2 .riffle.internal.v1.ForwardErrorR\x05error\x12!\n" +
-	"\fcommit_index\x18\x02 \x01(\x04R\vcommitIndex2\xa7\x04\n" +
+	"\fcommit_index\x18\x02 \x01(\x04R\vcommitIndex\"\x18\n" +
+	"\x16ShardWriteRatesRequest\"\xbd\x01\n" +
+	"\x0fShardWriteCount\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\x04R\bstreamId\x12\x1f\n" +
+	"\vshard_index\x18\x02 \x01(\x04R\n" +
+	"shardIndex\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x18\n" +
+	"\arecords\x18\x04 \x01(\x04R\arecords\x12\x14\n" +
+	"\x05bytes\x18\x05 \x01(\x04R\x05bytes\x12&\n" +
+	"\x0fmedian_hash_key\x18\x06 \x01(\tR\rmedianHashKey\"V\n" +
+	"\x17ShardWriteRatesResponse\x12;\n" +
+	"\x06shards\x18\x01 \x03(\v2#.riffle.internal.v1.ShardWriteCountR\x06shards2\x93\x05\n" +
 	"\aForward\x12^\n" +
 	"\vProposeMeta\x12&.riffle.internal.v1.ProposeMetaRequest\x1a'.riffle.internal.v1.ProposeMetaResponse\x12O\n" +
 	"\x06Append\x12!.riffle.internal.v1.AppendRequest\x1a\".riffle.internal.v1.AppendResponse\x12U\n" +
 	"\bShardTip\x12#.riffle.internal.v1.ShardTipRequest\x1a$.riffle.internal.v1.ShardTipResponse\x12X\n" +
 	"\tMetaIndex\x12$.riffle.internal.v1.MetaIndexRequest\x1a%.riffle.internal.v1.MetaIndexResponse\x12`\n" +
 	"\fFetchRecords\x12'.riffle.internal.v1.FetchRecordsRequest\x1a%.riffle.internal.v1.FetchRecordsChunk0\x01\x12X\n" +
-	"\tSealShard\x12$.riffle.internal.v1.SealShardRequest\x1a%.riffle.internal.v1.SealShardResponseBIZGgithub.com/riffle-streams/riffle/proto/riffle/internalapi/v1;internalv1b\x06proto3"
+	"\tSealShard\x12$.riffle.internal.v1.SealShardRequest\x1a%.riffle.internal.v1.SealShardResponse\x12j\n" +
+	"\x0fShardWriteRates\x12*.riffle.internal.v1.ShardWriteRatesRequest\x1a+.riffle.internal.v1.ShardWriteRatesResponseBIZGgithub.com/riffle-streams/riffle/proto/riffle/internalapi/v1;internalv1b\x06proto3"
 
 var (
 	file_riffle_internalapi_v1_forward_proto_rawDescOnce sync.Once
@@ -1120,24 +1302,27 @@ func file_riffle_internalapi_v1_forward_proto_rawDescGZIP() []byte {
 }
 
 var file_riffle_internalapi_v1_forward_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_riffle_internalapi_v1_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_riffle_internalapi_v1_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_riffle_internalapi_v1_forward_proto_goTypes = []any{
-	(ForwardError_Kind)(0),      // 0: riffle.internal.v1.ForwardError.Kind
-	(*ForwardError)(nil),        // 1: riffle.internal.v1.ForwardError
-	(*ProposeMetaRequest)(nil),  // 2: riffle.internal.v1.ProposeMetaRequest
-	(*ProposeMetaResponse)(nil), // 3: riffle.internal.v1.ProposeMetaResponse
-	(*AppendEntry)(nil),         // 4: riffle.internal.v1.AppendEntry
-	(*AppendRequest)(nil),       // 5: riffle.internal.v1.AppendRequest
-	(*AppendResponse)(nil),      // 6: riffle.internal.v1.AppendResponse
-	(*FetchRecordsRequest)(nil), // 7: riffle.internal.v1.FetchRecordsRequest
-	(*FetchedRecord)(nil),       // 8: riffle.internal.v1.FetchedRecord
-	(*FetchRecordsChunk)(nil),   // 9: riffle.internal.v1.FetchRecordsChunk
-	(*ShardTipRequest)(nil),     // 10: riffle.internal.v1.ShardTipRequest
-	(*ShardTipResponse)(nil),    // 11: riffle.internal.v1.ShardTipResponse
-	(*SealShardRequest)(nil),    // 12: riffle.internal.v1.SealShardRequest
-	(*SealShardResponse)(nil),   // 13: riffle.internal.v1.SealShardResponse
-	(*MetaIndexRequest)(nil),    // 14: riffle.internal.v1.MetaIndexRequest
-	(*MetaIndexResponse)(nil),   // 15: riffle.internal.v1.MetaIndexResponse
+	(ForwardError_Kind)(0),          // 0: riffle.internal.v1.ForwardError.Kind
+	(*ForwardError)(nil),            // 1: riffle.internal.v1.ForwardError
+	(*ProposeMetaRequest)(nil),      // 2: riffle.internal.v1.ProposeMetaRequest
+	(*ProposeMetaResponse)(nil),     // 3: riffle.internal.v1.ProposeMetaResponse
+	(*AppendEntry)(nil),             // 4: riffle.internal.v1.AppendEntry
+	(*AppendRequest)(nil),           // 5: riffle.internal.v1.AppendRequest
+	(*AppendResponse)(nil),          // 6: riffle.internal.v1.AppendResponse
+	(*FetchRecordsRequest)(nil),     // 7: riffle.internal.v1.FetchRecordsRequest
+	(*FetchedRecord)(nil),           // 8: riffle.internal.v1.FetchedRecord
+	(*FetchRecordsChunk)(nil),       // 9: riffle.internal.v1.FetchRecordsChunk
+	(*ShardTipRequest)(nil),         // 10: riffle.internal.v1.ShardTipRequest
+	(*ShardTipResponse)(nil),        // 11: riffle.internal.v1.ShardTipResponse
+	(*SealShardRequest)(nil),        // 12: riffle.internal.v1.SealShardRequest
+	(*SealShardResponse)(nil),       // 13: riffle.internal.v1.SealShardResponse
+	(*MetaIndexRequest)(nil),        // 14: riffle.internal.v1.MetaIndexRequest
+	(*MetaIndexResponse)(nil),       // 15: riffle.internal.v1.MetaIndexResponse
+	(*ShardWriteRatesRequest)(nil),  // 16: riffle.internal.v1.ShardWriteRatesRequest
+	(*ShardWriteCount)(nil),         // 17: riffle.internal.v1.ShardWriteCount
+	(*ShardWriteRatesResponse)(nil), // 18: riffle.internal.v1.ShardWriteRatesResponse
 }
 var file_riffle_internalapi_v1_forward_proto_depIdxs = []int32{
 	0,  // 0: riffle.internal.v1.ForwardError.kind:type_name -> riffle.internal.v1.ForwardError.Kind
@@ -1148,23 +1333,26 @@ var file_riffle_internalapi_v1_forward_proto_depIdxs = []int32{
 	1,  // 5: riffle.internal.v1.ShardTipResponse.error:type_name -> riffle.internal.v1.ForwardError
 	1,  // 6: riffle.internal.v1.SealShardResponse.error:type_name -> riffle.internal.v1.ForwardError
 	1,  // 7: riffle.internal.v1.MetaIndexResponse.error:type_name -> riffle.internal.v1.ForwardError
-	2,  // 8: riffle.internal.v1.Forward.ProposeMeta:input_type -> riffle.internal.v1.ProposeMetaRequest
-	5,  // 9: riffle.internal.v1.Forward.Append:input_type -> riffle.internal.v1.AppendRequest
-	10, // 10: riffle.internal.v1.Forward.ShardTip:input_type -> riffle.internal.v1.ShardTipRequest
-	14, // 11: riffle.internal.v1.Forward.MetaIndex:input_type -> riffle.internal.v1.MetaIndexRequest
-	7,  // 12: riffle.internal.v1.Forward.FetchRecords:input_type -> riffle.internal.v1.FetchRecordsRequest
-	12, // 13: riffle.internal.v1.Forward.SealShard:input_type -> riffle.internal.v1.SealShardRequest
-	3,  // 14: riffle.internal.v1.Forward.ProposeMeta:output_type -> riffle.internal.v1.ProposeMetaResponse
-	6,  // 15: riffle.internal.v1.Forward.Append:output_type -> riffle.internal.v1.AppendResponse
-	11, // 16: riffle.internal.v1.Forward.ShardTip:output_type -> riffle.internal.v1.ShardTipResponse
-	15, // 17: riffle.internal.v1.Forward.MetaIndex:output_type -> riffle.internal.v1.MetaIndexResponse
-	9,  // 18: riffle.internal.v1.Forward.FetchRecords:output_type -> riffle.internal.v1.FetchRecordsChunk
-	13, // 19: riffle.internal.v1.Forward.SealShard:output_type -> riffle.internal.v1.SealShardResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	17, // 8: riffle.internal.v1.ShardWriteRatesResponse.shards:type_name -> riffle.internal.v1.ShardWriteCount
+	2,  // 9: riffle.internal.v1.Forward.ProposeMeta:input_type -> riffle.internal.v1.ProposeMetaRequest
+	5,  // 10: riffle.internal.v1.Forward.Append:input_type -> riffle.internal.v1.AppendRequest
+	10, // 11: riffle.internal.v1.Forward.ShardTip:input_type -> riffle.internal.v1.ShardTipRequest
+	14, // 12: riffle.internal.v1.Forward.MetaIndex:input_type -> riffle.internal.v1.MetaIndexRequest
+	7,  // 13: riffle.internal.v1.Forward.FetchRecords:input_type -> riffle.internal.v1.FetchRecordsRequest
+	12, // 14: riffle.internal.v1.Forward.SealShard:input_type -> riffle.internal.v1.SealShardRequest
+	16, // 15: riffle.internal.v1.Forward.ShardWriteRates:input_type -> riffle.internal.v1.ShardWriteRatesRequest
+	3,  // 16: riffle.internal.v1.Forward.ProposeMeta:output_type -> riffle.internal.v1.ProposeMetaResponse
+	6,  // 17: riffle.internal.v1.Forward.Append:output_type -> riffle.internal.v1.AppendResponse
+	11, // 18: riffle.internal.v1.Forward.ShardTip:output_type -> riffle.internal.v1.ShardTipResponse
+	15, // 19: riffle.internal.v1.Forward.MetaIndex:output_type -> riffle.internal.v1.MetaIndexResponse
+	9,  // 20: riffle.internal.v1.Forward.FetchRecords:output_type -> riffle.internal.v1.FetchRecordsChunk
+	13, // 21: riffle.internal.v1.Forward.SealShard:output_type -> riffle.internal.v1.SealShardResponse
+	18, // 22: riffle.internal.v1.Forward.ShardWriteRates:output_type -> riffle.internal.v1.ShardWriteRatesResponse
+	16, // [16:23] is the sub-list for method output_type
+	9,  // [9:16] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_riffle_internalapi_v1_forward_proto_init() }
@@ -1178,7 +1366,7 @@ func file_riffle_internalapi_v1_forward_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_riffle_internalapi_v1_forward_proto_rawDesc), len(file_riffle_internalapi_v1_forward_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,12 +23,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Forward_ProposeMeta_FullMethodName  = "/riffle.internal.v1.Forward/ProposeMeta"
-	Forward_Append_FullMethodName       = "/riffle.internal.v1.Forward/Append"
-	Forward_ShardTip_FullMethodName     = "/riffle.internal.v1.Forward/ShardTip"
-	Forward_MetaIndex_FullMethodName    = "/riffle.internal.v1.Forward/MetaIndex"
-	Forward_FetchRecords_FullMethodName = "/riffle.internal.v1.Forward/FetchRecords"
-	Forward_SealShard_FullMethodName    = "/riffle.internal.v1.Forward/SealShard"
+	Forward_ProposeMeta_FullMethodName     = "/riffle.internal.v1.Forward/ProposeMeta"
+	Forward_Append_FullMethodName          = "/riffle.internal.v1.Forward/Append"
+	Forward_ShardTip_FullMethodName        = "/riffle.internal.v1.Forward/ShardTip"
+	Forward_MetaIndex_FullMethodName       = "/riffle.internal.v1.Forward/MetaIndex"
+	Forward_FetchRecords_FullMethodName    = "/riffle.internal.v1.Forward/FetchRecords"
+	Forward_SealShard_FullMethodName       = "/riffle.internal.v1.Forward/SealShard"
+	Forward_ShardWriteRates_FullMethodName = "/riffle.internal.v1.Forward/ShardWriteRates"
 )
 
 // ForwardClient is the client API for Forward service.
@@ -58,6 +59,10 @@ type ForwardClient interface {
 	// leader, and answers where it ended. Sealing a sealed shard answers the
 	// same end, so the metadata leader may repeat it after a crash.
 	SealShard(ctx context.Context, in *SealShardRequest, opts ...grpc.CallOption) (*SealShardResponse, error)
+	// ShardWriteRates reports the writes the called node admitted as leader
+	// of ON_DEMAND streams' shards; the metadata leader polls it to decide
+	// splits and merges (docs/resharding.md).
+	ShardWriteRates(ctx context.Context, in *ShardWriteRatesRequest, opts ...grpc.CallOption) (*ShardWriteRatesResponse, error)
 }
 
 type forwardClient struct {
@@ -137,6 +142,16 @@ func (c *forwardClient) SealShard(ctx context.Context, in *SealShardRequest, opt
 	return out, nil
 }
 
+func (c *forwardClient) ShardWriteRates(ctx context.Context, in *ShardWriteRatesRequest, opts ...grpc.CallOption) (*ShardWriteRatesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ShardWriteRatesResponse)
+	err := c.cc.Invoke(ctx, Forward_ShardWriteRates_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ForwardServer is the server API for Forward service.
 // All implementations must embed UnimplementedForwardServer
 // for forward compatibility.
@@ -164,6 +179,10 @@ type ForwardServer interface {
 	// leader, and answers where it ended. Sealing a sealed shard answers the
 	// same end, so the metadata leader may repeat it after a crash.
 	SealShard(context.Context, *SealShardRequest) (*SealShardResponse, error)
+	// ShardWriteRates reports the writes the called node admitted as leader
+	// of ON_DEMAND streams' shards; the metadata leader polls it to decide
+	// splits and merges (docs/resharding.md).
+	ShardWriteRates(context.Context, *ShardWriteRatesRequest) (*ShardWriteRatesResponse, error)
 	mustEmbedUnimplementedForwardServer()
 }
 
@@ -191,6 +210,9 @@ func (UnimplementedForwardServer) FetchRecords(*FetchRecordsRequest, grpc.Server
 }
 func (UnimplementedForwardServer) SealShard(context.Context, *SealShardRequest) (*SealShardResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SealShard not implemented")
+}
+func (UnimplementedForwardServer) ShardWriteRates(context.Context, *ShardWriteRatesRequest) (*ShardWriteRatesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ShardWriteRates not implemented")
 }
 func (UnimplementedForwardServer) mustEmbedUnimplementedForwardServer() {}
 func (UnimplementedForwardServer) testEmbeddedByValue()                 {}
@@ -314,6 +336,24 @@ func _Forward_SealShard_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Forward_ShardWriteRates_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ShardWriteRatesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ForwardServer).ShardWriteRates(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Forward_ShardWriteRates_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ForwardServer).ShardWriteRates(ctx, req.(*ShardWriteRatesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Forward_ServiceDesc is the grpc.ServiceDesc for Forward service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -340,6 +380,10 @@ var Forward_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SealShard",
 			Handler:    _Forward_SealShard_Handler,
+		},
+		{
+			MethodName: "ShardWriteRates",
+			Handler:    _Forward_ShardWriteRates_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
