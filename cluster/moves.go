@@ -350,10 +350,14 @@ func (h *Host) reportCaughtUp(r *shardlog.Shard, cmd MoveCaughtUpCmd) {
 // moveStillWaits reports whether the metadata still waits for cmd's report.
 func (h *Host) moveStillWaits(cmd MoveCaughtUpCmd) bool {
 	s, ok := h.meta.State().StreamByID(cmd.StreamID)
-	if !ok || cmd.ShardIndex >= uint64(len(s.Shards)) {
+	if !ok {
 		return false
 	}
-	mv := s.Shards[cmd.ShardIndex].Moving
+	sh, ok := s.ShardByIndex(cmd.ShardIndex)
+	if !ok {
+		return false
+	}
+	mv := sh.Moving
 	return mv != nil && mv.To == cmd.To && !mv.CaughtUp && !mv.Cancel
 }
 

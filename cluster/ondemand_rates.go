@@ -131,8 +131,8 @@ func (h *Host) writeCounts() []*internalv1.ShardWriteCount {
 	for gid, wm := range meters {
 		s, ok := st.StreamByID(wm.streamID)
 		var sh *Shard
-		if ok && wm.index < uint64(len(s.Shards)) {
-			sh = s.Shards[wm.index]
+		if ok {
+			sh, _ = s.ShardByIndex(wm.index)
 		}
 		if sh == nil || !sh.Open() || s.Mode != ModeOnDemand {
 			h.meters.mu.Lock()
