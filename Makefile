@@ -103,7 +103,7 @@ done; \
 echo "cluster-up: healthy; gRPC on 127.0.0.1:7450, 127.0.0.1:7460, 127.0.0.1:7470"
 endef
 
-.PHONY: docker-image cluster-up cluster-down e2e
+.PHONY: docker-image cluster-up cluster-down e2e fault jepsen fault-deps
 
 # The build context is a temporary directory holding only the Dockerfile,
 # the binary and an empty data/ directory: nothing else is sent to docker.
@@ -113,7 +113,7 @@ docker-image:
 	cp deploy/Dockerfile $(DOCKER_BIN) "$$ctx/" && mkdir "$$ctx/data" && \
 	$(DOCKER) build -t $(DOCKER_IMAGE) "$$ctx"
 
-cluster-up cluster-down e2e: export RIFFLE_IMAGE = $(DOCKER_IMAGE)
+cluster-up cluster-down e2e fault jepsen: export RIFFLE_IMAGE = $(DOCKER_IMAGE)
 
 # Three nodes (deploy/docker-compose.yml), waiting until all are healthy.
 # On failure it prints the nodes' logs and leaves them for inspection.
@@ -129,7 +129,7 @@ cluster-down:
 # Builds the image, starts a fresh cluster, runs tests/e2e against it and
 # always tears it down, also when a step fails or is interrupted; on failure
 # it prints every container's log first.
-e2e: docker-image
+e2e: docker-image fault-deps
 	@teardown() { rc=$$?; trap - EXIT INT TERM; \
 		if [ $$rc -ne 0 ]; then echo "e2e: failed (exit $$rc); container logs follow"; $(COMPOSE) logs --no-color --timestamps || true; fi; \
 		echo "e2e: tearing the cluster down"; $(COMPOSE) down -v --remove-orphans || true; \
@@ -144,4 +144,41 @@ e2e: docker-image
 		$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./tests/e2e/...; \
 	echo "e2e: fan-out: two registered consumers, 1000 records/s, Kinesis limits"; \
 	$(DOCKER_BIN) bench --mode fanout --addr $(CLUSTER_ADDRS) --stream e2e-fanout --create-shards 4 \
-		--create-limits cluster --rate 1000 --consumers 2 --in-flight 16 --duration 15s
+		--create-limits cluster --rate 1000 --consumers 2 --in-flight 16 --duration 15s; \
+	echo "e2e: fault run (tests/fault, CI-sized) on the same cluster"; \
+	$(FAULT_ENV) $(GO) test -tags fault -count=1 -v -timeout $(FAULT_TIMEOUT) -run '^TestFaultCI$$' ./tests/fault/
+
+# ---- Fault injection (tests/fault) ------------------------------------------
+# `make fault` is the CI-sized Jepsen-style run (about three minutes, kill,
+# pause, partition and kill-all, seed printed; RIFFLE_FAULT_SEED=N repeats
+# one) on a fresh cluster; `make jepsen DURATION=30m` soaks a fresh cluster
+# with every nemesis in rotation. Both fail on any anomaly and keep the
+# history, node logs and data under tests/fault/results/ when they do.
+# Faults are injected from the host with docker, and with iptables and tc
+# inside the nodes' network namespaces (nsenter): fault-deps installs them.
+
+DURATION      ?= 30m
+FAULT_TIMEOUT ?= 15m
+FAULT_ENV      = RIFFLE_E2E_DOCKER="$(DOCKER)" RIFFLE_E2E_COMPOSE="$(DOCKER_COMPOSE)" \
+	RIFFLE_E2E_COMPOSE_FILE="$(CLUSTER_FILE)" RIFFLE_E2E_PROJECT="$(CLUSTER_PROJECT)" \
+	RIFFLE_FAULT_RESULTS="$(CURDIR)/tests/fault/results"
+
+fault-deps:
+	@bash tests/fault/install-deps.sh
+
+fault: FAULT_RUN = -timeout $(FAULT_TIMEOUT) -run '^TestFaultCI$$'
+jepsen: FAULT_RUN = -timeout 0 -run '^TestFaultSoak$$'
+jepsen: export RIFFLE_FAULT_DURATION = $(DURATION)
+
+# A fresh cluster, the run, and always a teardown (logs printed on failure).
+fault jepsen: docker-image fault-deps
+	@teardown() { rc=$$?; trap - EXIT INT TERM; \
+		if [ $$rc -ne 0 ]; then echo "$@: failed (exit $$rc); container logs follow"; $(COMPOSE) logs --no-color --timestamps --tail=300 || true; fi; \
+		echo "$@: tearing the cluster down"; $(COMPOSE) down -v --remove-orphans || true; \
+		exit $$rc; }; \
+	trap teardown EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
+	set -e; \
+	$(COMPOSE) down -v --remove-orphans >/dev/null 2>&1 || true; \
+	$(COMPOSE) up -d; \
+	( $(CLUSTER_WAIT_HEALTHY) ); \
+	$(FAULT_ENV) $(GO) test -tags fault -count=1 -v $(FAULT_RUN) ./tests/fault/

@@ -33,10 +33,10 @@ const (
 	finalTimeout = 90 * time.Second // final liveness: every ack readable everywhere
 )
 
-// ciSchedule is the CI-sized run's fixed mix: a crash, a pause longer than
-// the election timeout, a partition, and every node crashing at once. The
-// seed picks the nodes.
-var ciSchedule = []string{"kill-one", "pause-leader", "partition-isolate", "kill-all"}
+// ciSchedule is the CI-sized run's fixed mix: crashes (of any node, of the
+// metadata leader, of every node at once), a pause longer than the election
+// timeout, and partitions (isolated node, one-way). The seed picks the nodes.
+var ciSchedule = []string{"kill-one", "pause-leader", "partition-isolate", "kill-meta-leader", "partition-oneway", "kill-all"}
 
 // soakKinds is every nemesis; the soak runs them in a new random order
 // each round.
@@ -48,8 +48,7 @@ var soakKinds = []string{
 }
 
 // TestFaultCI is the CI-sized run (about three minutes): the workload on
-// every node through kill, pause, partition and kill-all, then every
-// checker; any anomaly fails it.
+// every node through ciSchedule, then every checker; any anomaly fails it.
 func TestFaultCI(t *testing.T) {
 	runFaults(t, "ci", func(_ *rand.Rand, i int, _ time.Duration) string {
 		if i < len(ciSchedule) {
