@@ -71,10 +71,24 @@ type dockerCluster struct {
 	project     string
 
 	mu      sync.Mutex
-	ids     map[string]string   // container id by service
-	drops   map[string][]string // node -> peers whose packets it drops on input
-	netem   string              // tc netem arguments on every node, "" for none
-	stopped map[string]bool     // killed and not started again
+	ids     map[string]string // container id by service
+	net     netFaults         // in force on every running node
+	stopped map[string]bool   // killed and not started again
+}
+
+// netFaults are the network faults in force. Loss is iptables' statistic
+// match, which every kernel with iptables has; delay is tc netem where the
+// kernel has sch_netem (some VM kernels do not), else a tbf bottleneck,
+// which delays what queues behind it and drops the rest.
+type netFaults struct {
+	// drops[node] lists the peers whose packets node drops on input, so a
+	// two-way cut names each side.
+	drops map[string][]string
+	// loss drops this share of the packets from every peer (0 for none).
+	loss float64
+	// qdiscs are tc root qdiscs for every node's eth0, the first that the
+	// kernel has wins (none: no qdisc), e.g. netem and a tbf fallback.
+	qdiscs []string
 }
 
 func newDockerCluster(t testing.TB) *dockerCluster {
@@ -93,7 +107,6 @@ func newDockerCluster(t testing.TB) *dockerCluster {
 		composeFile: abs,
 		project:     envOr("RIFFLE_E2E_PROJECT", "riffle"),
 		ids:         map[string]string{},
-		drops:       map[string][]string{},
 		stopped:     map[string]bool{},
 	}
 	for _, n := range clusterNodes {
@@ -193,13 +206,11 @@ func (c *dockerCluster) nsenter(node string, argv ...string) error {
 	return err
 }
 
-// setNet replaces the network faults: drops[node] lists the peers whose
-// packets node drops on input (so a two-way cut names each side), netem is
-// tc netem's arguments for every node's interface ("" for none). It is
-// applied to every running node.
-func (c *dockerCluster) setNet(drops map[string][]string, netem string) error {
+// setNet replaces the network faults in force and applies them to every
+// running node.
+func (c *dockerCluster) setNet(f netFaults) error {
 	c.mu.Lock()
-	c.drops, c.netem = drops, netem
+	c.net = f
 	c.mu.Unlock()
 	var errs []error
 	for _, n := range nodeNames() {
@@ -212,7 +223,8 @@ func (c *dockerCluster) setNet(drops map[string][]string, netem string) error {
 // that is down gets them when it starts.
 func (c *dockerCluster) applyNet(node string) error {
 	c.mu.Lock()
-	drops, netem, down := slices.Clone(c.drops[node]), c.netem, c.stopped[node]
+	f, down := c.net, c.stopped[node]
+	drops := slices.Clone(f.drops[node])
 	c.mu.Unlock()
 	if down {
 		return nil
@@ -225,12 +237,28 @@ func (c *dockerCluster) applyNet(node string) error {
 			return err
 		}
 	}
-	if netem == "" {
+	if f.loss > 0 {
+		for _, peer := range others(node) {
+			if err := c.nsenter(node, "iptables", "-A", "INPUT", "-s", nodeByName(peer).ip,
+				"-m", "statistic", "--mode", "random", "--probability", fmt.Sprint(f.loss), "-j", "DROP"); err != nil {
+				return err
+			}
+		}
+	}
+	if len(f.qdiscs) == 0 {
 		// Fails when there is none; that is the state wanted.
 		c.nsenter(node, "tc", "qdisc", "del", "dev", "eth0", "root")
 		return nil
 	}
-	return c.nsenter(node, append([]string{"tc", "qdisc", "replace", "dev", "eth0", "root", "netem"}, strings.Fields(netem)...)...)
+	var errs []error
+	for _, q := range f.qdiscs {
+		err := c.nsenter(node, append([]string{"tc", "qdisc", "replace", "dev", "eth0", "root"}, strings.Fields(q)...)...)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // healAll starts every stopped node, unpauses paused ones and lifts every
@@ -245,7 +273,7 @@ func (c *dockerCluster) healAll() error {
 			errs = append(errs, c.start(n))
 		}
 	}
-	errs = append(errs, c.setNet(map[string][]string{}, ""))
+	errs = append(errs, c.setNet(netFaults{}))
 	return errors.Join(errs...)
 }
 

@@ -15,7 +15,7 @@
 //	make jepsen DURATION=30m    # fresh cluster, a soak with every nemesis
 //
 // Faults come from the host: docker kill/start/pause, and iptables and tc
-// netem run with nsenter inside each container's network namespace (the
+// run with nsenter inside each container's network namespace (the
 // node image is FROM scratch and has no tools). install-deps.sh installs
 // iptables, iproute2 and util-linux when they are missing.
 package fault

@@ -22,6 +22,7 @@ import (
 //
 //	RIFFLE_FAULT_SEED      seed of the run (default: the clock); printed first
 //	RIFFLE_FAULT_DURATION  length of the soak's fault phase (default 30m)
+//	RIFFLE_FAULT_NEMESES   the soak's nemeses, comma-separated (default all)
 //	RIFFLE_FAULT_RESULTS   directory for each run's results (default ./results)
 //	RIFFLE_FAULT_KEEP      1 keeps the history of a passing run too
 
@@ -44,7 +45,7 @@ var soakKinds = []string{
 	"kill-one", "kill-meta-leader", "kill-shard-leader", "kill-majority", "kill-all",
 	"pause-one", "pause-leader",
 	"partition-isolate", "partition-bridge", "partition-oneway",
-	"netem-delay", "netem-loss",
+	"slow-link", "packet-loss",
 }
 
 // TestFaultCI is the CI-sized run (about three minutes): the workload on
@@ -68,15 +69,24 @@ func TestFaultSoak(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RIFFLE_FAULT_DURATION: %v", err)
 	}
+	kinds := soakKinds
+	if s := os.Getenv("RIFFLE_FAULT_NEMESES"); s != "" {
+		kinds = strings.Split(s, ",")
+		for _, k := range kinds {
+			if _, ok := nemeses[k]; !ok {
+				t.Fatalf("RIFFLE_FAULT_NEMESES: no nemesis %q (have %v)", k, soakKinds)
+			}
+		}
+	}
 	var round []int
 	runFaults(t, "soak", func(rng *rand.Rand, i int, elapsed time.Duration) string {
 		if elapsed >= d {
 			return ""
 		}
-		if i%len(soakKinds) == 0 {
-			round = rng.Perm(len(soakKinds))
+		if i%len(kinds) == 0 {
+			round = rng.Perm(len(kinds))
 		}
-		return soakKinds[round[i%len(soakKinds)]]
+		return kinds[round[i%len(kinds)]]
 	})
 }
 
@@ -143,7 +153,8 @@ func runFaults(t *testing.T, name string, next schedule) {
 			t.Fatalf("no nemesis %q", kind)
 		}
 		if err := applyFault(ctx, c, rec, rng, n, t.Logf); err != nil {
-			recovery = append(recovery, Anomaly{"recovery", err.Error()})
+			t.Logf("nemesis: %v", err)
+			recovery = append(recovery, Anomaly{"recovery", strings.ReplaceAll(err.Error(), "\n", "; ")})
 			if err := c.healAll(); err != nil {
 				t.Logf("healing after a failed recovery: %v", err)
 			}

@@ -108,7 +108,7 @@ var nemeses = map[string]nemesis{
 		for _, o := range others(n) {
 			drops[o] = []string{n}
 		}
-		return "partition-isolate " + n, healNet(c), c.setNet(drops, "")
+		return "partition-isolate " + n, healNet(c), c.setNet(netFaults{drops: drops})
 	}},
 	// Two nodes cut from each other, both still seeing the third: each
 	// side sees a different majority, with the bridge in both.
@@ -116,24 +116,29 @@ var nemeses = map[string]nemesis{
 		bridge := pick(rng, nodeNames())
 		o := others(bridge)
 		drops := map[string][]string{o[0]: {o[1]}, o[1]: {o[0]}}
-		return fmt.Sprintf("partition-bridge %s-x-%s via %s", o[0], o[1], bridge), healNet(c), c.setNet(drops, "")
+		return fmt.Sprintf("partition-bridge %s-x-%s via %s", o[0], o[1], bridge), healNet(c), c.setNet(netFaults{drops: drops})
 	}},
 	// One node hears nobody, while everybody hears it: its heartbeats and
 	// votes go out, the answers never come back.
 	"partition-oneway": {kind: "partition-oneway", hold: 12 * time.Second, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
 		n := pick(rng, nodeNames())
-		return "partition-oneway " + n + " deaf", healNet(c), c.setNet(map[string][]string{n: others(n)}, "")
+		return "partition-oneway " + n + " deaf", healNet(c), c.setNet(netFaults{drops: map[string][]string{n: others(n)}})
 	}},
-	"netem-delay": {kind: "netem-delay", hold: 15 * time.Second, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
-		return "netem-delay 100ms+-50ms", healNet(c), c.setNet(nil, "delay 100ms 50ms distribution normal")
+	// Every node's outgoing packets delayed 100 ms +- 50 ms with tc netem;
+	// where the kernel lacks sch_netem, the link squeezed to 128 kbit/s
+	// with up to 500 ms of queue instead (what does not fit is dropped).
+	"slow-link": {kind: "slow-link", hold: 15 * time.Second, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
+		return "slow-link netem 100ms+-50ms or tbf 128kbit", healNet(c), c.setNet(netFaults{qdiscs: []string{
+			"netem delay 100ms 50ms", "tbf rate 128kbit burst 8kbit latency 500ms"}})
 	}},
-	"netem-loss": {kind: "netem-loss", hold: 15 * time.Second, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
-		return "netem-loss 20%", healNet(c), c.setNet(nil, "loss 20% 25%")
+	// A fifth of the packets between nodes lost at random, every way.
+	"packet-loss": {kind: "packet-loss", hold: 15 * time.Second, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
+		return "packet-loss 20%", healNet(c), c.setNet(netFaults{loss: 0.2})
 	}},
 }
 
 func healNet(c *dockerCluster) func() error {
-	return func() error { return c.setNet(map[string][]string{}, "") }
+	return func() error { return c.setNet(netFaults{}) }
 }
 
 // applyFault runs one nemesis window: inject, hold, heal, then wait until
