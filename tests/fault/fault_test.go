@@ -44,7 +44,7 @@ var ciSchedule = []string{"kill-one", "pause-leader", "partition-isolate", "kill
 var soakKinds = []string{
 	"kill-one", "kill-meta-leader", "kill-shard-leader", "kill-majority", "kill-all",
 	"pause-one", "pause-leader",
-	"partition-isolate", "partition-bridge", "partition-oneway",
+	"partition-isolate", "partition-bridge", "partition-oneway", "kill-isolated",
 	"slow-link", "packet-loss",
 }
 

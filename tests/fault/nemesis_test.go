@@ -110,6 +110,18 @@ var nemeses = map[string]nemesis{
 		}
 		return "partition-isolate " + n, healNet(c), c.setNet(netFaults{drops: drops})
 	}},
+	// A node isolated, then killed and started again inside the partition:
+	// its new network namespace gets the rules again (applyNet on start),
+	// so it comes back still cut off, with its raft state from disk.
+	"kill-isolated": {kind: "kill-isolated", hold: 12 * time.Second, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
+		n := pick(rng, nodeNames())
+		drops := map[string][]string{n: others(n)}
+		for _, o := range others(n) {
+			drops[o] = []string{n}
+		}
+		err := errors.Join(c.setNet(netFaults{drops: drops}), c.kill(n), c.start(n))
+		return "kill-isolated " + n, healNet(c), err
+	}},
 	// Two nodes cut from each other, both still seeing the third: each
 	// side sees a different majority, with the bridge in both.
 	"partition-bridge": {kind: "partition-bridge", hold: 12 * time.Second, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
