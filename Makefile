@@ -133,7 +133,7 @@ done; \
 echo "cluster-up: healthy; gRPC on 127.0.0.1:7450, 127.0.0.1:7460, 127.0.0.1:7470"
 endef
 
-.PHONY: docker-image cluster-up cluster-down e2e
+.PHONY: docker-image cluster-up cluster-down e2e fault jepsen fault-deps
 
 # The build context is a temporary directory holding only the Dockerfile,
 # the binary and an empty data/ directory: nothing else is sent to docker.
@@ -143,7 +143,7 @@ docker-image:
 	cp deploy/Dockerfile $(DOCKER_BIN) "$$ctx/" && mkdir "$$ctx/data" && \
 	$(DOCKER) build -t $(DOCKER_IMAGE) "$$ctx"
 
-cluster-up cluster-down e2e: export RIFFLE_IMAGE = $(DOCKER_IMAGE)
+cluster-up cluster-down e2e fault jepsen: export RIFFLE_IMAGE = $(DOCKER_IMAGE)
 
 # Three nodes (deploy/docker-compose.yml), waiting until all are healthy.
 # On failure it prints the nodes' logs and leaves them for inspection.
@@ -159,7 +159,7 @@ cluster-down:
 # Builds the image, starts a fresh cluster, runs tests/e2e against it and
 # always tears it down, also when a step fails or is interrupted; on failure
 # it prints every container's log first.
-e2e: docker-image
+e2e: docker-image fault-deps
 	@teardown() { rc=$$?; trap - EXIT INT TERM; \
 		if [ $$rc -ne 0 ]; then echo "e2e: failed (exit $$rc); container logs follow"; $(COMPOSE) logs --no-color --timestamps || true; fi; \
 		echo "e2e: tearing the cluster down"; $(COMPOSE) down -v --remove-orphans || true; \
@@ -172,7 +172,11 @@ e2e: docker-image
 	RIFFLE_E2E_DOCKER="$(DOCKER)" RIFFLE_E2E_COMPOSE="$(DOCKER_COMPOSE)" \
 	RIFFLE_E2E_COMPOSE_FILE="$(CLUSTER_FILE)" RIFFLE_E2E_PROJECT="$(CLUSTER_PROJECT)" \
 		$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./tests/e2e/...; \
+	echo "e2e: the Python client (tests/clients/python)"; \
+	$(MAKE) --no-print-directory python-client ADDR=$(CLUSTER_ADDRS); \
 	echo "e2e: fan-out: two registered consumers, 1000 records/s, Kinesis limits, a split and a merge"; \
 	$(DOCKER_BIN) bench --mode fanout --addr $(CLUSTER_ADDRS) --stream e2e-fanout --create-shards 4 \
 		--create-limits cluster --rate 1000 --consumers 2 --in-flight 16 --key-count 200 \
-		--split-after 5s --merge-after 12s --duration 20s
+		--split-after 5s --merge-after 12s --duration 20s; \
+	echo "e2e: fault run (tests/fault, CI-sized) on the same cluster"; \
+	$(FAULT_ENV) $(GO) test -tags fault -count=1 -v -timeout $(FAULT_TIMEOUT) -run '^TestFaultCI$$' ./tests/fault/

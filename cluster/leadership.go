@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -135,6 +136,21 @@ func (h *Host) HandOffLeadership(ctx context.Context) {
 	if len(led) > 0 {
 		h.logger.Info("leaderships handed over before shutdown", "led", len(led), "moved", moved)
 	}
+}
+
+// LedGroups returns the ids of the shard groups this node currently leads,
+// sorted, and whether it leads the metadata group. The fault tests read it
+// through the admin endpoint to aim a crash at a leader.
+func (h *Host) LedGroups() (shards []string, meta bool) {
+	h.mu.RLock()
+	for gid, r := range h.shards {
+		if r.IsLeader() {
+			shards = append(shards, gid)
+		}
+	}
+	h.mu.RUnlock()
+	slices.Sort(shards)
+	return shards, h.meta.IsLeader()
 }
 
 // LeaderCount is how many shard groups this node currently leads.

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/pprof"
@@ -20,6 +21,17 @@ func (n *Node) adminHandler() http.Handler {
 			return
 		}
 		fmt.Fprintln(w, "ready")
+	})
+	// Which raft groups this node leads, for tools that aim faults at a
+	// leader (tests/fault); a snapshot that may be stale by the time it is read.
+	mux.HandleFunc("GET /debug/leadership", func(w http.ResponseWriter, r *http.Request) {
+		shards, meta := n.host.LedGroups()
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(struct {
+			Node   string   `json:"node"`
+			Meta   bool     `json:"meta"`
+			Shards []string `json:"shards"`
+		}{n.host.NodeID(), meta, shards})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{Registry: n.registry}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)

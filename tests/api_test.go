@@ -516,6 +516,11 @@ func TestAdminHTTP(t *testing.T) {
 			t.Errorf("GET %s: %d %s", path, code, body)
 		}
 	}
+	// A lone node leads the metadata group and the stream's one shard.
+	if code, body := get("/debug/leadership"); code != http.StatusOK ||
+		!strings.Contains(body, `"node":"n1"`) || !strings.Contains(body, `"meta":true`) || !strings.Contains(body, `"shards":["s`) {
+		t.Errorf("GET /debug/leadership: %d %s", code, body)
+	}
 	_, metrics := get("/metrics")
 	for _, want := range []string{
 		`riffle_shard_records_in_total{shard="shardId-000000000000",stream="m"} 1`,

@@ -1,0 +1,400 @@
+//go:build fault
+
+package fault
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/riffle-streams/riffle/client"
+)
+
+// clusterNode is one compose service: its published gRPC and admin ports
+// on the host and its address on the compose network
+// (deploy/docker-compose.yml).
+type clusterNode struct {
+	service string
+	addr    string // gRPC, from the host
+	admin   string // admin HTTP, from the host
+	ip      string // on the compose network, what peers see
+}
+
+var clusterNodes = []clusterNode{
+	{"n1", "127.0.0.1:7450", "127.0.0.1:7452", "172.30.57.11"},
+	{"n2", "127.0.0.1:7460", "127.0.0.1:7462", "172.30.57.12"},
+	{"n3", "127.0.0.1:7470", "127.0.0.1:7472", "172.30.57.13"},
+}
+
+func nodeNames() []string {
+	var out []string
+	for _, n := range clusterNodes {
+		out = append(out, n.service)
+	}
+	return out
+}
+
+func nodeByName(name string) clusterNode {
+	for _, n := range clusterNodes {
+		if n.service == name {
+			return n
+		}
+	}
+	panic("no node " + name)
+}
+
+// dockerCluster drives the compose cluster from the host: docker for
+// kill, start and pause, nsenter for iptables and tc in each container's
+// network namespace. It remembers the network faults in force and applies
+// them again to a node that restarts (a new container process has a new
+// namespace without the rules).
+type dockerCluster struct {
+	t           testing.TB
+	docker      []string
+	compose     []string
+	composeFile string
+	project     string
+
+	mu      sync.Mutex
+	ids     map[string]string // container id by service
+	net     netFaults         // in force on every running node
+	stopped map[string]bool   // killed and not started again
+}
+
+// netFaults are the network faults in force. Loss is iptables' statistic
+// match, which every kernel with iptables has; delay is tc netem where the
+// kernel has sch_netem (some VM kernels do not), else a tbf bottleneck,
+// which delays what queues behind it and drops the rest.
+type netFaults struct {
+	// drops[node] lists the peers whose packets node drops on input, so a
+	// two-way cut names each side.
+	drops map[string][]string
+	// loss drops this share of the packets from every peer (0 for none).
+	loss float64
+	// qdiscs are tc root qdiscs for every node's eth0, the first that the
+	// kernel has wins (none: no qdisc), e.g. netem and a tbf fallback.
+	qdiscs []string
+}
+
+func newDockerCluster(t testing.TB) *dockerCluster {
+	file := envOr("RIFFLE_E2E_COMPOSE_FILE", filepath.Join("..", "..", "deploy", "docker-compose.yml"))
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(abs); err != nil {
+		t.Fatalf("compose file: %v (set RIFFLE_E2E_COMPOSE_FILE)", err)
+	}
+	c := &dockerCluster{
+		t:           t,
+		docker:      strings.Fields(envOr("RIFFLE_E2E_DOCKER", "docker")),
+		compose:     strings.Fields(envOr("RIFFLE_E2E_COMPOSE", "docker-compose")),
+		composeFile: abs,
+		project:     envOr("RIFFLE_E2E_PROJECT", "riffle"),
+		ids:         map[string]string{},
+		stopped:     map[string]bool{},
+	}
+	for _, n := range clusterNodes {
+		id, err := c.run(context.Background(), append(c.composeArgs(), "ps", "-q", n.service)...)
+		if err != nil || id == "" || strings.ContainsAny(id, " \n") {
+			t.Fatalf("compose project %s: no single container for %s (%q, %v); start the cluster with `make cluster-up`", c.project, n.service, id, err)
+		}
+		c.ids[n.service] = id
+	}
+	for _, tool := range []string{"nsenter", "iptables", "tc"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not found: run tests/fault/install-deps.sh", tool)
+		}
+	}
+	return c
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func (c *dockerCluster) composeArgs() []string {
+	return append(append([]string{}, c.compose...), "-f", c.composeFile, "-p", c.project)
+}
+
+// run runs a command and returns its trimmed stdout; the error carries
+// stderr.
+func (c *dockerCluster) run(ctx context.Context, argv ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return strings.TrimSpace(stdout.String()), nil
+}
+
+func (c *dockerCluster) dockerCmd(args ...string) (string, error) {
+	return c.run(context.Background(), append(append([]string{}, c.docker...), args...)...)
+}
+
+// kill sends SIGKILL to a node: no shutdown, no leave, no flush.
+func (c *dockerCluster) kill(node string) error {
+	c.mu.Lock()
+	c.stopped[node] = true
+	c.mu.Unlock()
+	_, err := c.dockerCmd("kill", "-s", "KILL", c.ids[node])
+	return err
+}
+
+// start starts a killed node on its volume and address, and applies the
+// network faults in force to its new namespace.
+func (c *dockerCluster) start(node string) error {
+	if _, err := c.dockerCmd("start", c.ids[node]); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	delete(c.stopped, node)
+	c.mu.Unlock()
+	return c.applyNet(node)
+}
+
+func (c *dockerCluster) pause(node string) error {
+	_, err := c.dockerCmd("pause", c.ids[node])
+	return err
+}
+
+func (c *dockerCluster) unpause(node string) error {
+	_, err := c.dockerCmd("unpause", c.ids[node])
+	return err
+}
+
+// state is docker's status of a node's container: running, paused, exited.
+func (c *dockerCluster) state(node string) string {
+	out, err := c.dockerCmd("inspect", "-f", "{{.State.Status}}", c.ids[node])
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	return out
+}
+
+// nsenter runs a host tool inside a running node's network namespace.
+func (c *dockerCluster) nsenter(node string, argv ...string) error {
+	pid, err := c.dockerCmd("inspect", "-f", "{{.State.Pid}}", c.ids[node])
+	if err != nil {
+		return err
+	}
+	if pid == "0" {
+		return fmt.Errorf("%s is not running", node)
+	}
+	_, err = c.run(context.Background(), append([]string{"nsenter", "-t", pid, "-n"}, argv...)...)
+	return err
+}
+
+// setNet replaces the network faults in force and applies them to every
+// running node.
+func (c *dockerCluster) setNet(f netFaults) error {
+	c.mu.Lock()
+	c.net = f
+	c.mu.Unlock()
+	var errs []error
+	for _, n := range nodeNames() {
+		errs = append(errs, c.applyNet(n))
+	}
+	return errors.Join(errs...)
+}
+
+// applyNet makes one node's namespace match the faults in force. A node
+// that is down gets them when it starts.
+func (c *dockerCluster) applyNet(node string) error {
+	c.mu.Lock()
+	f, down := c.net, c.stopped[node]
+	drops := slices.Clone(f.drops[node])
+	c.mu.Unlock()
+	if down {
+		return nil
+	}
+	if err := c.nsenter(node, "iptables", "-F", "INPUT"); err != nil {
+		return err
+	}
+	for _, peer := range drops {
+		if err := c.nsenter(node, "iptables", "-A", "INPUT", "-s", nodeByName(peer).ip, "-j", "DROP"); err != nil {
+			return err
+		}
+	}
+	if f.loss > 0 {
+		for _, peer := range others(node) {
+			if err := c.nsenter(node, "iptables", "-A", "INPUT", "-s", nodeByName(peer).ip,
+				"-m", "statistic", "--mode", "random", "--probability", fmt.Sprint(f.loss), "-j", "DROP"); err != nil {
+				return err
+			}
+		}
+	}
+	if len(f.qdiscs) == 0 {
+		// Fails when there is none; that is the state wanted.
+		c.nsenter(node, "tc", "qdisc", "del", "dev", "eth0", "root")
+		return nil
+	}
+	var errs []error
+	for _, q := range f.qdiscs {
+		err := c.nsenter(node, append([]string{"tc", "qdisc", "replace", "dev", "eth0", "root"}, strings.Fields(q)...)...)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// healAll starts every stopped node, unpauses paused ones and lifts every
+// network fault: the cluster whole again.
+func (c *dockerCluster) healAll() error {
+	var errs []error
+	for _, n := range nodeNames() {
+		switch c.state(n) {
+		case "paused":
+			errs = append(errs, c.unpause(n))
+		case "exited", "dead", "created":
+			errs = append(errs, c.start(n))
+		}
+	}
+	errs = append(errs, c.setNet(netFaults{}))
+	return errors.Join(errs...)
+}
+
+// leadership is what a node's admin endpoint says it leads.
+type leadership struct {
+	Node   string   `json:"node"`
+	Meta   bool     `json:"meta"`
+	Shards []string `json:"shards"`
+}
+
+func fetchLeadership(n clusterNode) (leadership, error) {
+	hc := http.Client{Timeout: 2 * time.Second}
+	resp, err := hc.Get("http://" + n.admin + "/debug/leadership")
+	if err != nil {
+		return leadership{}, err
+	}
+	defer resp.Body.Close()
+	var l leadership
+	if resp.StatusCode != http.StatusOK {
+		return l, fmt.Errorf("%s: %s", n.admin, resp.Status)
+	}
+	return l, json.NewDecoder(resp.Body).Decode(&l)
+}
+
+// metaLeader returns the node that leads the metadata group, or "" when
+// no node says it does.
+func metaLeader() string {
+	for _, n := range clusterNodes {
+		if l, err := fetchLeadership(n); err == nil && l.Meta {
+			return n.service
+		}
+	}
+	return ""
+}
+
+// busiestShardLeader returns the node leading the most shard groups, or ""
+// when none leads any.
+func busiestShardLeader() string {
+	best, most := "", 0
+	for _, n := range clusterNodes {
+		if l, err := fetchLeadership(n); err == nil && len(l.Shards) > most {
+			best, most = n.service, len(l.Shards)
+		}
+	}
+	return best
+}
+
+// dialNode connects to one node only, so that calls go through it, with a
+// short reconnection back-off: after a restart the connection must come
+// back in a second, not in gRPC's default of up to two minutes.
+func dialNode(ctx context.Context, n clusterNode) (*client.Client, error) {
+	return client.Dial(ctx, []string{n.addr}, client.WithDialOptions(grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+		MinConnectTimeout: 2 * time.Second,
+	})))
+}
+
+// serving asks a node's gRPC health service once.
+func serving(ctx context.Context, n clusterNode) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	cl, err := client.Dial(ctx, []string{n.addr})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	resp, err := healthpb.NewHealthClient(cl.Conn()).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		return err
+	}
+	if s := resp.GetStatus(); s != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("health %v", s)
+	}
+	return nil
+}
+
+// waitFor polls cond until it returns nil or timeout passes, returning its
+// last error then.
+func waitFor(ctx context.Context, timeout time.Duration, cond func() error) error {
+	deadline := time.Now().Add(timeout)
+	interval := 50 * time.Millisecond
+	for {
+		err := cond()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(interval):
+		}
+		interval = min(2*interval, time.Second)
+	}
+}
+
+// waitAllServing waits until every node answers SERVING.
+func waitAllServing(ctx context.Context, timeout time.Duration) error {
+	return waitFor(ctx, timeout, func() error {
+		for _, n := range clusterNodes {
+			if err := serving(ctx, n); err != nil {
+				return fmt.Errorf("%s: %w", n.service, err)
+			}
+		}
+		return nil
+	})
+}
+
+// saveEvidence copies every node's log and data directory into dir, for a
+// failed run.
+func (c *dockerCluster) saveEvidence(dir string) {
+	for _, n := range nodeNames() {
+		out, err := c.run(context.Background(), append(c.composeArgs(), "logs", "--no-color", "--timestamps", n)...)
+		if err != nil {
+			out = err.Error()
+		}
+		os.WriteFile(filepath.Join(dir, n+".log"), []byte(out+"\n"), 0o644)
+		if _, err := c.dockerCmd("cp", c.ids[n]+":/data", filepath.Join(dir, n+"-data")); err != nil {
+			c.t.Logf("copying %s's data: %v", n, err)
+		}
+	}
+}

@@ -1,0 +1,376 @@
+//go:build fault
+
+package fault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/riffle-streams/riffle/client"
+	rifflev1 "github.com/riffle-streams/riffle/proto/riffle/v1"
+)
+
+// Workload shape: every node gets writersPerNode writers and a GetRecords
+// reader per shard; each shard has one subscriber that moves to the next
+// node whenever its subscription breaks.
+const (
+	streamShards   = 4
+	writersPerNode = 2
+	writeInterval  = 30 * time.Millisecond // per writer: about 200 puts/s in all
+	readPoll       = 100 * time.Millisecond
+	callTimeout    = 3 * time.Second
+	putTimeout     = 2 * time.Second
+	subSilence     = 10 * time.Second // a subscription with no event for this long is given up
+	consumerName   = "fault-fanout"
+)
+
+// workload runs the clients of a fault run and records every operation.
+type workload struct {
+	rec         *Recorder
+	stream      string
+	shards      []string
+	consumerARN string
+	clients     map[string]*client.Client // one per node, calls go only there
+	seed        uint64
+	wg          sync.WaitGroup
+}
+
+// setUp connects to every node, creates the stream (unlimited, so the
+// history shows faults rather than throttling) and registers the fan-out
+// consumer, waiting until every node sees both.
+func setUp(ctx context.Context, rec *Recorder, seed uint64) (*workload, error) {
+	w := &workload{rec: rec, seed: seed, clients: map[string]*client.Client{}, stream: fmt.Sprintf("fault-%d", time.Now().UnixNano())}
+	for _, n := range clusterNodes {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		cl, err := dialNode(dctx, n)
+		cancel()
+		if err != nil {
+			w.close()
+			return nil, fmt.Errorf("dial %s: %w", n.service, err)
+		}
+		w.clients[n.service] = cl
+	}
+	zero := func() *int64 { return new(int64) }
+	limits := &rifflev1.ShardLimits{WriteBytesPerSecond: zero(), WriteRecordsPerSecond: zero(),
+		ReadBytesPerSecond: zero(), ReadCallsPerSecond: zero(), FanOutBytesPerSecond: zero()}
+	n1 := w.clients["n1"].Streams()
+	if err := retryRead(ctx, 30*time.Second, func(ctx context.Context, opts ...grpc.CallOption) error {
+		_, err := n1.CreateStream(ctx, &rifflev1.CreateStreamRequest{StreamName: w.stream, ShardCount: streamShards, ShardLimits: limits}, opts...)
+		if client.ExceptionName(err) == client.ResourceInUseException {
+			return nil // an earlier attempt went through
+		}
+		return err
+	}); err != nil {
+		w.close()
+		return nil, fmt.Errorf("CreateStream: %w", err)
+	}
+	for name, cl := range w.clients {
+		err := waitFor(ctx, 60*time.Second, func() error {
+			cctx, cancel := context.WithTimeout(ctx, callTimeout)
+			defer cancel()
+			out, err := cl.Streams().DescribeStreamSummary(cctx, &rifflev1.DescribeStreamSummaryRequest{StreamName: w.stream})
+			if err != nil {
+				return err
+			}
+			if s := out.GetStreamDescriptionSummary().GetStreamStatus(); s != rifflev1.StreamStatus_STREAM_STATUS_ACTIVE {
+				return fmt.Errorf("stream %v", s)
+			}
+			return nil
+		})
+		if err != nil {
+			w.close()
+			return nil, fmt.Errorf("stream ACTIVE on %s: %w", name, err)
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	shards, err := n1.ListShards(cctx, &rifflev1.ListShardsRequest{StreamName: w.stream})
+	cancel()
+	if err != nil {
+		w.close()
+		return nil, fmt.Errorf("ListShards: %w", err)
+	}
+	for _, s := range shards.GetShards() {
+		w.shards = append(w.shards, s.GetShardId())
+	}
+	err = retryRead(ctx, 30*time.Second, func(ctx context.Context, opts ...grpc.CallOption) error {
+		out, err := n1.RegisterStreamConsumer(ctx, &rifflev1.RegisterStreamConsumerRequest{StreamName: w.stream, ConsumerName: consumerName}, opts...)
+		if err == nil {
+			w.consumerARN = out.GetConsumer().GetConsumerArn()
+		}
+		return err
+	})
+	if err != nil {
+		w.close()
+		return nil, fmt.Errorf("RegisterStreamConsumer: %w", err)
+	}
+	err = waitFor(ctx, 60*time.Second, func() error {
+		for name, cl := range w.clients {
+			cctx, cancel := context.WithTimeout(ctx, callTimeout)
+			out, err := cl.Streams().DescribeStreamConsumer(cctx, &rifflev1.DescribeStreamConsumerRequest{ConsumerArn: w.consumerARN})
+			cancel()
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			if s := out.GetConsumerDescription().GetConsumerStatus(); s != rifflev1.ConsumerStatus_CONSUMER_STATUS_ACTIVE {
+				return fmt.Errorf("%s: consumer %v", name, s)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		w.close()
+		return nil, fmt.Errorf("consumer ACTIVE: %w", err)
+	}
+	return w, nil
+}
+
+// retryRead runs a call under the SDK's retry policy, again and again
+// until it succeeds or timeout passes: for setting up, not for the history.
+func retryRead(ctx context.Context, timeout time.Duration, call client.Call) error {
+	return waitFor(ctx, timeout, func() error { return client.RetryPolicy{}.Read(ctx, call) })
+}
+
+func (w *workload) close() {
+	for _, cl := range w.clients {
+		cl.Close()
+	}
+}
+
+// start launches every client; they stop when ctx ends, and wait returns
+// once they have.
+func (w *workload) start(ctx context.Context) {
+	for ni, n := range clusterNodes {
+		for i := range writersPerNode {
+			proc := fmt.Sprintf("w%d", ni*writersPerNode+i)
+			rng := rand.New(rand.NewPCG(w.seed, uint64(ni*writersPerNode+i)))
+			w.wg.Go(func() { w.writer(ctx, proc, n.service, rng) })
+		}
+		for _, shard := range w.shards {
+			proc := fmt.Sprintf("r-%s-%s", n.service, shard)
+			w.wg.Go(func() { w.reader(ctx, proc, n.service, shard) })
+		}
+	}
+	for _, shard := range w.shards {
+		w.wg.Go(func() { w.subscriber(ctx, "s-"+shard, shard) })
+	}
+}
+
+func (w *workload) wait() { w.wg.Wait() }
+
+// writer puts unique values ("w3-17") with random partition keys through
+// one node, one call at a time, never retrying: an error the SDK proves
+// was not applied is a fail, any other (ErrOutcomeUnknown) is info.
+func (w *workload) writer(ctx context.Context, proc, node string, rng *rand.Rand) {
+	streams := w.clients[node].Streams()
+	policy := client.RetryPolicy{MaxAttempts: 1, AttemptTimeout: putTimeout}
+	tick := time.NewTicker(writeInterval)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		value := fmt.Sprintf("%s-%d", proc, i)
+		key := fmt.Sprintf("k%x", rng.Uint64())
+		w.rec.Record(Op{Type: Invoke, F: FPut, Process: proc, Node: node, Value: value, Key: key})
+		var out *rifflev1.PutRecordResponse
+		// Not ctx: stopping the run must not turn a write in flight into
+		// an unknown outcome. The attempt timeout bounds it.
+		err := policy.Write(context.Background(), func(ctx context.Context, opts ...grpc.CallOption) error {
+			var err error
+			out, err = streams.PutRecord(ctx, &rifflev1.PutRecordRequest{StreamName: w.stream, PartitionKey: key, Data: []byte(value)}, opts...)
+			return err
+		})
+		done := Op{F: FPut, Process: proc, Node: node, Value: value, Key: key}
+		switch {
+		case err == nil:
+			done.Type, done.Shard, done.Seq = OK, out.GetShardId(), out.GetSequenceNumber()
+		case errors.Is(err, client.ErrOutcomeUnknown):
+			done.Type, done.Error = Info, err.Error()
+		default:
+			done.Type, done.Error = Fail, err.Error()
+		}
+		w.rec.Record(done)
+	}
+}
+
+// reader follows one shard through one node with a GetRecords chain from
+// the shard's start. After an error it asks for a new iterator after the
+// last record it saw, so the chain goes on where it stopped.
+func (w *workload) reader(ctx context.Context, proc, node, shard string) {
+	streams := w.clients[node].Streams()
+	var it, last string
+	for ctx.Err() == nil {
+		if it == "" {
+			req := &rifflev1.GetShardIteratorRequest{StreamName: w.stream, ShardId: shard,
+				ShardIteratorType: rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_TRIM_HORIZON}
+			if last != "" {
+				req.ShardIteratorType, req.StartingSequenceNumber = rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AFTER_SEQUENCE_NUMBER, last
+			}
+			cctx, cancel := context.WithTimeout(ctx, callTimeout)
+			out, err := streams.GetShardIterator(cctx, req)
+			cancel()
+			if err != nil {
+				pause(ctx, readPoll)
+				continue
+			}
+			it = out.GetShardIterator()
+		}
+		w.rec.Record(Op{Type: Invoke, F: FRead, Process: proc, Node: node, Shard: shard})
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		out, err := streams.GetRecords(cctx, &rifflev1.GetRecordsRequest{ShardIterator: it, Limit: 1000})
+		cancel()
+		if err != nil {
+			// A read changes nothing: every failed one is a fail.
+			w.rec.Record(Op{Type: Fail, F: FRead, Process: proc, Node: node, Shard: shard, Error: err.Error()})
+			it = ""
+			pause(ctx, readPoll)
+			continue
+		}
+		recs := records(out.GetRecords())
+		w.rec.Record(Op{Type: OK, F: FRead, Process: proc, Node: node, Shard: shard, Records: recs})
+		if len(recs) > 0 {
+			last = recs[len(recs)-1].Seq
+		} else {
+			pause(ctx, readPoll)
+		}
+		it = out.GetNextShardIterator()
+	}
+}
+
+// subscriber follows one shard with SubscribeToShard, each event an
+// operation. When a subscription breaks or goes silent it subscribes again
+// through the next node, after the continuation number of the last event.
+func (w *workload) subscriber(ctx context.Context, proc, shard string) {
+	nodes := nodeNames()
+	var cont string
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		node := nodes[attempt%len(nodes)]
+		pos := &rifflev1.StartingPosition{Type: rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_TRIM_HORIZON}
+		if cont != "" {
+			pos = &rifflev1.StartingPosition{Type: rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AFTER_SEQUENCE_NUMBER, SequenceNumber: cont}
+		}
+		w.rec.Record(Op{Type: Invoke, F: FSub, Process: proc, Node: node, Shard: shard})
+		sctx, cancel := context.WithCancel(ctx)
+		silence := time.AfterFunc(subSilence, cancel)
+		stream, err := w.clients[node].Streams().SubscribeToShard(sctx, &rifflev1.SubscribeToShardRequest{
+			ConsumerArn: w.consumerARN, ShardId: shard, StartingPosition: pos})
+		for err == nil {
+			var ev *rifflev1.SubscribeToShardEvent
+			ev, err = stream.Recv()
+			if err != nil {
+				break
+			}
+			silence.Reset(subSilence)
+			w.rec.Record(Op{Type: OK, F: FSub, Process: proc, Node: node, Shard: shard, Records: records(ev.GetRecords())})
+			if c := ev.GetContinuationSequenceNumber(); c != "" {
+				cont = c
+			}
+			w.rec.Record(Op{Type: Invoke, F: FSub, Process: proc, Node: node, Shard: shard})
+		}
+		silence.Stop()
+		cancel()
+		w.rec.Record(Op{Type: Fail, F: FSub, Process: proc, Node: node, Shard: shard, Error: err.Error()})
+		pause(ctx, 500*time.Millisecond)
+	}
+}
+
+func records(rs []*rifflev1.Record) []Rec {
+	out := make([]Rec, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, Rec{Seq: r.GetSequenceNumber(), Value: string(r.GetData())})
+	}
+	return out
+}
+
+// pause waits d or until ctx ends: the pacing of a polling client.
+func pause(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// readWholeShard reads a shard through one node from its start to its
+// tip. Any error fails the read: the caller polls.
+func readWholeShard(ctx context.Context, cl *client.Client, stream, shard string) ([]Rec, error) {
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	out, err := cl.Streams().GetShardIterator(cctx, &rifflev1.GetShardIteratorRequest{StreamName: stream, ShardId: shard,
+		ShardIteratorType: rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_TRIM_HORIZON})
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	it := out.GetShardIterator()
+	var recs []Rec
+	for it != "" {
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		page, err := cl.Streams().GetRecords(cctx, &rifflev1.GetRecordsRequest{ShardIterator: it, Limit: 10000})
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, records(page.GetRecords())...)
+		if len(page.GetRecords()) == 0 && page.GetMillisBehindLatest() == 0 {
+			break
+		}
+		it = page.GetNextShardIterator()
+	}
+	return recs, nil
+}
+
+// finalReads reads every shard from every node, again and again until
+// every node serves every acknowledged record and all agree, or timeout
+// passes: the checkers then judge the last reads.
+func (w *workload) finalReads(ctx context.Context, h History, timeout time.Duration) FinalReads {
+	acked := map[string]bool{}
+	for _, op := range h {
+		if op.F == FPut && op.Type == OK {
+			acked[op.Value] = true
+		}
+	}
+	final := FinalReads{}
+	for _, n := range nodeNames() {
+		final[n] = map[string][]Rec{} // a node never read serves nothing
+	}
+	waitFor(ctx, timeout, func() error {
+		for name, cl := range w.clients {
+			reads := map[string][]Rec{}
+			for _, shard := range w.shards {
+				recs, err := readWholeShard(ctx, cl, w.stream, shard)
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", name, shard, err)
+				}
+				reads[shard] = recs
+			}
+			final[name] = reads
+		}
+		for name, reads := range final {
+			have := finalValues(reads)
+			for v := range acked {
+				if _, ok := have[v]; !ok {
+					return fmt.Errorf("%s lacks acknowledged %s", name, v)
+				}
+			}
+		}
+		for _, shard := range w.shards {
+			for _, n := range nodeNames()[1:] {
+				if !slices.Equal(final[n][shard], final["n1"][shard]) {
+					return fmt.Errorf("%s differs on %s and n1", shard, n)
+				}
+			}
+		}
+		return nil
+	})
+	return final
+}
