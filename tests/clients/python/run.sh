@@ -33,6 +33,6 @@ trap 'rm -rf "$gen"' EXIT
 protoc -I "$root/proto" -I /usr/include \
 	--python_out="$gen" --grpc_python_out="$gen" \
 	--plugin=protoc-gen-grpc_python="$(command -v grpc_python_plugin)" \
-	"$root/proto/riffle/v1/streams.proto" "$root/proto/riffle/v1/groups.proto"
+	"$root"/proto/riffle/v1/*.proto
 
 PYTHONPATH="$gen" RIFFLE_ADDR="$addr" $python "$here/riffle_client.py"
