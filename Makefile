@@ -64,7 +64,6 @@ bench: build
 # never depends on NATS. RUNS=3 prints medians of three runs; the other
 # knobs are the program's flags (go run ./tests/benchcompare -h).
 RUNS          ?= 1
-DURATION      ?= 30s
 SIZES         ?= 1024,128
 PRODUCERS     ?= 4
 IN_FLIGHT     ?= 500
@@ -76,7 +75,7 @@ nats-server:
 
 bench-compare: build nats-server
 	cd tests/benchcompare && $(GO) build -trimpath -o $(BIN)/benchcompare .
-	$(BIN)/benchcompare -riffle $(RIFFLE) -nats-server $(NATS_SERVER) -runs $(RUNS) -duration $(DURATION) \
+	$(BIN)/benchcompare -riffle $(RIFFLE) -nats-server $(NATS_SERVER) -runs $(RUNS) -duration $(or $(DURATION),30s) \
 		-sizes $(SIZES) -producers $(PRODUCERS) -in-flight $(IN_FLIGHT) $(BENCH_COMPARE_FLAGS)
 
 clean:
@@ -180,3 +179,37 @@ e2e: docker-image fault-deps
 		--split-after 5s --merge-after 12s --duration 20s; \
 	echo "e2e: fault run (tests/fault, CI-sized) on the same cluster"; \
 	$(FAULT_ENV) $(GO) test -tags fault -count=1 -v -timeout $(FAULT_TIMEOUT) -run '^TestFaultCI$$' ./tests/fault/
+
+# ---- Fault injection (tests/fault) ------------------------------------------
+# `make fault` is the CI-sized Jepsen-style run (about three minutes, kill,
+# pause, partition and kill-all, seed printed; RIFFLE_FAULT_SEED=N repeats
+# one) on a fresh cluster; `make jepsen DURATION=30m` soaks a fresh cluster
+# with every nemesis in rotation. Both fail on any anomaly and keep the
+# history, node logs and data under tests/fault/results/ when they do.
+# Faults are injected from the host with docker, and with iptables and tc
+# inside the nodes' network namespaces (nsenter): fault-deps installs them.
+
+FAULT_TIMEOUT ?= 15m
+FAULT_ENV      = RIFFLE_E2E_DOCKER="$(DOCKER)" RIFFLE_E2E_COMPOSE="$(DOCKER_COMPOSE)" \
+	RIFFLE_E2E_COMPOSE_FILE="$(CLUSTER_FILE)" RIFFLE_E2E_PROJECT="$(CLUSTER_PROJECT)" \
+	RIFFLE_FAULT_RESULTS="$(CURDIR)/tests/fault/results"
+
+fault-deps:
+	@bash tests/fault/install-deps.sh
+
+fault: FAULT_RUN = -timeout $(FAULT_TIMEOUT) -run '^TestFaultCI$$'
+jepsen: FAULT_RUN = -timeout 0 -run '^TestFaultSoak$$'
+jepsen: export RIFFLE_FAULT_DURATION = $(or $(DURATION),30m)
+
+# A fresh cluster, the run, and always a teardown (logs printed on failure).
+fault jepsen: docker-image fault-deps
+	@teardown() { rc=$$?; trap - EXIT INT TERM; \
+		if [ $$rc -ne 0 ]; then echo "$@: failed (exit $$rc); container logs follow"; $(COMPOSE) logs --no-color --timestamps --tail=300 || true; fi; \
+		echo "$@: tearing the cluster down"; $(COMPOSE) down -v --remove-orphans || true; \
+		exit $$rc; }; \
+	trap teardown EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
+	set -e; \
+	$(COMPOSE) down -v --remove-orphans >/dev/null 2>&1 || true; \
+	$(COMPOSE) up -d; \
+	( $(CLUSTER_WAIT_HEALTHY) ); \
+	$(FAULT_ENV) $(GO) test -tags fault -count=1 -v $(FAULT_RUN) ./tests/fault/
