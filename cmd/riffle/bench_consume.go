@@ -366,23 +366,15 @@ func (c *benchVerb) waitReaders(ctx context.Context, set *readerSet, start time.
 	}
 }
 
-// allShards lists every shard of the stream, open and closed.
+// allShards lists the ids of every shard of the stream, open and closed.
 func allShards(ctx context.Context, conn *connFlags, streams rifflev1.StreamsClient, stream string) ([]string, error) {
-	var out []string
-	req := &rifflev1.ListShardsRequest{StreamName: stream}
-	for {
-		callCtx, cancel := conn.call(ctx)
-		resp, err := streams.ListShards(callCtx, req)
-		cancel()
-		if err != nil {
-			return nil, err
-		}
-		for _, sh := range resp.GetShards() {
-			out = append(out, sh.GetShardId())
-		}
-		if resp.GetNextToken() == "" {
-			return out, nil
-		}
-		req = &rifflev1.ListShardsRequest{NextToken: resp.GetNextToken()}
+	shards, err := listAllShards(ctx, conn, streams, stream)
+	if err != nil {
+		return nil, err
 	}
+	out := make([]string, len(shards))
+	for i, sh := range shards {
+		out[i] = sh.GetShardId()
+	}
+	return out, nil
 }

@@ -255,27 +255,19 @@ func allReceived(consumers []*fanoutConsumer, acked map[uint64]bool) bool {
 	return true
 }
 
-// openShards lists the stream's open shards.
+// openShards lists the ids of the stream's open shards.
 func openShards(ctx context.Context, conn *connFlags, streams rifflev1.StreamsClient, stream string) ([]string, error) {
-	var out []string
-	req := &rifflev1.ListShardsRequest{StreamName: stream}
-	for {
-		callCtx, cancel := conn.call(ctx)
-		resp, err := streams.ListShards(callCtx, req)
-		cancel()
-		if err != nil {
-			return nil, err
-		}
-		for _, sh := range resp.GetShards() {
-			if sh.GetSequenceNumberRange().GetEndingSequenceNumber() == "" {
-				out = append(out, sh.GetShardId())
-			}
-		}
-		if resp.GetNextToken() == "" {
-			return out, nil
-		}
-		req = &rifflev1.ListShardsRequest{NextToken: resp.GetNextToken()}
+	shards, err := listAllShards(ctx, conn, streams, stream)
+	if err != nil {
+		return nil, err
 	}
+	var out []string
+	for _, sh := range shards {
+		if sh.GetSequenceNumberRange().GetEndingSequenceNumber() == "" {
+			out = append(out, sh.GetShardId())
+		}
+	}
+	return out, nil
 }
 
 // registerBenchConsumers registers --consumers consumers named after the
