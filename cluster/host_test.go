@@ -141,13 +141,27 @@ func TestSweepRemovesStrayReplicas(t *testing.T) {
 	st := h.Meta().State()
 	s := st.Streams["kept"]
 	waitUntil(t, "replica running", func() bool { _, err := h.Shard(s, s.Shards[0]); return err == nil })
-	stray := h.shardDir("s99-0")
-	if err := os.MkdirAll(stray, 0o755); err != nil {
-		t.Fatal(err)
+	// A state in which this node's replica of an open shard (index 5) has
+	// moved elsewhere: its directory goes; a directory of a stream this
+	// state does not know (perhaps newer than it) stays.
+	moved := *s.Shards[0]
+	moved.Index, moved.Replicas = 5, []string{"elsewhere"}
+	s2 := *s
+	s2.Shards = []*Shard{s.Shards[0], &moved}
+	st2 := *st
+	st2.Streams = map[string]*Stream{"kept": &s2}
+	stray, unknown := h.shardDir(s.GroupID(&moved)), h.shardDir("s99-0")
+	for _, dir := range []string{stray, unknown} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
-	h.sweepStrayReplicas(st)
+	h.sweepStrayReplicas(&st2)
 	if _, err := os.Stat(stray); !os.IsNotExist(err) {
 		t.Errorf("stray replica still there: %v", err)
+	}
+	if _, err := os.Stat(unknown); err != nil {
+		t.Errorf("a replica of a stream the state does not know was removed: %v", err)
 	}
 	if _, err := os.Stat(h.shardDir(s.GroupID(s.Shards[0]))); err != nil {
 		t.Errorf("held replica removed: %v", err)

@@ -52,8 +52,12 @@ func (h *Host) metaCaughtUp() bool {
 }
 
 func (h *Host) reconcile(st *State) {
-	if !h.swept {
-		h.sweepStrayReplicas(st)
+	// The sweep deletes data, so it waits for a state known to be current:
+	// right after a restart, this replica may show the state of its last
+	// snapshot, in which replicas placed since do not exist yet (the fault
+	// run's kill-one deleted frozen replicas that way).
+	if !h.swept && h.metaCurrent() {
+		h.sweepStrayReplicas(h.meta.State())
 		h.swept = true
 	}
 	live := map[string]bool{}
@@ -115,36 +119,50 @@ func (h *Host) reconcile(st *State) {
 	h.sweepShardDirs(st)
 }
 
-// sweepStrayReplicas deletes, once after a start, the data of shard
-// replicas this node no longer holds: a replica moved away (or a stream
-// deleted) while the node was down is never started again, so nothing else
-// would remove it.
+// metaCurrent reports whether this replica has applied everything the
+// metadata leader had committed when asked (a read index).
+func (h *Host) metaCurrent() bool {
+	ctx, cancel := context.WithTimeout(h.ctx, metaSyncWait)
+	defer cancel()
+	index, err := h.metaReadIndex(ctx)
+	if err != nil {
+		return false
+	}
+	return h.meta.WaitApplied(ctx, index) == nil
+}
+
+// sweepStrayReplicas deletes, once after a start, the data of replicas of
+// open shards that moved away while this node was down: such a replica is
+// never started again, so nothing else would remove it. It deletes nothing
+// else: replicas of removed streams and expired shards are sweepShardDirs',
+// and a closed shard's replica is never deleted here (a fault run's kill-one
+// saw frozen replicas deleted on a restart, from a state in which this node
+// was not among their replicas).
 func (h *Host) sweepStrayReplicas(st *State) {
-	keep := map[string]bool{}
+	stray := map[string]bool{}
 	for _, s := range st.Streams {
 		for _, sh := range s.Shards {
-			if slices.Contains(sh.Replicas, h.opts.NodeID) || (sh.Moving != nil && sh.Moving.To == h.opts.NodeID) {
-				keep[s.GroupID(sh)] = true
+			if !sh.Open() || slices.Contains(sh.Replicas, h.opts.NodeID) || (sh.Moving != nil && sh.Moving.To == h.opts.NodeID) || h.frozenCopyHere(s, sh) {
+				continue
 			}
+			stray[s.GroupID(sh)] = true
 		}
 	}
-	entries, err := os.ReadDir(filepath.Join(h.opts.DataDir, "shards"))
-	if err != nil {
-		return // none yet
-	}
-	for _, e := range entries {
-		gid := e.Name()
+	for gid := range stray {
 		h.mu.RLock()
 		_, running := h.shards[gid]
 		h.mu.RUnlock()
-		if !e.IsDir() || keep[gid] || running {
+		if running {
+			continue
+		}
+		if _, err := os.Stat(h.shardDir(gid)); err != nil {
 			continue
 		}
 		if err := os.RemoveAll(h.shardDir(gid)); err != nil {
 			h.logger.Warn("removing a stray shard replica", "group", gid, "err", err)
 			continue
 		}
-		h.logger.Info("stray shard replica removed: it moved away or its stream is gone", "group", gid)
+		h.logger.Info("stray shard replica removed: it moved away while this node was down", "group", gid)
 	}
 }
 

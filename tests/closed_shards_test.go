@@ -25,6 +25,12 @@ func TestClosedShardsFreeze(t *testing.T) {
 	ctx := context.Background()
 	cl := c.nodes[0].client
 	const stream = "frozen"
+	// Node 1's last metadata snapshot predates the stream: restarted below,
+	// it first shows a state without it, on which it must not delete the
+	// frozen replica (the fault run's kill-one found that).
+	if err := c.nodes[1].Host().Meta().Raft().Snapshot().Error(); err != nil {
+		t.Fatalf("metadata snapshot on node 1: %v", err)
+	}
 	createStream(t, cl, stream, 1)
 	var acked []string
 	for i := range 40 {
