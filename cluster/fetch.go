@@ -61,22 +61,10 @@ func (h *Host) fetchRecords(ctx context.Context, streamID, shardIndex uint64, re
 				return err
 			}
 		}
-		failures = failures[:0]
-		for _, peer := range h.fetchPeers(streamID, shardIndex, req.Leader) {
-			got, err := h.fetchFrom(ctx, peer, streamID, shardIndex, next, req.To, sink)
-			next = max(next, got)
-			var se sinkError
-			switch {
-			case errors.As(err, &se):
-				return se.err
-			case next >= req.To:
-				return nil
-			case ctx.Err() != nil:
-				return ctx.Err()
-			case err == nil:
-				err = fmt.Errorf("holds records only below %d", got)
-			}
-			failures = append(failures, fmt.Errorf("%s: %w", peer, err))
+		var err error
+		next, failures, err = h.fetchRound(ctx, streamID, shardIndex, h.fetchPeers(streamID, shardIndex, req.Leader), next, req.To, sink)
+		if err != nil || next >= req.To {
+			return err
 		}
 	}
 	if len(failures) == 0 {
@@ -84,6 +72,32 @@ func (h *Host) fetchRecords(ctx context.Context, streamID, shardIndex uint64, re
 	}
 	return fmt.Errorf("cluster: stream %d shard %d: fetched records only up to %d of %d: %w",
 		streamID, shardIndex, next, req.To, errors.Join(failures...))
+}
+
+// fetchRound tries peers in turn for the records [from, to), each resuming
+// after the last record the one before delivered, and returns how far the
+// sink got. The fetch is over when that reaches to or err is set (the sink
+// failed, or ctx ended); otherwise failures says what each peer lacked.
+func (h *Host) fetchRound(ctx context.Context, streamID, shardIndex uint64, peers []string, from, to uint64,
+	sink func(shardlog.FetchedChunk) error) (next uint64, failures []error, err error) {
+	next = from
+	for _, peer := range peers {
+		got, err := h.fetchFrom(ctx, peer, streamID, shardIndex, next, to, sink)
+		next = max(next, got)
+		var se sinkError
+		switch {
+		case errors.As(err, &se):
+			return next, nil, se.err
+		case next >= to:
+			return next, nil, nil
+		case ctx.Err() != nil:
+			return next, nil, ctx.Err()
+		case err == nil:
+			err = fmt.Errorf("holds records only below %d", got)
+		}
+		failures = append(failures, fmt.Errorf("%s: %w", peer, err))
+	}
+	return next, failures, nil
 }
 
 // fetchPeers lists the other replicas of a shard, leader first.

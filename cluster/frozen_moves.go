@@ -118,7 +118,7 @@ func (h *Host) planClosedMoves(ctx context.Context, st *State, dead map[string]b
 			}
 			to := ""
 			for _, n := range alive {
-				if !slices.Contains(sh.Replicas, n) && (sh.Copying == nil || n != sh.Copying.To) &&
+				if !slices.Contains(sh.Replicas, n) && (sh.Copying == nil || n != sh.Copying.To) && !st.IsDraining(n) &&
 					(to == "" || load.Replicas[n] < load.Replicas[to]) {
 					to = n
 				}
@@ -251,23 +251,9 @@ func (h *Host) copyFrozenReplica(streamID, index uint64, gid string, end uint64)
 // each resuming after the last record the one before delivered.
 func (h *Host) fetchFromPeers(ctx context.Context, streamID, index uint64, peers []string, req shardlog.FetchRequest,
 	sink func(shardlog.FetchedChunk) error) error {
-	next := req.From
-	var failures []error
-	for _, peer := range peers {
-		got, err := h.fetchFrom(ctx, peer, streamID, index, next, req.To, sink)
-		next = max(next, got)
-		var se sinkError
-		switch {
-		case errors.As(err, &se):
-			return se.err
-		case next >= req.To:
-			return nil
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case err == nil:
-			err = fmt.Errorf("holds records only below %d", got)
-		}
-		failures = append(failures, fmt.Errorf("%s: %w", peer, err))
+	next, failures, err := h.fetchRound(ctx, streamID, index, peers, req.From, req.To, sink)
+	if err != nil || next >= req.To {
+		return err
 	}
 	if len(failures) == 0 {
 		return fmt.Errorf("cluster: no live replica of stream %d shard %d to copy from: %w", streamID, index, ErrNoReplica)
