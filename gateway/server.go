@@ -143,6 +143,15 @@ func (s *Server) writableStream(ctx context.Context, name, arn string) (*cluster
 	if err != nil {
 		return nil, err
 	}
+	if st.Status == cluster.StreamCreating {
+		// ACTIVE through another node a moment ago? This node's copy may
+		// lag by an entry: catch up before refusing the write.
+		if err := s.host.SyncMeta(ctx); err == nil {
+			if fresh, ok := s.host.Meta().State().Streams[st.Name]; ok {
+				st = fresh
+			}
+		}
+	}
 	switch st.Status {
 	case cluster.StreamDeleting:
 		return nil, notFound("stream %s is being deleted", st.Name)

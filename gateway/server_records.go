@@ -266,6 +266,12 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 		return nil, verr
 	}
 	st, ok := state.StreamByID(it.streamID)
+	if !ok {
+		// An iterator handed out by a node further ahead: catch up.
+		if err := s.host.SyncMeta(ctx); err == nil {
+			st, ok = s.host.Meta().State().StreamByID(it.streamID)
+		}
+	}
 	if !ok || st.Status == cluster.StreamDeleting {
 		return nil, notFound("the iterator's stream no longer exists")
 	}
