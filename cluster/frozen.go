@@ -2,8 +2,6 @@ package cluster
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -110,7 +108,7 @@ func (h *Host) freezeReplica(s *Stream, sh *Shard, running *shardlog.Shard) {
 	h.mu.Lock()
 	h.shards[gid] = f
 	h.mu.Unlock()
-	if err := os.Remove(filepath.Join(dir, shardlog.RaftLogFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := shardlog.RemoveRaftState(dir); err != nil {
 		h.logger.Warn("cannot remove a frozen shard's raft log", "group", gid, "err", err)
 	}
 	h.logger.Info("shard frozen: raft group stopped, serving reads from its segments",

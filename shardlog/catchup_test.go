@@ -177,7 +177,7 @@ func TestShardRestoreFetchesFromPeer(t *testing.T) {
 			}
 		}
 	}
-	if first, err := g.shards[l].store.FirstIndex(); err != nil || first <= g.shards[l].Raft().LastIndex()-600 {
+	if first, err := g.shards[l].entries.FirstIndex(); err != nil || first <= g.shards[l].Raft().LastIndex()-600 {
 		t.Fatalf("leader's raft log starts at %d (%v): not compacted past the replica that is down", first, err)
 	}
 

@@ -46,6 +46,23 @@ func OpenFrozen(dir string, logger *slog.Logger) (*Shard, error) {
 		stop: stop, done: done}, nil
 }
 
-// RaftLogFile is the name of a replica's raft log store in its directory;
-// a frozen replica no longer needs it.
-const RaftLogFile = "raft.db"
+// Names in a replica's directory: raft's term, vote and configuration
+// (bbolt) and its log entries (RaftLog). A frozen replica needs neither.
+const (
+	RaftStateFile = "raft.db"
+	RaftLogDir    = "raftlog"
+)
+
+// RemoveRaftState deletes a frozen replica's raft files from dir.
+func RemoveRaftState(dir string) error {
+	return errors.Join(
+		ignoreNotExist(os.Remove(filepath.Join(dir, RaftStateFile))),
+		os.RemoveAll(filepath.Join(dir, RaftLogDir)))
+}
+
+func ignoreNotExist(err error) error {
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}

@@ -101,12 +101,13 @@ type AppendResult struct {
 // segment log. Writes go through Append on the leader; any replica reads its
 // applied records through Log.
 type Shard struct {
-	opts   ShardOptions
-	log    *Log
-	raft   *raft.Raft
-	store  *raftboltdb.BoltStore
-	logger *slog.Logger
-	seal   *sealState
+	opts    ShardOptions
+	log     *Log
+	raft    *raft.Raft
+	store   *raftboltdb.BoltStore // term, vote and configuration
+	entries *RaftLog              // raft's log entries
+	logger  *slog.Logger
+	seal    *sealState
 
 	proposals chan *proposal
 	stop      chan struct{}
@@ -170,19 +171,32 @@ func OpenShard(opts ShardOptions) (*Shard, error) {
 
 func (s *Shard) startRaft() error {
 	o := s.opts
-	store, err := OpenRaftStore(filepath.Join(o.Dir, "raft.db"))
+	store, err := OpenRaftStore(filepath.Join(o.Dir, RaftStateFile))
 	if err != nil {
-		return fmt.Errorf("shardlog: open raft log: %w", err)
+		return fmt.Errorf("shardlog: open raft state: %w", err)
+	}
+	if err := moveBoltLog(store, filepath.Join(o.Dir, RaftLogDir)); err != nil {
+		store.Close()
+		return err
+	}
+	entries, err := OpenRaftLog(filepath.Join(o.Dir, RaftLogDir), s.logger)
+	if err != nil {
+		store.Close()
+		return err
+	}
+	closeStores := func() {
+		entries.Close()
+		store.Close()
 	}
 	hlog := NewHCLogger("raft", s.logger)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(o.Dir, 2, hlog)
 	if err != nil {
-		store.Close()
+		closeStores()
 		return fmt.Errorf("shardlog: snapshot store: %w", err)
 	}
 	machine := &fsm{log: s.log, logger: s.logger, seal: s.seal, fetch: o.Fetch, leader: s.knownLeader, ctx: s.fetchCtx}
 	if err := s.checkAgainstSnapshot(snaps, machine); err != nil {
-		store.Close()
+		closeStores()
 		return err
 	}
 	cfg := raft.DefaultConfig()
@@ -200,29 +214,29 @@ func (s *Shard) startRaft() error {
 	cfg.SnapshotInterval = 5 * time.Second
 	o.Timing.Apply(cfg)
 
-	logs, err := raft.NewLogCache(256, store)
+	logs, err := raft.NewLogCache(256, entries)
 	if err != nil {
-		store.Close()
+		closeStores()
 		return err
 	}
 	has, err := raft.HasExistingState(logs, store, snaps)
 	if err != nil {
-		store.Close()
+		closeStores()
 		return fmt.Errorf("shardlog: inspect raft state: %w", err)
 	}
 	bootstrapped := !has && len(o.Bootstrap) > 0
 	if bootstrapped {
 		if err := raft.BootstrapCluster(cfg, logs, store, snaps, o.Transport, raft.Configuration{Servers: o.Bootstrap}); err != nil {
-			store.Close()
+			closeStores()
 			return fmt.Errorf("shardlog: bootstrap: %w", err)
 		}
 	}
 	r, err := raft.NewRaft(cfg, machine, logs, store, snaps, o.Transport)
 	if err != nil {
-		store.Close()
+		closeStores()
 		return fmt.Errorf("shardlog: start raft: %w", err)
 	}
-	s.raft, s.store = r, store
+	s.raft, s.store, s.entries = r, store, entries
 	s.started.Store(r)
 	if bootstrapped && o.Campaign {
 		s.campaign()
@@ -346,6 +360,9 @@ func (s *Shard) Close() error {
 	s.cancelFetch()
 	<-s.done
 	err := s.raft.Shutdown().Error()
+	if cerr := s.entries.Close(); err == nil {
+		err = cerr
+	}
 	if cerr := s.store.Close(); err == nil {
 		err = cerr
 	}
@@ -353,6 +370,55 @@ func (s *Shard) Close() error {
 		err = cerr
 	}
 	return err
+}
+
+// moveBoltLog moves raft entries that an earlier version kept in
+// raft.db into a RaftLog at dir, so that a replica upgraded in place keeps
+// its uncompacted entries. The copy is built beside dir and renamed into
+// place, then removed from raft.db; a crash in between repeats it.
+func moveBoltLog(store *raftboltdb.BoltStore, dir string) error {
+	last, err := store.LastIndex()
+	if err != nil || last == 0 {
+		return err
+	}
+	if _, err := os.Stat(dir); err == nil {
+		// Already moved; raft.db's copy is stale. Drop it.
+		first, _ := store.FirstIndex()
+		return store.DeleteRange(first, last)
+	}
+	first, err := store.FirstIndex()
+	if err != nil {
+		return err
+	}
+	tmp := dir + ".tmp"
+	if err := os.RemoveAll(tmp); err != nil {
+		return err
+	}
+	moved, err := OpenRaftLog(tmp, nil)
+	if err != nil {
+		return err
+	}
+	for i := first; i <= last; i++ {
+		var e raft.Log
+		if err := store.GetLog(i, &e); err != nil {
+			moved.Close()
+			return fmt.Errorf("shardlog: moving raft entry %d out of raft.db: %w", i, err)
+		}
+		if err := moved.StoreLogs([]*raft.Log{&e}); err != nil {
+			moved.Close()
+			return err
+		}
+	}
+	if err := moved.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return err
+	}
+	if err := syncDir(filepath.Dir(dir)); err != nil {
+		return err
+	}
+	return store.DeleteRange(first, last)
 }
 
 // OpenRaftStore opens a raft log and stable store in bbolt. The freelist

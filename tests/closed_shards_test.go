@@ -80,8 +80,10 @@ func TestClosedShardsFreeze(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(n.dir, "shards", gid, "segments")); err != nil {
 			t.Fatalf("node %d: the frozen replica's segments: %v", i, err)
 		}
-		if _, err := os.Stat(filepath.Join(n.dir, "shards", gid, shardlog.RaftLogFile)); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("node %d: a frozen replica's raft log is still there: %v", i, err)
+		for _, name := range []string{shardlog.RaftStateFile, shardlog.RaftLogDir} {
+			if _, err := os.Stat(filepath.Join(n.dir, "shards", gid, name)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("node %d: a frozen replica's %s is still there: %v", i, name, err)
+			}
 		}
 	}
 
