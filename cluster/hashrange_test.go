@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"fmt"
 	"math/big"
 	"testing"
 )
@@ -76,5 +77,66 @@ func TestParseHashKey(t *testing.T) {
 		if _, err := ParseHashKey(bad); err == nil {
 			t.Errorf("ParseHashKey(%q) accepted", bad)
 		}
+	}
+}
+
+// TestShardForHashIndexed: the routing index of a published state finds
+// the same shard as a scan of every shard, for keys at every range's
+// edges, with closed parents and pending children in the list (only open
+// shards take writes: a key must never route to a closed parent).
+func TestShardForHashIndexed(t *testing.T) {
+	ranges, err := EvenRanges(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Stream{Name: "r"}
+	for i, r := range ranges {
+		s.Shards = append(s.Shards, &Shard{Index: uint64(i), HashStart: r.Start.String(), HashEnd: r.End.String(), hashRange: r})
+	}
+	// Shard 2 split into 7 and 8 (closed parent); shard 5 splitting into
+	// 9 and 10 (children pending, parent still open).
+	split := func(parent *Shard, index uint64, pending bool) {
+		mid := new(big.Int).Add(parent.hashRange.Start, new(big.Int).Rsh(new(big.Int).Sub(parent.hashRange.End, parent.hashRange.Start), 1))
+		lo := HashRange{Start: parent.hashRange.Start, End: mid}
+		hi := HashRange{Start: new(big.Int).Add(mid, big.NewInt(1)), End: parent.hashRange.End}
+		for i, r := range []HashRange{lo, hi} {
+			s.Shards = append(s.Shards, &Shard{Index: index + uint64(i), HashStart: r.Start.String(), HashEnd: r.End.String(), hashRange: r, Pending: pending})
+		}
+	}
+	split(s.Shards[2], 7, false)
+	s.Shards[2].EndingSequence = "1"
+	split(s.Shards[5], 9, true)
+
+	var keys []*big.Int
+	for _, sh := range s.Shards {
+		for _, k := range []*big.Int{sh.hashRange.Start, sh.hashRange.End} {
+			keys = append(keys, k, new(big.Int).Add(k, big.NewInt(1)), new(big.Int).Sub(k, big.NewInt(1)))
+		}
+	}
+	for i := range 200 {
+		keys = append(keys, PartitionHash(fmt.Sprintf("key-%d", i)))
+	}
+	scanned := make([]*Shard, len(keys))
+	for i, k := range keys {
+		scanned[i], _ = s.ShardForHash(k)
+	}
+	(&State{Streams: map[string]*Stream{s.Name: s}}).indexRoutes()
+	if s.routes == nil {
+		t.Fatal("no routing index after indexRoutes")
+	}
+	for i, k := range keys {
+		got, ok := s.ShardForHash(k)
+		if got != scanned[i] {
+			t.Fatalf("key %s: indexed lookup %v (%v), scan %v", k, got, ok, scanned[i])
+		}
+		if ok && !got.Open() {
+			t.Fatalf("key %s routed to %s, which takes no writes", k, got.ID())
+		}
+		if !ok && k.Sign() >= 0 && k.Cmp(MaxHashKey) <= 0 {
+			t.Fatalf("key %s inside the key space found no shard", k)
+		}
+	}
+	if c := s.clone(); c.routes != nil {
+		t.Fatal("a clone, about to change, kept the routing index of the original")
 	}
 }

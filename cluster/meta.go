@@ -220,6 +220,7 @@ func (f *metaFSM) appliedIndex() uint64 {
 // publish installs the state after the entry at index; watchers wake even
 // when a refused command left the state as it was.
 func (f *metaFSM) publish(st *State, index uint64) {
+	st.indexRoutes()
 	f.mu.Lock()
 	f.state = st
 	f.applied = max(f.applied, index)
@@ -278,6 +279,7 @@ func (f *metaFSM) Restore(rc io.ReadCloser) error {
 		}
 	}
 	f.mu.Lock()
+	st.indexRoutes()
 	f.state, f.applied = st, snap.AppliedIndex
 	close(f.notify)
 	f.notify = make(chan struct{})

@@ -88,6 +88,10 @@ type Stream struct {
 	// them.
 	ScalingOps   []time.Time `json:"scaling_ops,omitempty"`
 	ModeSwitches []time.Time `json:"mode_switches,omitempty"`
+
+	// routes are the open shards in hash-range order, for ShardForHash;
+	// filled when a state is published (indexRoutes), nil on a copy.
+	routes []*Shard
 }
 
 // Shard is one shard's metadata.
@@ -203,14 +207,44 @@ func (s *Stream) ShardByIndex(index uint64) (*Shard, bool) {
 	return s.Shards[i], true
 }
 
-// ShardForHash finds the open shard whose range holds key.
+// ShardForHash finds the open shard whose range holds key: by binary
+// search over the open shards once the stream's state is published, by
+// a scan on a stream still being built.
 func (s *Stream) ShardForHash(key *big.Int) (*Shard, bool) {
-	for _, sh := range s.Shards {
-		if sh.Open() && sh.hashRange.Contains(key) {
-			return sh, true
+	if s.routes == nil {
+		for _, sh := range s.Shards {
+			if sh.Open() && sh.hashRange.Contains(key) {
+				return sh, true
+			}
 		}
+		return nil, false
 	}
-	return nil, false
+	// The first open shard that starts above key; the one before it is
+	// the only candidate.
+	i := sort.Search(len(s.routes), func(i int) bool { return s.routes[i].hashRange.Start.Cmp(key) > 0 })
+	if i == 0 || !s.routes[i-1].hashRange.Contains(key) {
+		return nil, false
+	}
+	return s.routes[i-1], true
+}
+
+// indexRoutes fills the routing index of every stream that lacks one.
+// It runs before the state is published: published streams are never
+// written again, and one shared with an older state has its index.
+func (st *State) indexRoutes() {
+	for _, s := range st.Streams {
+		if s.routes != nil {
+			continue
+		}
+		routes := make([]*Shard, 0, len(s.Shards))
+		for _, sh := range s.Shards {
+			if sh.Open() {
+				routes = append(routes, sh)
+			}
+		}
+		sort.Slice(routes, func(i, j int) bool { return routes[i].hashRange.Start.Cmp(routes[j].hashRange.Start) < 0 })
+		s.routes = routes
+	}
 }
 
 // OpenShardCount counts shards that take writes.
@@ -251,6 +285,7 @@ func (sh *Shard) parse() error {
 // clone copies a stream deeply enough for a command to change it.
 func (s *Stream) clone() *Stream {
 	c := *s
+	c.routes = nil
 	c.Shards = make([]*Shard, len(s.Shards))
 	for i, sh := range s.Shards {
 		shc := *sh
