@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/riffle-streams/riffle/cluster"
 )
@@ -83,5 +84,25 @@ func TestServeRefusesBadOnDemandSettings(t *testing.T) {
 	t.Setenv("RIFFLE_ONDEMAND_SPLIT_THRESHOLD", "half")
 	if err := runServe(nil); err == nil || !strings.Contains(err.Error(), "RIFFLE_ONDEMAND_SPLIT_THRESHOLD") {
 		t.Errorf("RIFFLE_ONDEMAND_SPLIT_THRESHOLD=half: %v", err)
+	}
+}
+
+// --raft-multiplier scales raft's timeouts together (raft refuses a lease
+// longer than the heartbeat timeout) and refuses values outside 1 to 10
+// before the node starts.
+func TestRaftMultiplier(t *testing.T) {
+	got, err := raftTiming(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.HeartbeatTimeout != 3*time.Second || got.ElectionTimeout != 3*time.Second || got.LeaderLease != 1500*time.Millisecond {
+		t.Fatalf("raftTiming(3) = %+v", got)
+	}
+	for _, v := range []string{"0", "11", "-1"} {
+		err := runServe([]string{"--raft-multiplier", v})
+		var u usageError
+		if !errors.As(err, &u) || !strings.Contains(err.Error(), "--raft-multiplier") {
+			t.Errorf("--raft-multiplier %s: %v", v, err)
+		}
 	}
 }
