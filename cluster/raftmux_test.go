@@ -1166,3 +1166,78 @@ func TestRaftMuxPipelineSenderGivesUpWhenResponsesAreNotTaken(t *testing.T) {
 		t.Fatal("a sender on a window nobody drains is still blocked after 10s (timeout 300ms)")
 	}
 }
+
+// Guarantee: heartbeats that many groups' leaders send one peer at about
+// the same time travel in a few Heartbeats RPCs, not one RPC each, and
+// each group still gets its own raft's answer; a heartbeat for a group the
+// peer does not serve fails alone.
+func TestRaftMuxCoalescesHeartbeats(t *testing.T) {
+	var mu sync.Mutex
+	calls := map[string]int{}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		mu.Lock()
+		calls[info.FullMethod]++
+		mu.Unlock()
+		return h(ctx, req)
+	}))
+	follower := NewRaftMux(RaftMuxOptions{LocalAddress: "n2", Logger: muxQuietLogger()})
+	follower.Register(srv)
+	served := make(chan struct{})
+	go func() { defer close(served); _ = srv.Serve(lis) }()
+	defer func() { srv.Stop(); <-served; follower.Close() }()
+
+	const groups = 40
+	for i := range groups {
+		term := uint64(100 + i)
+		follower.Transport(fmt.Sprintf("g%d", i)).SetHeartbeatHandler(func(rpc raft.RPC) {
+			req := rpc.Command.(*raft.AppendEntriesRequest)
+			rpc.Respond(&raft.AppendEntriesResponse{Term: term, Success: req.Term == term}, nil)
+		})
+	}
+	leader := NewRaftMux(RaftMuxOptions{
+		LocalAddress: "n1",
+		Resolve:      func(raft.ServerAddress) (string, error) { return lis.Addr().String(), nil },
+		DialOptions:  []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
+		Timeout:      5 * time.Second,
+		Logger:       muxQuietLogger(),
+	})
+	defer leader.Close()
+
+	var wg sync.WaitGroup
+	errs := make([]error, groups+1)
+	for i := range groups + 1 { // the last group is not served by n2
+		wg.Go(func() {
+			term := uint64(100 + i)
+			var resp raft.AppendEntriesResponse
+			err := leader.Transport(fmt.Sprintf("g%d", i)).AppendEntries("n2", "n2", &raft.AppendEntriesRequest{
+				RPCHeader: raft.RPCHeader{ID: []byte("n1"), Addr: []byte("n1")}, Term: term}, &resp)
+			switch {
+			case err != nil:
+				errs[i] = err
+			case resp.Term != term || !resp.Success:
+				errs[i] = fmt.Errorf("answered term %d success %v, want term %d: another group's answer", resp.Term, resp.Success, term)
+			}
+		})
+	}
+	wg.Wait()
+	for i, err := range errs[:groups] {
+		if err != nil {
+			t.Errorf("group g%d: %v", i, err)
+		}
+	}
+	if status.Code(errors.Unwrap(errs[groups])) != codes.NotFound {
+		t.Errorf("heartbeat to a group n2 does not serve: %v, want NOT_FOUND", errs[groups])
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := calls[internalv1.RaftTransport_AppendEntries_FullMethodName]; n != 0 {
+		t.Errorf("%d heartbeats went as unary AppendEntries", n)
+	}
+	if n := calls[internalv1.RaftTransport_Heartbeats_FullMethodName]; n == 0 || n > groups/4 {
+		t.Errorf("%d Heartbeats RPCs for %d heartbeats sent at once", n, groups+1)
+	}
+}
