@@ -109,6 +109,7 @@ func (h *Host) freezeReplica(s *Stream, sh *Shard, running *shardlog.Shard) {
 	}
 	h.mu.Lock()
 	h.shards[gid] = f
+	delete(h.failed, gid) // a frozen replica no longer needs its raft state
 	h.mu.Unlock()
 	if err := os.Remove(filepath.Join(dir, shardlog.RaftLogFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		h.logger.Warn("cannot remove a frozen shard's raft log", "group", gid, "err", err)

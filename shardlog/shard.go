@@ -170,7 +170,7 @@ func OpenShard(opts ShardOptions) (*Shard, error) {
 
 func (s *Shard) startRaft() error {
 	o := s.opts
-	store, err := OpenRaftStore(filepath.Join(o.Dir, "raft.db"))
+	store, err := OpenCheckedRaftStore(filepath.Join(o.Dir, RaftLogFile))
 	if err != nil {
 		return fmt.Errorf("shardlog: open raft log: %w", err)
 	}
