@@ -73,13 +73,12 @@ func integrityGroup(t *testing.T, n *testNode) string {
 	return st.GroupID(sh)
 }
 
-// sameReplica checks that node n's replica holds exactly ref's records
+// sameReplica checks that the replica r holds exactly ref's records
 // (offsets, raft indexes, timestamps, keys, data) and every acked value,
 // reading its own log: a damaged record would fail the read.
-func sameReplica(t *testing.T, n *testNode, ref *shardlog.Log, acked map[string]bool) {
+func sameReplica(t *testing.T, r, ref *shardlog.Log, acked map[string]bool) {
 	t.Helper()
-	r := localShard(n, integrityStream, 0)
-	got, err := r.Log().Read(r.Log().TrimOffset(), 0, 0)
+	got, err := r.Read(r.TrimOffset(), 0, 0)
 	if err != nil {
 		t.Fatalf("reading the repaired replica: %v", err)
 	}
@@ -164,7 +163,7 @@ func TestDamagedSegmentsRepairedFromPeers(t *testing.T) {
 	for v := range more {
 		acked[v] = true
 	}
-	sameReplica(t, c.nodes[2], ref, acked)
+	sameReplica(t, localShard(c.nodes[2], integrityStream, 0).Log(), ref, acked)
 	if err := localShard(c.nodes[2], integrityStream, 0).Log().Damaged(); err != nil {
 		t.Fatalf("repaired replica met damage: %v", err)
 	}
@@ -244,7 +243,97 @@ func TestDamagedRaftStoreKeepsReplicaStopped(t *testing.T) {
 		}
 		return nil
 	})
-	sameReplica(t, c.nodes[n4], localShard(c.nodes[0], integrityStream, 0).Log(), acked)
+	sameReplica(t, localShard(c.nodes[n4], integrityStream, 0).Log(), localShard(c.nodes[0], integrityStream, 0).Log(), acked)
+}
+
+// TestDamagedFrozenReplicaRepairedFromPeers checks issue 6's file faults on
+// a closed shard whose raft group is stopped (frozen), which has no raft
+// log to replay: a flipped byte in a sealed segment of a stopped node's
+// frozen replica is detected when the node starts, and the replica fetches
+// the dropped records from a peer before it serves: it then holds exactly
+// its peers' records.
+func TestDamagedFrozenReplicaRepairedFromPeers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three nodes")
+	}
+	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: fastRaft, segmentMaxBytes: 1 << 10})
+	createStream(t, c.nodes[0].client, integrityStream, 1)
+	for _, n := range c.nodes {
+		waitActive(t, n.client, integrityStream)
+	}
+	acked := writeIntegrityRecords(t, c.nodes, "frozen", 30)
+	if _, err := c.nodes[0].client.SplitShard(context.Background(), &rifflev1.SplitShardRequest{StreamName: integrityStream,
+		ShardToSplit: "shardId-000000000000", NewStartingHashKey: "170141183460469231731687303715884105728"}); err != nil {
+		t.Fatalf("SplitShard: %v", err)
+	}
+	gid := integrityGroup(t, c.nodes[0])
+	waitFrozen := func() {
+		t.Helper()
+		waitFor(t, 30*time.Second, "the parent frozen on every node", func() error {
+			for i, n := range c.nodes {
+				if !n.Host().IsFrozen(gid) {
+					return fmt.Errorf("n%d: not frozen", i+1)
+				}
+			}
+			return nil
+		})
+	}
+	waitFrozen()
+	segs := localShard(c.nodes[2], integrityStream, 0).Log().Segments()
+	if len(segs) < 4 {
+		t.Fatalf("n3's frozen replica has %d segments; the test needs several", len(segs))
+	}
+	c.kill(2)
+	flipFileByte(t, segs[1].Path, segs[1].Bytes-10)
+
+	c.restart(2)
+	waitFrozen()
+	ref := localShard(c.nodes[0], integrityStream, 0).Log()
+	sameReplica(t, localShard(c.nodes[2], integrityStream, 0).Log(), ref, acked)
+}
+
+// TestBitRotWhileRunningRepaired checks that damage appearing under a
+// running replica is never served and gets repaired: the read that meets it
+// fails, the node closes the replica and opens it again, which drops the
+// damaged segment and fetches it from its peers; the replica then holds
+// exactly its peers' records.
+func TestBitRotWhileRunningRepaired(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three nodes")
+	}
+	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: fastRaft, segmentMaxBytes: 8 << 10})
+	createStream(t, c.nodes[0].client, integrityStream, 1)
+	for _, n := range c.nodes {
+		waitActive(t, n.client, integrityStream)
+	}
+	acked := writeIntegrityRecords(t, c.nodes, "rot", 60)
+	damaged := localShard(c.nodes[2], integrityStream, 0)
+	waitFor(t, 20*time.Second, "n3 holds every record", func() error {
+		if damaged.Log().NextOffset() < uint64(len(acked)) {
+			return errors.New("n3 behind")
+		}
+		return nil
+	})
+	segs := damaged.Log().Segments()
+	if len(segs) < 3 {
+		t.Fatalf("n3 holds %d segments; the test needs several", len(segs))
+	}
+	flipFileByte(t, segs[1].Path, segs[1].Bytes/2)
+	if recs, err := damaged.Log().Read(segs[1].BaseOffset, 0, 0); err == nil || recs != nil {
+		t.Fatalf("read over the damage returned %d records, %v", len(recs), err)
+	}
+	ref := localShard(c.nodes[0], integrityStream, 0).Log()
+	waitFor(t, 30*time.Second, "n3 reopens and repairs its replica", func() error {
+		r := localShard(c.nodes[2], integrityStream, 0)
+		if r == nil || r == damaged {
+			return errors.New("not reopened")
+		}
+		if r.Log().NextOffset() != ref.NextOffset() {
+			return errors.New("n3 behind")
+		}
+		return nil
+	})
+	sameReplica(t, localShard(c.nodes[2], integrityStream, 0).Log(), ref, acked)
 }
 
 func flipFileByte(t *testing.T, path string, pos int64) {
