@@ -62,6 +62,18 @@ func writeIntegrityRecords(t *testing.T, nodes []*testNode, tag string, calls in
 	return acked
 }
 
+// startIntegrityCluster starts three nodes whose segments roll at
+// segmentMaxBytes (0: the default) and creates the one-shard stream.
+func startIntegrityCluster(t *testing.T, segmentMaxBytes int64) *testCluster {
+	t.Helper()
+	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: fastRaft, segmentMaxBytes: segmentMaxBytes})
+	createStream(t, c.nodes[0].client, integrityStream, 1)
+	for _, n := range c.nodes {
+		waitActive(t, n.client, integrityStream)
+	}
+	return c
+}
+
 // integrityGroup returns the raft group id of the stream's only shard.
 func integrityGroup(t *testing.T, n *testNode) string {
 	t.Helper()
@@ -116,11 +128,7 @@ func TestDamagedSegmentsRepairedFromPeers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three nodes")
 	}
-	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: fastRaft, segmentMaxBytes: 8 << 10})
-	createStream(t, c.nodes[0].client, integrityStream, 1)
-	for _, n := range c.nodes {
-		waitActive(t, n.client, integrityStream)
-	}
+	c := startIntegrityCluster(t, 8 << 10)
 	acked := writeIntegrityRecords(t, c.nodes, "before", 150)
 	waitFor(t, 20*time.Second, "n3 holds every record", func() error {
 		r := localShard(c.nodes[2], integrityStream, 0)
@@ -184,11 +192,7 @@ func TestDamagedRaftStoreKeepsReplicaStopped(t *testing.T) {
 	if testing.Short() {
 		t.Skip("four nodes")
 	}
-	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: fastRaft})
-	createStream(t, c.nodes[0].client, integrityStream, 1)
-	for _, n := range c.nodes {
-		waitActive(t, n.client, integrityStream)
-	}
+	c := startIntegrityCluster(t, 0)
 	acked := writeIntegrityRecords(t, c.nodes, "before", 40)
 	gid := integrityGroup(t, c.nodes[0])
 	c.kill(2)
@@ -256,11 +260,7 @@ func TestDamagedFrozenReplicaRepairedFromPeers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three nodes")
 	}
-	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: fastRaft, segmentMaxBytes: 1 << 10})
-	createStream(t, c.nodes[0].client, integrityStream, 1)
-	for _, n := range c.nodes {
-		waitActive(t, n.client, integrityStream)
-	}
+	c := startIntegrityCluster(t, 1 << 10)
 	acked := writeIntegrityRecords(t, c.nodes, "frozen", 30)
 	if _, err := c.nodes[0].client.SplitShard(context.Background(), &rifflev1.SplitShardRequest{StreamName: integrityStream,
 		ShardToSplit: "shardId-000000000000", NewStartingHashKey: "170141183460469231731687303715884105728"}); err != nil {
@@ -301,11 +301,7 @@ func TestBitRotWhileRunningRepaired(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three nodes")
 	}
-	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: fastRaft, segmentMaxBytes: 8 << 10})
-	createStream(t, c.nodes[0].client, integrityStream, 1)
-	for _, n := range c.nodes {
-		waitActive(t, n.client, integrityStream)
-	}
+	c := startIntegrityCluster(t, 8 << 10)
 	acked := writeIntegrityRecords(t, c.nodes, "rot", 60)
 	damaged := localShard(c.nodes[2], integrityStream, 0)
 	waitFor(t, 20*time.Second, "n3 holds every record", func() error {
