@@ -259,7 +259,7 @@ func (l *Log) notify(final bool) {
 // maxBytes <= 0 means no such limit. Reading at NextOffset() returns no
 // records; below TrimOffset() or above NextOffset() returns ErrOutOfRange.
 // Every record's checksum is verified: a mismatch returns ErrCorrupt and
-// no records.
+// no records, and marks the log Damaged.
 // Records of one Read may share memory; the log never modifies it.
 func (l *Log) Read(from uint64, maxRecords int, maxBytes int) ([]Record, error) {
 	l.mu.RLock()
