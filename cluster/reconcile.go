@@ -80,6 +80,8 @@ func (h *Host) reconcile(st *State) {
 				// removed: only those go on below.
 				if !h.placedHere(s, sh) {
 					h.dropFailedReplica(gid)
+				} else {
+					h.requestRebuild(st, s, sh)
 				}
 			case s.Status == StreamDeleting && member:
 				h.removeReplica(s, sh, running)

@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/riffle-streams/riffle/shardlog"
 )
@@ -19,11 +21,17 @@ import (
 //     opens it again, which is the same verification and repair.
 //   - A damaged raft store (shardlog.ErrRaftStateDamaged). The group is not
 //     started, and not retried: the replica stays down, reported by
-//     FailedReplicas (riffle_replicas_failed, /debug/replicas/failed), until
-//     the metadata no longer places it here (an operator's drain or a move
-//     rebuilt it elsewhere, see docs/operations.md); then its directory is
-//     deleted. Starting it afresh instead would let a replica that forgot
-//     its vote and log vote again (see shardlog.OpenCheckedRaftStore).
+//     FailedReplicas (riffle_replicas_failed, /debug/replicas/failed). The
+//     node asks for it to be moved to a live node that holds none of the
+//     shard (requestRebuild), the same move as a dead node's rebuild: the
+//     new replica catches up as a non-voter and becomes a voter before the
+//     damaged member leaves the group, and the damaged member never votes
+//     meanwhile, since it does not run. With no such node (three nodes,
+//     three replicas) the shard runs on the other replicas until one
+//     joins. Once the metadata no longer places the replica here its
+//     directory is deleted. Starting it afresh instead would let a replica
+//     that forgot its vote and log vote again (see
+//     shardlog.OpenCheckedRaftStore).
 
 // FailedReplicas returns the replicas this node refuses to start, by group
 // id, with the reason.
@@ -52,8 +60,43 @@ func (h *Host) noteStartFailure(gid string, err error) {
 	h.mu.Lock()
 	h.failed[gid] = err
 	h.mu.Unlock()
-	h.logger.Error("shard replica left stopped: its raft state is damaged; "+
-		"drain the node or move the replica away to rebuild it (docs/operations.md)", "group", gid, "err", err)
+	h.logger.Error("shard replica left stopped: its raft state is damaged; it is rebuilt on another node "+
+		"once one holds none of the shard (docs/operations.md)", "group", gid, "err", err)
+}
+
+// requestRebuild asks the metadata, once at a time, to move the failed
+// replica of sh off this node, when a node to move it to exists.
+func (h *Host) requestRebuild(st *State, s *Stream, sh *Shard) {
+	gid := s.GroupID(sh)
+	if sh.Moving != nil || !sh.Open() || !slices.Contains(sh.Replicas, h.opts.NodeID) {
+		return
+	}
+	to := rebuildTarget(st, sh, h.opts.Membership.Alive(), st.Load())
+	h.mu.Lock()
+	asked := h.rebuilds[gid]
+	if to != "" && !asked {
+		h.rebuilds[gid] = true
+	}
+	h.mu.Unlock()
+	if to == "" || asked {
+		return
+	}
+	cmd := MoveReplicaCmd{StreamID: s.ID, ShardIndex: sh.Index, From: h.opts.NodeID, To: to, Reason: MoveReasonDamaged}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+		err := h.ProposeMeta(ctx, Command{MoveReplica: &cmd})
+		cancel()
+		h.mu.Lock()
+		delete(h.rebuilds, gid) // the next reconcile asks again if it failed
+		h.mu.Unlock()
+		if err != nil {
+			h.logger.Warn("asking to rebuild a failed replica elsewhere", "group", gid, "to", to, "err", err)
+			return
+		}
+		h.logger.Info("failed replica to be rebuilt elsewhere", "group", gid, "to", to)
+	}()
 }
 
 // dropFailedReplica deletes the data of a failed replica once the metadata
