@@ -100,13 +100,14 @@ func (h *Host) freezeReplica(s *Stream, sh *Shard, running *shardlog.Shard) {
 		h.opts.Transports.Release(gid)
 	}
 	dir := h.shardDir(gid)
-	f, err := shardlog.OpenFrozen(dir, h.logger.With("stream", s.Name, "shard", sh.ID()))
+	f, err := shardlog.OpenFrozen(h.ctx, dir, h.shardFetcher(s, sh), h.logger.With("stream", s.Name, "shard", sh.ID()))
 	if err != nil {
 		h.logger.Error("cannot open a frozen shard replica", "stream", s.Name, "shard", sh.ID(), "group", gid, "err", err)
 		return
 	}
 	h.mu.Lock()
 	h.shards[gid] = f
+	delete(h.failed, gid) // a frozen replica no longer needs its raft state
 	h.mu.Unlock()
 	if err := shardlog.RemoveRaftState(dir); err != nil {
 		h.logger.Warn("cannot remove a frozen shard's raft log", "group", gid, "err", err)

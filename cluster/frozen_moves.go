@@ -214,11 +214,12 @@ func (h *Host) copyFrozenReplica(streamID, index uint64, gid string, end uint64)
 			continue
 		}
 		start := time.Now()
+		fetch := func(ctx context.Context, req shardlog.FetchRequest, sink func(shardlog.FetchedChunk) error) error {
+			return h.fetchFromPeers(ctx, streamID, index, peers, req, sink)
+		}
 		err := shardlog.CopyFrozen(h.ctx, staging, end, shardlog.LogOptions{
 			SegmentMaxBytes: h.opts.SegmentMaxBytes, SegmentMaxAge: h.opts.SegmentMaxAge, Logger: logger,
-		}, func(ctx context.Context, req shardlog.FetchRequest, sink func(shardlog.FetchedChunk) error) error {
-			return h.fetchFromPeers(ctx, streamID, index, peers, req, sink)
-		})
+		}, fetch)
 		if err == nil {
 			// A directory left by an earlier replica of the group here
 			// (one that moved away) is stale: the copy replaces it.
@@ -229,7 +230,7 @@ func (h *Host) copyFrozenReplica(streamID, index uint64, gid string, end uint64)
 		}
 		var f *shardlog.Shard
 		if err == nil {
-			f, err = shardlog.OpenFrozen(dir, logger)
+			f, err = shardlog.OpenFrozen(h.ctx, dir, fetch, logger)
 		}
 		if err != nil {
 			if h.ctx.Err() == nil {

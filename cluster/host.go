@@ -82,6 +82,12 @@ type Host struct {
 	// copies holds the groups whose frozen replica is being copied here
 	// (frozen_moves.go); under mu.
 	copies map[string]bool
+	// failed holds the replicas this node refuses to start (a damaged raft
+	// store) and why; under mu. See replica_damage.go.
+	failed map[string]error
+	// rebuilds holds the failed replicas whose move is being asked for;
+	// under mu.
+	rebuilds map[string]bool
 
 	// caughtUp is set once this node, as metadata leader, has applied the
 	// whole log it found at startup.
@@ -167,7 +173,7 @@ func StartHost(opts HostOptions) (*Host, error) {
 	h := &Host{opts: opts, meta: meta, logger: opts.Logger,
 		peers:  &peerConns{dialOpts: opts.DialOptions, conns: map[string]*grpc.ClientConn{}},
 		bulk:   &peerConns{dialOpts: opts.DialOptions, conns: map[string]*grpc.ClientConn{}},
-		shards: map[string]*shardlog.Shard{}, removing: map[string]bool{}, copies: map[string]bool{},
+		shards: map[string]*shardlog.Shard{}, removing: map[string]bool{}, copies: map[string]bool{}, failed: map[string]error{}, rebuilds: map[string]bool{},
 		sealReports: map[string]*shardlog.Shard{}, moveReports: map[string]*shardlog.Shard{}}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.wg.Add(6)

@@ -51,7 +51,10 @@ func OpenMeta(opts MetaOptions) (*Meta, error) {
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	store, err := shardlog.OpenRaftStore(filepath.Join(opts.Dir, "raft.db"))
+	// A damaged metadata store stops the node from starting: the metadata
+	// replica would otherwise vote with a lost term, vote or log (see
+	// shardlog.OpenCheckedRaftStore), and without it the node cannot serve.
+	store, err := shardlog.OpenCheckedRaftStore(filepath.Join(opts.Dir, shardlog.RaftStateFile))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open metadata raft log: %w", err)
 	}

@@ -15,7 +15,9 @@ import (
 // planned by the metadata leader for three reasons: From's node has been
 // dead past the grace period (MoveReasonDead), From's node is draining
 // (MoveReasonDrain), or replicas per node differ by more than one
-// (MoveReasonBalance, e.g. after a node joined). Three parties carry it
+// (MoveReasonBalance, e.g. after a node joined); and asked for by From's
+// node when From's raft store is damaged (MoveReasonDamaged), a replica
+// that stays down like a dead node's. Three parties carry it
 // out, each acting only on what it owns:
 //
 //  1. the metadata leader records the intent, Shard.Moving, in the
@@ -63,6 +65,9 @@ const (
 	MoveReasonDead    = "dead"
 	MoveReasonDrain   = "drain"
 	MoveReasonBalance = "balance"
+	// MoveReasonDamaged: From's replica has a damaged raft store and
+	// stays stopped (replica_damage.go); its node asks for the move.
+	MoveReasonDamaged = "damaged"
 )
 
 // maxMovesPerNode bounds the drain and balance moves a node takes part in
@@ -147,12 +152,7 @@ func (h *Host) planDeadMoves(ctx context.Context, st *State, alive []string, dea
 			if from == "" {
 				continue
 			}
-			to := ""
-			for _, n := range alive {
-				if !slices.Contains(sh.Replicas, n) && !st.IsDraining(n) && (to == "" || load.Replicas[n] < load.Replicas[to]) {
-					to = n
-				}
-			}
+			to := rebuildTarget(st, sh, alive, load)
 			if to == "" {
 				continue
 			}
@@ -166,6 +166,19 @@ func (h *Host) planDeadMoves(ctx context.Context, st *State, alive []string, dea
 		}
 	}
 	return true
+}
+
+// rebuildTarget picks the node to rebuild a lost replica of sh on: the
+// least loaded live node that is not draining and holds none of sh; empty
+// when there is none.
+func rebuildTarget(st *State, sh *Shard, alive []string, load Load) string {
+	to := ""
+	for _, n := range alive {
+		if !slices.Contains(sh.Replicas, n) && !st.IsDraining(n) && (to == "" || load.Replicas[n] < load.Replicas[to]) {
+			to = n
+		}
+	}
+	return to
 }
 
 // planRelocations chooses the next drain and balance moves: replicas of

@@ -68,10 +68,21 @@ func (h *Host) reconcile(st *State) {
 			h.mu.RLock()
 			running := h.shards[gid]
 			h.mu.RUnlock()
+			if h.closeIfDamaged(gid, running) {
+				running = nil
+			}
 			member := slices.Contains(sh.Replicas, h.opts.NodeID)
 			incoming := sh.Moving != nil && sh.Moving.To == h.opts.NodeID
 			copyHere := h.frozenCopyHere(s, sh)
 			switch {
+			case h.replicaFailed(gid) && s.Status != StreamDeleting && !sh.Frozen:
+				// A frozen replica runs no raft, and a deleted one is
+				// removed: only those go on below.
+				if !h.placedHere(s, sh) {
+					h.dropFailedReplica(gid)
+				} else {
+					h.requestRebuild(st, s, sh)
+				}
 			case s.Status == StreamDeleting && member:
 				h.removeReplica(s, sh, running)
 			case sh.Frozen && member && (running == nil || running.Raft() != nil):
@@ -116,6 +127,7 @@ func (h *Host) reconcile(st *State) {
 			delete(h.moveReports, gid)
 		}
 	}
+	h.forgetFailedOutside(live)
 	h.sweepShardDirs(st)
 }
 
@@ -251,6 +263,7 @@ func (h *Host) startReplica(s *Stream, sh *Shard) {
 	if err != nil {
 		h.logger.Error("cannot start shard replica", "stream", s.Name, "shard", sh.ID(), "group", gid, "err", err)
 		h.opts.Transports.Release(gid)
+		h.noteStartFailure(gid, err)
 		return
 	}
 	h.mu.Lock()

@@ -158,5 +158,8 @@ func registerMoveMetrics(reg prometheus.Registerer, host *cluster.Host) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "riffle_replica_moves_completed_total", Help: "Replica moves this node completed as the shard's leader."},
 			func() float64 { _, n := host.MoveStats(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "riffle_replicas_failed", Help: "Shard replicas this node refuses to start because their raft state is damaged."},
+			func() float64 { return float64(len(host.FailedReplicas())) }),
 	)
 }

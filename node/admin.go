@@ -33,6 +33,11 @@ func (n *Node) adminHandler() http.Handler {
 			Shards []string `json:"shards"`
 		}{n.host.NodeID(), meta, shards})
 	})
+	// Replicas left stopped because their raft state is damaged, with why.
+	mux.HandleFunc("GET /debug/replicas/failed", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(n.host.FailedReplicas())
+	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{Registry: n.registry}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -45,6 +45,9 @@ type Config struct {
 	// RetentionCheckInterval is how often expired segments are deleted
 	// and expired closed shards removed.
 	RetentionCheckInterval time.Duration
+	// SegmentMaxBytes is the size at which shard segments roll; zero keeps
+	// shardlog's default (64 MiB). Tests set it small to get many segments.
+	SegmentMaxBytes int64
 	// Clock is the time retention, the expiry of closed shards and shard
 	// iterators read; time.Now when nil. Tests set it ahead to expire
 	// records without waiting out the 24-hour minimum retention.

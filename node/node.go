@@ -132,6 +132,7 @@ func (n *Node) start() error {
 		MetaTiming:             cfg.Raft,
 		ShardTiming:            cfg.Raft,
 		RetentionCheckInterval: cfg.RetentionCheckInterval,
+		SegmentMaxBytes:        cfg.SegmentMaxBytes,
 		Now:                    cfg.Clock,
 		BalanceInterval:        cfg.BalanceInterval,
 		DeadNodeGrace:          cfg.DeadNodeGrace,

@@ -77,10 +77,11 @@ func waitLeading(t *testing.T, s *Shard) {
 
 // raftTrio is three replicas of one group over raft's in-memory transport.
 type raftTrio struct {
-	t      *testing.T
-	dirs   [3]string
-	trans  [3]*raft.InmemTransport
-	shards [3]*Shard
+	t               *testing.T
+	segmentMaxBytes int64 // 0: the default
+	dirs            [3]string
+	trans           [3]*raft.InmemTransport
+	shards          [3]*Shard
 }
 
 func trioID(i int) raft.ServerID { return raft.ServerID(fmt.Sprintf("n%d", i+1)) }
@@ -99,7 +100,7 @@ func (g *raftTrio) open(i int, fetch Fetcher) {
 		servers = append(servers, raft.Server{ID: trioID(j), Address: raft.ServerAddress(trioID(j))})
 	}
 	s, err := OpenShard(ShardOptions{GroupID: "g", Dir: g.dirs[i], LocalID: trioID(i), Transport: g.trans[i],
-		Bootstrap: servers, Timing: testTiming, Fetch: fetch, Logger: slog.New(slog.DiscardHandler)})
+		Bootstrap: servers, Timing: testTiming, SegmentMaxBytes: g.segmentMaxBytes, Fetch: fetch, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		g.t.Fatalf("OpenShard n%d: %v", i+1, err)
 	}

@@ -83,7 +83,7 @@ func TestShardExpireBeforeFrozen(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	f, err := OpenFrozen(dir, nil)
+	f, err := OpenFrozen(context.Background(), dir, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestShardExpireBeforeFrozen(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	f, err = OpenFrozen(dir, nil)
+	f, err = OpenFrozen(context.Background(), dir, nil, nil)
 	if err != nil {
 		t.Fatalf("reopening an expired frozen replica: %v", err)
 	}

@@ -1,6 +1,7 @@
 package shardlog
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,7 +19,14 @@ var ErrNotSealed = errors.New("shardlog: shard is not sealed")
 // goroutine set, heartbeats and a bolt file. The returned Shard serves Log()
 // like a running one; it never leads (IsLeader false, Leader empty), Append
 // returns ErrShardSealed, and Close closes the files.
-func OpenFrozen(dir string, logger *slog.Logger) (*Shard, error) {
+//
+// Segments that OpenLog finds damaged and drops (or a torn tail it cuts)
+// leave the log short of the seal; with no raft log to replay, the missing
+// records are fetched through fetch (another replica of the shard) before
+// the replica is returned. Without a fetcher, or when the fetch falls
+// short, OpenFrozen fails with ErrMissingData rather than serve a shard
+// with records missing.
+func OpenFrozen(ctx context.Context, dir string, fetch Fetcher, logger *slog.Logger) (*Shard, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -38,6 +46,12 @@ func OpenFrozen(dir string, logger *slog.Logger) (*Shard, error) {
 	l, err := OpenLog(LogOptions{Dir: segDir, Logger: logger})
 	if err != nil {
 		return nil, err
+	}
+	end := seal.get().Offset
+	machine := &fsm{log: l, logger: logger, fetch: fetch, ctx: ctx}
+	if err := machine.catchUp(manifest{NextOffset: end}, "frozen replica short of its seal"); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("shardlog: open frozen %s: records end at %d, sealed at %d: %w", dir, l.NextOffset(), end, err)
 	}
 	stop := make(chan struct{})
 	done := make(chan struct{})

@@ -24,7 +24,7 @@ func sealedSource(t *testing.T) (*Shard, Seal) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	f, err := OpenFrozen(dir, nil)
+	f, err := OpenFrozen(context.Background(), dir, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestCopyFrozen(t *testing.T) {
 		if err := CopyFrozen(context.Background(), dir, sl.Offset, LogOptions{}, fetchFromLog(src.Log(), chunk)); err != nil {
 			t.Fatalf("chunk %d: CopyFrozen: %v", chunk, err)
 		}
-		f, err := OpenFrozen(dir, nil)
+		f, err := OpenFrozen(context.Background(), dir, nil, nil)
 		if err != nil {
 			t.Fatalf("chunk %d: OpenFrozen of the copy: %v", chunk, err)
 		}
@@ -94,7 +94,7 @@ func TestCopyFrozen(t *testing.T) {
 	if err := CopyFrozen(context.Background(), dir, sl.Offset, LogOptions{}, fetchFromLog(src.Log(), 10)); err != nil {
 		t.Fatalf("CopyFrozen of an expired shard: %v", err)
 	}
-	f, err := OpenFrozen(dir, nil)
+	f, err := OpenFrozen(context.Background(), dir, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestCopyFrozen(t *testing.T) {
 	if err := CopyFrozen(context.Background(), dir, sl.Offset, LogOptions{}, short); !errors.Is(err, ErrMissingData) {
 		t.Fatalf("short copy: %v, want ErrMissingData", err)
 	}
-	if _, err := OpenFrozen(dir, nil); !errors.Is(err, ErrNotSealed) {
+	if _, err := OpenFrozen(context.Background(), dir, nil, nil); !errors.Is(err, ErrNotSealed) {
 		t.Fatalf("OpenFrozen after a short copy: %v, want ErrNotSealed", err)
 	}
 	// The short copy's directory is left for the caller: a new copy into

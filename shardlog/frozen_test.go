@@ -17,7 +17,7 @@ func TestOpenFrozenServesSealedRecords(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenFrozen(dir, nil); !errors.Is(err, ErrNotSealed) {
+	if _, err := OpenFrozen(context.Background(), dir, nil, nil); !errors.Is(err, ErrNotSealed) {
 		t.Fatalf("OpenFrozen of an open shard: %v, want ErrNotSealed", err)
 	}
 
@@ -32,7 +32,7 @@ func TestOpenFrozenServesSealedRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	f, err := OpenFrozen(dir, nil)
+	f, err := OpenFrozen(context.Background(), dir, nil, nil)
 	if err != nil {
 		t.Fatalf("OpenFrozen: %v", err)
 	}

@@ -90,12 +90,17 @@ type Log struct {
 	active      atomic.Pointer[segment] // segs[len(segs)-1], readable without mu
 	lastApplied atomic.Uint64
 	changed     atomic.Pointer[chan struct{}]
+	damage      atomic.Pointer[error] // the first ErrCorrupt a read met
 }
 
 // OpenLog opens the log in opts.Dir, creating it if needed, and recovers
 // from a crash: see segment.recover for what happens to the last segment.
 // A last segment whose header is torn (a crash while rolling) is deleted and
-// the one before it becomes active. Older segments are not scanned.
+// the one before it becomes active. Older segments are checked against the
+// checksums written when they were sealed; a damaged one is deleted with
+// every segment after it, so the log may come back shorter (a lower
+// NextOffset and LastApplied) and the caller must fetch or replay the rest,
+// as after a torn tail. Damaged records are never served.
 func OpenLog(opts LogOptions) (*Log, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("shardlog: LogOptions.Dir is required")
@@ -213,6 +218,11 @@ func (l *Log) roll(old *segment) (*segment, error) {
 	if err := old.sync(); err != nil {
 		return nil, fmt.Errorf("shardlog: syncing %s before roll: %w", old.path(logExt), err)
 	}
+	// Before the next segment exists: a sealed segment without its sums
+	// (a crash in between, or a failed write) is scanned at open instead.
+	if err := old.writeSums(old.writtenSums()); err != nil {
+		return nil, fmt.Errorf("shardlog: sealing %s: %w", old.path(logExt), err)
+	}
 	seg, err := createSegment(l.opts.Dir, header{
 		baseOffset:    old.next.Load(),
 		baseRaftIndex: l.lastApplied.Load(),
@@ -249,7 +259,7 @@ func (l *Log) notify(final bool) {
 // maxBytes <= 0 means no such limit. Reading at NextOffset() returns no
 // records; below TrimOffset() or above NextOffset() returns ErrOutOfRange.
 // Every record's checksum is verified: a mismatch returns ErrCorrupt and
-// no records.
+// no records, and marks the log Damaged.
 // Records of one Read may share memory; the log never modifies it.
 func (l *Log) Read(from uint64, maxRecords int, maxBytes int) ([]Record, error) {
 	l.mu.RLock()
@@ -268,7 +278,7 @@ func (l *Log) Read(from uint64, maxRecords int, maxBytes int) ([]Record, error) 
 		before := len(out)
 		var err error
 		if out, err = l.segs[i].read(out, from, end, &b); err != nil {
-			return nil, err
+			return nil, l.noteReadErr(err)
 		}
 		from += uint64(len(out) - before)
 		if from < end { // the budget ran out inside this segment
@@ -283,6 +293,26 @@ func noLimitIfNotPositive(n int) int {
 		return math.MaxInt
 	}
 	return n
+}
+
+// noteReadErr records the first corruption a read meets and returns err.
+func (l *Log) noteReadErr(err error) error {
+	if errors.Is(err, ErrCorrupt) && l.damage.CompareAndSwap(nil, &err) {
+		l.logger.Error("shardlog: damaged record found by a read; the replica must be reopened to repair it",
+			"dir", l.opts.Dir, "err", err)
+	}
+	return err
+}
+
+// Damaged returns the first corruption a Read or TimestampAt met since the
+// log was opened (an error wrapping ErrCorrupt), or nil. Reads of the
+// damaged records go on failing; the owner closes and reopens the log,
+// which drops the damage (see OpenLog), and fetches the records again.
+func (l *Log) Damaged() error {
+	if p := l.damage.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // NextOffset returns the offset the next appended record gets.
@@ -319,7 +349,7 @@ func (l *Log) TimestampAt(off uint64) (int64, error) {
 	b := budget{records: 1}
 	recs, err := l.segs[l.segmentFor(off)].read(nil, off, off+1, &b)
 	if err != nil {
-		return 0, err
+		return 0, l.noteReadErr(err)
 	}
 	return recs[0].Timestamp, nil
 }

@@ -492,42 +492,6 @@ func TestRecoverFlippedByteInLastSegment(t *testing.T) {
 	f.check()
 }
 
-// Guarantee: a flipped byte in an older segment (not scanned at startup)
-// makes reading that record fail with ErrCorrupt instead of returning bad
-// data, while other records stay readable.
-func TestCorruptOlderSegment(t *testing.T) {
-	f := newLogFixture(t, 1) // one batch per segment
-	for i := range 4 {
-		f.append(int64(100*(i+1)), 3)
-	}
-	segs := f.l.Segments()
-	victim := uint64(4) // second record of the second segment
-	f.l.Close()
-	flipByte(t, segs[1].Path, f.framePos(segs[1].BaseOffset, victim)+frameOverhead+int64(len(f.want[victim].PartitionKey)))
-	f.open()
-	if f.l.NextOffset() != 12 {
-		t.Fatalf("NextOffset = %d, want 12", f.l.NextOffset())
-	}
-	for _, from := range []uint64{0, 3, 4} {
-		if recs, err := f.l.Read(from, 0, 0); !errors.Is(err, ErrCorrupt) || recs != nil {
-			t.Errorf("Read(%d) = %d records, %v; want ErrCorrupt", from, len(recs), err)
-		}
-	}
-	if _, err := f.l.TimestampAt(victim); !errors.Is(err, ErrCorrupt) {
-		t.Errorf("TimestampAt(%d) err = %v, want ErrCorrupt", victim, err)
-	}
-	got, err := f.l.Read(0, 0, 21) // key+data of records 0-3, stops short of the victim
-	if err != nil {
-		t.Fatalf("Read before the damage: %v", err)
-	}
-	checkRecords(t, got, f.want[:4])
-	got, err = f.l.Read(victim+1, 0, 0)
-	if err != nil {
-		t.Fatalf("Read after the damage: %v", err)
-	}
-	checkRecords(t, got, f.want[victim+1:])
-}
-
 // Guarantee: a last segment with a torn header (crash while rolling) is
 // deleted and the previous segment becomes active with its records intact.
 func TestRecoverTornSegmentHeader(t *testing.T) {

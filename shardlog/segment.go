@@ -59,8 +59,14 @@ package shardlog
 // the caller replays raft entries above LastApplied, and replaying an empty
 // batch is harmless.
 //
-// Recovery (OpenLog) scans only the last segment, since older ones were
-// fsynced when rolled: see segment.recover.
+// Sealing. Rolling also writes the old segment's .sum sidecar (see
+// segment_verify.go): the sizes and whole-file CRCs of its three files,
+// which OpenLog checks instead of scanning every frame of every segment.
+//
+// Recovery (OpenLog) scans only the last segment frame by frame; older ones
+// were fsynced when rolled and are checked against their .sum (see
+// segment.verifySealed). A damaged older segment is dropped with every
+// segment after it, for the caller to fetch again (see loadSegments).
 
 import (
 	"bytes"
@@ -97,6 +103,7 @@ const (
 	logExt       = ".log"
 	indexExt     = ".index"
 	timeIndexExt = ".timeindex"
+	sumExt       = ".sum"
 )
 
 var (
@@ -218,6 +225,10 @@ type segment struct {
 	firstTS     atomic.Int64  // timestamp of the first record; 0 while empty
 	lastTS      atomic.Int64  // timestamp of the last record in or before this segment
 	timeEntries atomic.Int64  // entries in .timeindex
+
+	// Running CRC-32C of each file's published content, kept by the writer
+	// for the .sum written when the segment is sealed.
+	logCRC, indexCRC, timeCRC uint32
 }
 
 func segmentPath(dir string, base uint64, ext string) string {
@@ -255,6 +266,7 @@ func createSegment(dir string, h header) (_ *segment, err error) {
 	s.next.Store(h.baseOffset)
 	s.size.Store(headerSize)
 	s.lastTS.Store(h.baseTimestamp)
+	s.logCRC = crc32.Checksum(h.marshal(), crcTable)
 	return s, nil
 }
 
@@ -375,7 +387,10 @@ func (s *segment) append(buf *writeBuffers, raftIndex uint64, ts int64, entries 
 			return err
 		}
 		timeEntries++
+		s.timeCRC = crc32.Update(s.timeCRC, crcTable, entry)
 	}
+	s.logCRC = crc32.Update(s.logCRC, crcTable, frames)
+	s.indexCRC = crc32.Update(s.indexCRC, crcTable, index)
 
 	s.size.Store(pos + int64(len(frames)))
 	s.timeEntries.Store(timeEntries)
@@ -574,7 +589,7 @@ func (s *segment) remove() error {
 	if err := removeIfExists(s.path(logExt)); err != nil {
 		return err
 	}
-	return errors.Join(removeIfExists(s.path(indexExt)), removeIfExists(s.path(timeIndexExt)))
+	return errors.Join(removeIfExists(s.path(indexExt)), removeIfExists(s.path(timeIndexExt)), removeIfExists(s.path(sumExt)))
 }
 
 func removeIfExists(path string) error {

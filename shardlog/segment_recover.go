@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
@@ -42,6 +43,11 @@ func (s *segment) recover(logger *slog.Logger) (uint64, error) {
 	if err := rewrite(s.timeIndex, res.timeIndex); err != nil {
 		return 0, fmt.Errorf("shardlog: rebuilding %s: %w", s.path(timeIndexExt), err)
 	}
+	if s.logCRC, err = fileCRC(s.log, res.end); err != nil {
+		return 0, err
+	}
+	s.indexCRC = crc32.Checksum(res.index, crcTable)
+	s.timeCRC = crc32.Checksum(res.timeIndex, crcTable)
 
 	s.size.Store(res.end)
 	s.timeEntries.Store(int64(len(res.timeIndex) / timeEntrySize))

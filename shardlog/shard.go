@@ -171,7 +171,7 @@ func OpenShard(opts ShardOptions) (*Shard, error) {
 
 func (s *Shard) startRaft() error {
 	o := s.opts
-	store, err := OpenRaftStore(filepath.Join(o.Dir, RaftStateFile))
+	store, err := OpenCheckedRaftStore(filepath.Join(o.Dir, RaftStateFile))
 	if err != nil {
 		return fmt.Errorf("shardlog: open raft state: %w", err)
 	}
@@ -182,6 +182,10 @@ func (s *Shard) startRaft() error {
 	entries, err := OpenRaftLog(filepath.Join(o.Dir, RaftLogDir), s.logger)
 	if err != nil {
 		store.Close()
+		if errors.Is(err, ErrRaftLogCorrupt) {
+			// Handled as a damaged raft.db is: the group stays stopped.
+			return fmt.Errorf("%w: %w", ErrRaftStateDamaged, err)
+		}
 		return err
 	}
 	closeStores := func() {

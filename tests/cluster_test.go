@@ -49,6 +49,8 @@ type testCluster struct {
 	// UpdateShardCount limit; zero keeps the defaults.
 	onDemand         cluster.OnDemandOptions
 	scalingOpsPerDay int
+	// segmentMaxBytes sets when shard segments roll; zero keeps the default.
+	segmentMaxBytes int64
 }
 
 // startCluster starts n nodes with bootstrap-expect n and waits until every
@@ -115,6 +117,7 @@ func (c *testCluster) startNode(i int) *testNode {
 		SubscriptionLifetime:   c.subLifetime,
 		SubscriptionHeartbeat:  c.subHeartbeat,
 		RetentionCheckInterval: c.retentionCheck,
+		SegmentMaxBytes:        c.segmentMaxBytes,
 		Clock:                  c.clock.nowFunc(),
 		OnDemand:               c.onDemand,
 		ScalingOpsPerDay:       c.scalingOpsPerDay,

@@ -193,6 +193,34 @@ func (c *dockerCluster) state(node string) string {
 	return out
 }
 
+// waitStopped waits until a killed node's container has exited, so that
+// nothing writes its files any more.
+func (c *dockerCluster) waitStopped(node string) error {
+	return waitFor(context.Background(), 30*time.Second, func() error {
+		if st := c.state(node); st != "exited" && st != "dead" {
+			return fmt.Errorf("%s is %s", node, st)
+		}
+		return nil
+	})
+}
+
+// dataDir is where the host sees a node's /data: its named volume's
+// mountpoint (deploy/docker-compose.yml), read from the container's mounts.
+// Writing there needs the harness's root, like iptables does.
+func (c *dockerCluster) dataDir(node string) (string, error) {
+	dir, err := c.dockerCmd("inspect", "-f", `{{range .Mounts}}{{if eq .Destination "/data"}}{{.Source}}{{end}}{{end}}`, c.ids[node])
+	if err != nil {
+		return "", err
+	}
+	if dir == "" {
+		return "", fmt.Errorf("%s has no mount at /data", node)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		return "", fmt.Errorf("%s's data volume is not reachable from the host (remote or rootless docker?): %w", node, err)
+	}
+	return dir, nil
+}
+
 // nsenter runs a host tool inside a running node's network namespace.
 func (c *dockerCluster) nsenter(node string, argv ...string) error {
 	pid, err := c.dockerCmd("inspect", "-f", "{{.State.Pid}}", c.ids[node])

@@ -46,6 +46,7 @@ var soakKinds = []string{
 	"pause-one", "pause-leader",
 	"partition-isolate", "partition-bridge", "partition-oneway", "kill-isolated",
 	"slow-link", "packet-loss",
+	"corrupt-files",
 }
 
 // TestFaultCI is the CI-sized run (about three minutes): the workload on

@@ -136,6 +136,28 @@ var nemeses = map[string]nemesis{
 		n := pick(rng, nodeNames())
 		return "partition-oneway " + n + " deaf", healNet(c), c.setNet(netFaults{drops: map[string][]string{n: others(n)}})
 	}},
+	// A node killed, then some of its shard segment files damaged on disk
+	// (random bytes flipped in some, others truncated; sealed and active
+	// segments alike) before it starts again. It must find the damage when
+	// it opens its replicas and fetch those records again from its peers
+	// (or replay them from raft) before serving them; the checkers find
+	// anything lost, changed or diverging.
+	"corrupt-files": {kind: "corrupt-files", hold: 8 * time.Second, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
+		n := pick(rng, nodeNames())
+		heal, err := killNodes(c, []string{n})
+		if err == nil {
+			err = c.waitStopped(n)
+		}
+		var dir string
+		if err == nil {
+			dir, err = c.dataDir(n)
+		}
+		var did []string
+		if err == nil {
+			did, err = corruptSegments(dir, rng, 4)
+		}
+		return fmt.Sprintf("corrupt-files %s (%s)", n, strings.Join(did, "; ")), heal, err
+	}},
 	// Every node's outgoing packets delayed 100 ms +- 50 ms with tc netem;
 	// where the kernel lacks sch_netem, the link squeezed to 128 kbit/s
 	// with up to 500 ms of queue instead (what does not fit is dropped).

@@ -243,7 +243,7 @@ func PlotLatency(path string, h History) error {
 	}
 	for _, w := range h.Windows() {
 		c := plotFault
-		if strings.HasPrefix(w.Kind, "kill") {
+		if strings.HasPrefix(w.Kind, "kill") || w.Kind == "corrupt-files" {
 			c = plotKill
 		}
 		fill(xOf(w.Start), 0, xOf(w.End)+1, height, c)
