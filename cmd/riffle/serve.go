@@ -45,7 +45,7 @@ func runServe(args []string) error {
 	fs.IntVar(&cfg.OnDemand.MaxShards, "ondemand-max-shards", envInt("RIFFLE_ONDEMAND_MAX_SHARDS", cluster.DefaultOnDemandMaxShards), "ON_DEMAND streams: most open shards the cluster splits a stream into (RIFFLE_ONDEMAND_MAX_SHARDS)")
 	fs.IntVar(&cfg.ScalingOpsPerDay, "scaling-ops-per-day", envInt("RIFFLE_SCALING_OPS_PER_DAY", cluster.DefaultScalingOpsPerDay), "UpdateShardCount calls allowed per stream in a rolling 24 hours; negative: no limit (RIFFLE_SCALING_OPS_PER_DAY)")
 	fs.IntVar(&cfg.ModeSwitchesPerDay, "mode-switches-per-day", envInt("RIFFLE_MODE_SWITCHES_PER_DAY", cluster.DefaultModeSwitchesPerDay), "UpdateStreamMode calls allowed per stream in a rolling 24 hours; negative: no limit (RIFFLE_MODE_SWITCHES_PER_DAY)")
-	fs.IntVar(&raftMultiplier, "raft-multiplier", envInt("RIFFLE_RAFT_MULTIPLIER", 1), "scales every raft group's heartbeat, election and lease timeouts (1 s, 1 s, 500 ms at 1), 1 to 10: higher spends less CPU on idle shards (heartbeats every timeout/10 per replica) and takes longer to replace a failed leader (RIFFLE_RAFT_MULTIPLIER)")
+	fs.IntVar(&raftMultiplier, "raft-multiplier", envInt("RIFFLE_RAFT_MULTIPLIER", 1), "scales every raft group's heartbeat, election, lease and commit timeouts (1 s, 1 s, 500 ms, 50 ms at 1), 1 to 10: higher spends less CPU on idle shards, takes longer to replace a failed leader, and lets reads served by followers see the last write before a pause later (RIFFLE_RAFT_MULTIPLIER)")
 	fs.StringVar(&logLevel, "log-level", envString("RIFFLE_LOG_LEVEL", "info"), "debug, info, warn or error (RIFFLE_LOG_LEVEL)")
 	fs.StringVar(&logFormat, "log-format", envString("RIFFLE_LOG_FORMAT", "text"), "text or json (RIFFLE_LOG_FORMAT)")
 	if err := fs.Parse(args); err != nil {
@@ -97,14 +97,19 @@ func runServe(args []string) error {
 }
 
 // raftTiming scales hashicorp/raft's default timeouts by --raft-multiplier,
-// as Consul's raft_multiplier does. The commit timeout stays: an idle
-// pipelined group sends nothing on it.
+// as Consul's raft_multiplier does. An idle group's leader sends each
+// follower a heartbeat every tenth of the heartbeat timeout and an empty
+// AppendEntries every commit timeout (50 ms to 100 ms at 1), which is what
+// idle shards cost; a follower learns that the last write before a pause
+// committed on the next one, so reads served by followers see it up to a
+// commit timeout later.
 func raftTiming(multiplier int) (shardlog.RaftTiming, error) {
 	if multiplier < 1 || multiplier > 10 {
 		return shardlog.RaftTiming{}, fmt.Errorf("--raft-multiplier (RIFFLE_RAFT_MULTIPLIER) must be 1 to 10, got %d", multiplier)
 	}
 	m := time.Duration(multiplier)
-	return shardlog.RaftTiming{HeartbeatTimeout: m * time.Second, ElectionTimeout: m * time.Second, LeaderLease: m * 500 * time.Millisecond}, nil
+	return shardlog.RaftTiming{HeartbeatTimeout: m * time.Second, ElectionTimeout: m * time.Second,
+		LeaderLease: m * 500 * time.Millisecond, CommitTimeout: m * 50 * time.Millisecond}, nil
 }
 
 // parseShardLimits reads --shard-limits: the cluster's default per-shard

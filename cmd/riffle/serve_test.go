@@ -95,7 +95,7 @@ func TestRaftMultiplier(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.HeartbeatTimeout != 3*time.Second || got.ElectionTimeout != 3*time.Second || got.LeaderLease != 1500*time.Millisecond {
+	if got.HeartbeatTimeout != 3*time.Second || got.ElectionTimeout != 3*time.Second || got.LeaderLease != 1500*time.Millisecond || got.CommitTimeout != 150*time.Millisecond {
 		t.Fatalf("raftTiming(3) = %+v", got)
 	}
 	for _, v := range []string{"0", "11", "-1"} {
