@@ -33,6 +33,9 @@ func (n *Node) adminHandler() http.Handler {
 			Shards []string `json:"shards"`
 		}{n.host.NodeID(), meta, shards})
 	})
+	if n.clock != nil {
+		mux.HandleFunc("/debug/clock", n.clock.handle)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{Registry: n.registry}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -45,8 +45,9 @@ type Config struct {
 	// RetentionCheckInterval is how often expired segments are deleted
 	// and expired closed shards removed.
 	RetentionCheckInterval time.Duration
-	// Clock is the time retention, the expiry of closed shards and shard
-	// iterators read; time.Now when nil. Tests set it ahead to expire
+	// Clock is the time shard leaders stamp arrival times with, and the
+	// time retention, the expiry of closed shards and shard iterators
+	// read; time.Now when nil. Tests set it ahead to expire
 	// records without waiting out the 24-hour minimum retention.
 	Clock func() time.Time
 	// DeadNodeGrace is how long a node may be gone before its replicas are

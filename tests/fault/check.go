@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 )
 
 // FinalReads is what every node served of every shard after the faults
@@ -34,6 +35,7 @@ const (
 	KindRealTimeOrder = "real-time-order"
 	KindDivergence    = "divergence"
 	KindLiveness      = "final-liveness"
+	KindArrivalOrder  = "arrival-order"
 )
 
 // Checker is one check over a history and the final reads.
@@ -53,6 +55,7 @@ var Checkers = []Checker{
 	{KindRealTimeOrder, CheckRealTimeOrder},
 	{KindDivergence, CheckDivergence},
 	{KindLiveness, CheckFinalLiveness},
+	{KindArrivalOrder, CheckArrivalOrder},
 }
 
 // CheckAll runs every checker and returns the anomalies by kind (kinds
@@ -84,9 +87,10 @@ func (p position) String() string { return p.shard + "/" + p.seq }
 // observation is a record seen somewhere: in an acknowledgement, a read, a
 // subscription event or a final read.
 type observation struct {
-	pos   position
-	value string
-	where string // "ack op 12", "read op 40", "final read from n2"
+	pos     position
+	value   string
+	arrival int64  // ms; 0 for an acknowledgement, which carries none
+	where   string // "ack op 12", "read op 40", "final read from n2"
 }
 
 // observations lists every record the history and the final reads show,
@@ -96,17 +100,17 @@ func observations(h History, final FinalReads) []observation {
 	for _, op := range h {
 		switch {
 		case op.F == FPut && op.Type == OK:
-			out = append(out, observation{position{op.Shard, op.Seq}, op.Value, fmt.Sprintf("ack op %d", op.Index)})
+			out = append(out, observation{position{op.Shard, op.Seq}, op.Value, 0, fmt.Sprintf("ack op %d", op.Index)})
 		case (op.F == FRead || op.F == FSub) && op.Type == OK:
 			for _, r := range op.Records {
-				out = append(out, observation{position{op.Shard, r.Seq}, r.Value, fmt.Sprintf("%s op %d by %s via %s", op.F, op.Index, op.Process, op.Node)})
+				out = append(out, observation{position{op.Shard, r.Seq}, r.Value, r.Arrival, fmt.Sprintf("%s op %d by %s via %s", op.F, op.Index, op.Process, op.Node)})
 			}
 		}
 	}
 	for _, node := range sortedKeys(final) {
 		for _, shard := range sortedKeys(final[node]) {
 			for _, r := range final[node][shard] {
-				out = append(out, observation{position{shard, r.Seq}, r.Value, "final read from " + node})
+				out = append(out, observation{position{shard, r.Seq}, r.Value, r.Arrival, "final read from " + node})
 			}
 		}
 	}
@@ -419,6 +423,51 @@ func CheckRealTimeOrder(h History, _ FinalReads) []Anomaly {
 	}
 	return limit(out, maxExamples)
 }
+
+// CheckArrivalOrder checks DESIGN.md's "arrival time set once by the
+// leader, never decreasing within a shard": every read of a record shows
+// the same arrival timestamp, and along a shard's sequence numbers the
+// timestamps never go down, whatever the leaders' clocks did (clock-jump).
+// Records read without a timestamp (older histories) are skipped.
+func CheckArrivalOrder(h History, final FinalReads) []Anomaly {
+	type stamp struct {
+		arrival int64
+		where   string
+	}
+	byShard := map[string]map[string]stamp{}
+	var out []Anomaly
+	for _, o := range readObservations(h, final) {
+		if o.arrival == 0 {
+			continue
+		}
+		seqs := byShard[o.pos.shard]
+		if seqs == nil {
+			seqs = map[string]stamp{}
+			byShard[o.pos.shard] = seqs
+		}
+		if st, ok := seqs[o.pos.seq]; !ok {
+			seqs[o.pos.seq] = stamp{o.arrival, o.where}
+		} else if st.arrival != o.arrival {
+			out = append(out, Anomaly{KindArrivalOrder, fmt.Sprintf("%s arrived at %s (%s) and at %s (%s)",
+				o.pos, arrivalTime(st.arrival), st.where, arrivalTime(o.arrival), o.where)})
+		}
+	}
+	for _, shard := range sortedKeys(byShard) {
+		seqs := sortedKeys(byShard[shard])
+		sort.Slice(seqs, func(i, j int) bool { return seqLess(seqs[i], seqs[j]) })
+		for i := 1; i < len(seqs); i++ {
+			a, b := byShard[shard][seqs[i-1]], byShard[shard][seqs[i]]
+			if b.arrival < a.arrival {
+				out = append(out, Anomaly{KindArrivalOrder, fmt.Sprintf("%s: %s arrived at %s (%s), after it %s at %s (%s), %v earlier",
+					shard, seqs[i-1], arrivalTime(a.arrival), a.where, seqs[i], arrivalTime(b.arrival), b.where,
+					time.Duration(a.arrival-b.arrival)*time.Millisecond)})
+			}
+		}
+	}
+	return limit(out, maxExamples)
+}
+
+func arrivalTime(ms int64) string { return time.UnixMilli(ms).UTC().Format("15:04:05.000") }
 
 // CheckDivergence checks that after healing every node serves every shard
 // identically.

@@ -45,7 +45,7 @@ var soakKinds = []string{
 	"kill-one", "kill-meta-leader", "kill-shard-leader", "kill-majority", "kill-all",
 	"pause-one", "pause-leader",
 	"partition-isolate", "partition-bridge", "partition-oneway", "kill-isolated",
-	"slow-link", "packet-loss",
+	"slow-link", "packet-loss", "clock-jump",
 }
 
 // TestFaultCI is the CI-sized run (about three minutes): the workload on

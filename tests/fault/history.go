@@ -38,6 +38,9 @@ const (
 type Rec struct {
 	Seq   string `json:"seq"`
 	Value string `json:"value"`
+	// Arrival is the record's approximate arrival timestamp, ms since
+	// the epoch (0 in histories from before it was recorded).
+	Arrival int64 `json:"arrival,omitempty"`
 }
 
 // Op is one line of the history.

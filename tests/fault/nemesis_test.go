@@ -147,6 +147,18 @@ var nemeses = map[string]nemesis{
 	"packet-loss": {kind: "packet-loss", hold: 15 * time.Second, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
 		return "packet-loss 20%", healNet(c), c.setNet(netFaults{loss: 0.2})
 	}},
+	// One node's wall clock steps minutes to hours ahead or back, then
+	// back to the real time (a second step, the other way). Aimed at the
+	// busiest shard leader: its clock stamps arrival times.
+	"clock-jump": {kind: "clock-jump", hold: 15 * time.Second, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
+		n := leaderOr(rng, busiestShardLeader)
+		offset := time.Duration(2+rng.IntN(178)) * time.Minute
+		if rng.IntN(2) == 0 {
+			offset = -offset
+		}
+		heal := func() error { return setClockOffset(n, 0) }
+		return fmt.Sprintf("clock-jump %s %+v", n, offset), heal, setClockOffset(n, offset)
+	}},
 }
 
 func healNet(c *dockerCluster) func() error {

@@ -286,7 +286,8 @@ func (w *workload) subscriber(ctx context.Context, proc, shard string) {
 func records(rs []*rifflev1.Record) []Rec {
 	out := make([]Rec, 0, len(rs))
 	for _, r := range rs {
-		out = append(out, Rec{Seq: r.GetSequenceNumber(), Value: string(r.GetData())})
+		out = append(out, Rec{Seq: r.GetSequenceNumber(), Value: string(r.GetData()),
+			Arrival: r.GetApproximateArrivalTimestamp().AsTime().UnixMilli()})
 	}
 	return out
 }
