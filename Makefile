@@ -26,9 +26,11 @@ run: build
 vet:
 	$(GO) vet ./...
 
-# The race detector needs cgo.
+# The race detector needs cgo. The second run tests the fault image's
+# test-only hooks (tests/fault/README.md) in the build that has them.
 test: vet
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 -tags '$(FAULT_TAGS)' -run 'FaultClock|Unsynced' ./node ./shardlog
 
 test-short:
 	$(GO) test -short -count=1 ./...

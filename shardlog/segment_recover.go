@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 )
 
 // recover makes the last segment consistent after a crash and returns the
@@ -54,7 +53,7 @@ func (s *segment) recover(logger *slog.Logger) (uint64, error) {
 }
 
 // rewrite replaces the content of f with b, durably.
-func rewrite(f *os.File, b []byte) error {
+func rewrite(f segFile, b []byte) error {
 	if _, err := f.WriteAt(b, 0); err != nil {
 		return err
 	}
