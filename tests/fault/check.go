@@ -36,6 +36,7 @@ const (
 	KindDivergence    = "divergence"
 	KindLiveness      = "final-liveness"
 	KindArrivalOrder  = "arrival-order"
+	KindKeyOrder      = "key-order"
 )
 
 // Checker is one check over a history and the final reads.
@@ -56,6 +57,7 @@ var Checkers = []Checker{
 	{KindDivergence, CheckDivergence},
 	{KindLiveness, CheckFinalLiveness},
 	{KindArrivalOrder, CheckArrivalOrder},
+	{KindKeyOrder, CheckKeyOrder},
 }
 
 // CheckAll runs every checker and returns the anomalies by kind (kinds
@@ -381,6 +383,11 @@ func CheckChains(h History, final FinalReads) []Anomaly {
 				st.next, st.last, st.lastO = i+1, r, op.Index
 			}
 		}
+		if op.Closed && !st.bad && op.Shard == st.shard && st.next != len(ref[op.Shard]) {
+			out = append(out, Anomaly{KindChainOrder, fmt.Sprintf("%s reached the end of closed shard %s after %d records (op %d via %s); after healing it holds %d",
+				op.Process, op.Shard, st.next, op.Index, op.Node, len(ref[op.Shard]))})
+			st.bad = true
+		}
 	}
 	return limit(out, maxExamples)
 }
@@ -418,6 +425,111 @@ func CheckRealTimeOrder(h History, _ FinalReads) []Anomaly {
 				out = append(out, Anomaly{KindRealTimeOrder, fmt.Sprintf("%s: %s was acknowledged at %s (op %d, %s) before %s began (op %d, %s), which got the lower %s",
 					shard, a.Done.Value, a.Done.Seq, a.Done.Index, a.Done.Time.Format("15:04:05.000"),
 					b.Invoke.Value, b.Invoke.Index, b.Invoke.Time.Format("15:04:05.000"), b.Done.Seq)})
+			}
+		}
+	}
+	// Across a reshard: a parent is sealed before its children take any
+	// write, so a put acknowledged in a child came after every put that
+	// landed in one of its ancestors began.
+	lineage := h.Lineage()
+	for _, child := range sortedKeys(byShard) {
+		first := byShard[child][0]
+		for _, c := range byShard[child] {
+			if c.Done.Time.Before(first.Done.Time) {
+				first = c
+			}
+		}
+		for _, parent := range sortedKeys(ancestors(lineage, child)) {
+			for _, b := range byShard[parent] {
+				if first.Done.Time.Before(b.Invoke.Time) {
+					out = append(out, Anomaly{KindRealTimeOrder, fmt.Sprintf("%s was acknowledged in %s (op %d, %s) before %s began (op %d, %s), which landed in its ancestor %s",
+						first.Done.Value, child, first.Done.Index, first.Done.Time.Format("15:04:05.000"),
+						b.Invoke.Value, b.Invoke.Index, b.Invoke.Time.Format("15:04:05.000"), parent)})
+					break
+				}
+			}
+		}
+	}
+	return limit(out, maxExamples)
+}
+
+// CheckKeyOrder checks contract 5 across resharding: for every key, all
+// its records in a parent come before all of them in a child. A record
+// seen in a shard (acknowledged there, or returned by a read) before a put
+// of the same key that landed in an ancestor of that shard had even
+// begun breaks it. Keys come from the puts' invocations; shards from the
+// lineage the history records (shard ops).
+func CheckKeyOrder(h History, final FinalReads) []Anomaly {
+	lineage := h.Lineage()
+	type record struct {
+		value, key, shard string
+		invoked, seen     time.Time // put began; first proof the record existed
+		seenBy            string
+	}
+	recs := map[string]*record{}
+	for _, op := range h {
+		if op.F == FPut && op.Type == Invoke {
+			recs[op.Value] = &record{value: op.Value, key: op.Key, invoked: op.Time}
+		}
+	}
+	note := func(value, shard string, at time.Time, by string) {
+		r := recs[value]
+		if r == nil {
+			return // never put: CheckUnexpected reports it
+		}
+		r.shard = shard
+		if !at.IsZero() && (r.seen.IsZero() || at.Before(r.seen)) {
+			r.seen, r.seenBy = at, by
+		}
+	}
+	for _, op := range h {
+		switch {
+		case op.F == FPut && op.Type == OK:
+			note(op.Value, op.Shard, op.Time, fmt.Sprintf("ack op %d", op.Index))
+		case (op.F == FRead || op.F == FSub) && op.Type == OK:
+			for _, r := range op.Records {
+				note(r.Value, op.Shard, op.Time, fmt.Sprintf("%s op %d by %s", op.F, op.Index, op.Process))
+			}
+		}
+	}
+	for _, node := range sortedKeys(final) {
+		for shard, rs := range final[node] {
+			for _, r := range rs {
+				note(r.Value, shard, time.Time{}, "")
+			}
+		}
+	}
+	byKey := map[string]map[string][]*record{} // key -> shard -> records
+	for _, r := range recs {
+		if r.shard == "" {
+			continue
+		}
+		if byKey[r.key] == nil {
+			byKey[r.key] = map[string][]*record{}
+		}
+		byKey[r.key][r.shard] = append(byKey[r.key][r.shard], r)
+	}
+	var out []Anomaly
+	for _, key := range sortedKeys(byKey) {
+		shards := byKey[key]
+		for _, child := range sortedKeys(shards) {
+			var first *record
+			for _, r := range shards[child] {
+				if !r.seen.IsZero() && (first == nil || r.seen.Before(first.seen)) {
+					first = r
+				}
+			}
+			if first == nil {
+				continue
+			}
+			for _, parent := range sortedKeys(ancestors(lineage, child)) {
+				for _, p := range shards[parent] {
+					if first.seen.Before(p.invoked) {
+						out = append(out, Anomaly{KindKeyOrder, fmt.Sprintf("key %s: %s was in %s by %s (%s) before %s, which landed in its ancestor %s, was put at %s",
+							key, first.value, child, first.seen.Format("15:04:05.000"), first.seenBy, p.value, parent, p.invoked.Format("15:04:05.000"))})
+						break
+					}
+				}
 			}
 		}
 	}

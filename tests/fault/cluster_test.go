@@ -74,6 +74,9 @@ type dockerCluster struct {
 	ids     map[string]string // container id by service
 	net     netFaults         // in force on every running node
 	stopped map[string]bool   // killed and not started again
+
+	// work is the run's workload, for nemeses acting through the API.
+	work *workload
 }
 
 // netFaults are the network faults in force. Loss is iptables' statistic
