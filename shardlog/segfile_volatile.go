@@ -154,7 +154,8 @@ func (v *volatileFile) flushLocked() error {
 	return nil
 }
 
-func (v *volatileFile) Sync() error {
+// flushThen writes the pending writes out, then runs then, under the lock.
+func (v *volatileFile) flushThen(then func() error) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.crashed {
@@ -163,23 +164,19 @@ func (v *volatileFile) Sync() error {
 	if err := v.flushLocked(); err != nil {
 		return err
 	}
-	return v.f.Sync()
+	return then()
 }
 
+func (v *volatileFile) Sync() error { return v.flushThen(v.f.Sync) }
+
 func (v *volatileFile) Truncate(size int64) error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.crashed {
-		return errCrashed
-	}
-	if err := v.flushLocked(); err != nil {
-		return err
-	}
-	if err := v.f.Truncate(size); err != nil {
-		return err
-	}
-	v.size = size
-	return nil
+	return v.flushThen(func() error {
+		if err := v.f.Truncate(size); err != nil {
+			return err
+		}
+		v.size = size
+		return nil
+	})
 }
 
 func (v *volatileFile) Close() error {
