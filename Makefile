@@ -27,10 +27,12 @@ vet:
 	$(GO) vet ./...
 
 # The race detector needs cgo. The second run tests the fault image's
-# test-only hooks (tests/fault/README.md) in the build that has them.
+# test-only hooks (tests/fault/README.md) in the build that has them, the
+# third the fault workload's parts that need no cluster.
 test: vet
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 -tags '$(FAULT_TAGS)' -run 'FaultClock|Unsynced' ./node ./shardlog
+	CGO_ENABLED=1 $(GO) test -race -count=1 -tags fault -run 'TestEndShard' ./tests/fault
 
 test-short:
 	$(GO) test -short -count=1 ./...
