@@ -168,13 +168,17 @@ func runFaults(t *testing.T, name string, next schedule) {
 	w.wait()
 	h := rec.History()
 	t.Logf("clients stopped after %d history entries; final reads", len(h))
-	final := w.finalReads(ctx, h, finalTimeout)
+	final, unread := w.finalReads(ctx, h, finalTimeout)
 	h = rec.History() // with the shards' lineage the final reads recorded
 	if err := rec.Close(); err != nil {
 		t.Errorf("history file: %v", err)
 	}
 
 	anomalies := CheckAll(h, final)
+	for _, n := range sortedKeys(unread) {
+		// Every record looks lost from a node never read: say why first.
+		recovery = append(recovery, Anomaly{"recovery", fmt.Sprintf("final reads: nothing read from %s: %v", n, unread[n])})
+	}
 	if len(recovery) > 0 {
 		anomalies["recovery"] = recovery
 	}

@@ -431,8 +431,11 @@ func (w *workload) allShards(ctx context.Context) []string {
 
 // finalReads reads every shard from every node, again and again until
 // every node serves every acknowledged record and all agree, or timeout
-// passes: the checkers then judge the last reads.
-func (w *workload) finalReads(ctx context.Context, h History, timeout time.Duration) FinalReads {
+// passes: the checkers then judge the last reads. It also returns the
+// nodes no whole read ever succeeded from, with the last error: their
+// empty reads show nothing the checkers could trust (a cluster that went
+// away, not records that did).
+func (w *workload) finalReads(ctx context.Context, h History, timeout time.Duration) (FinalReads, map[string]error) {
 	acked := map[string]bool{}
 	for _, op := range h {
 		if op.F == FPut && op.Type == OK {
@@ -444,17 +447,26 @@ func (w *workload) finalReads(ctx context.Context, h History, timeout time.Durat
 		final[n] = map[string][]Rec{} // a node never read serves nothing
 	}
 	shards := w.allShards(ctx)
+	unread := map[string]error{}
+	for _, n := range nodeNames() {
+		unread[n] = errors.New("never read")
+	}
 	waitFor(ctx, timeout, func() error {
 		for name, cl := range w.clients {
 			reads := map[string][]Rec{}
 			for _, shard := range shards {
 				recs, err := readWholeShard(ctx, cl, w.stream, shard)
 				if err != nil {
-					return fmt.Errorf("%s %s: %w", name, shard, err)
+					err = fmt.Errorf("%s %s: %w", name, shard, err)
+					if unread[name] != nil {
+						unread[name] = err
+					}
+					return err
 				}
 				reads[shard] = recs
 			}
 			final[name] = reads
+			delete(unread, name)
 		}
 		for name, reads := range final {
 			have := finalValues(reads)
@@ -473,5 +485,5 @@ func (w *workload) finalReads(ctx context.Context, h History, timeout time.Durat
 		}
 		return nil
 	})
-	return final
+	return final, unread
 }
