@@ -26,9 +26,13 @@ run: build
 vet:
 	$(GO) vet ./...
 
-# The race detector needs cgo.
+# The race detector needs cgo. The second run tests the fault image's
+# test-only hooks (tests/fault/README.md) in the build that has them, the
+# third the fault workload's parts that need no cluster.
 test: vet
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 -tags '$(FAULT_TAGS)' -run 'FaultClock|Unsynced' ./node ./shardlog
+	CGO_ENABLED=1 $(GO) test -race -count=1 -tags fault -run 'TestEndShard' ./tests/fault
 
 test-short:
 	$(GO) test -short -count=1 ./...
@@ -102,6 +106,13 @@ DOCKER_IMAGE       ?= riffle:dev
 # bin/riffle so that on macOS the host CLI stays a macOS binary.
 DOCKER_GOARCH      ?= $(shell $(GO) env GOARCH)
 DOCKER_BIN         := $(BIN)/docker/riffle
+# Build tags of the image's binary: none for `make docker-image` and
+# `make cluster-up`. The fault runs (and e2e, which ends with one) build in
+# their test-only hooks: faultclock (an admin endpoint that steps the node's
+# clock) and faultsync (segment writes kept in memory until fsync, so that
+# kill -9 loses them); tests/fault/README.md.
+DOCKER_TAGS        ?=
+FAULT_TAGS         := faultclock faultsync
 CLUSTER_ADDRS      := 127.0.0.1:7450,127.0.0.1:7460,127.0.0.1:7470
 CLUSTER_FILE       := $(CURDIR)/deploy/docker-compose.yml
 CLUSTER_PROJECT    ?= riffle
@@ -137,12 +148,13 @@ endef
 # The build context is a temporary directory holding only the Dockerfile,
 # the binary and an empty data/ directory: nothing else is sent to docker.
 docker-image:
-	CGO_ENABLED=0 GOOS=linux GOARCH=$(DOCKER_GOARCH) $(GO) build -trimpath -o $(DOCKER_BIN) ./cmd/riffle
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(DOCKER_GOARCH) $(GO) build -trimpath -tags '$(DOCKER_TAGS)' -o $(DOCKER_BIN) ./cmd/riffle
 	@ctx=$$(mktemp -d) && trap 'rm -rf "$$ctx"' EXIT && \
 	cp deploy/Dockerfile $(DOCKER_BIN) "$$ctx/" && mkdir "$$ctx/data" && \
 	$(DOCKER) build -t $(DOCKER_IMAGE) "$$ctx"
 
 cluster-up cluster-down e2e fault jepsen: export RIFFLE_IMAGE = $(DOCKER_IMAGE)
+e2e fault jepsen: DOCKER_TAGS = $(FAULT_TAGS)
 
 # Three nodes (deploy/docker-compose.yml), waiting until all are healthy.
 # On failure it prints the nodes' logs and leaves them for inspection.

@@ -257,6 +257,7 @@ func (h *Host) startReplica(s *Stream, sh *Shard) {
 		Timing:          h.opts.ShardTiming,
 		SegmentMaxBytes: h.opts.SegmentMaxBytes,
 		SegmentMaxAge:   h.opts.SegmentMaxAge,
+		Now:             h.opts.Now,
 		Fetch:           h.shardFetcher(s, sh),
 		Logger:          h.logger.With("stream", s.Name, "shard", sh.ID()),
 	})

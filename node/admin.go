@@ -38,6 +38,9 @@ func (n *Node) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(n.host.FailedReplicas())
 	})
+	if n.clock != nil {
+		mux.HandleFunc("/debug/clock", n.clock.handle)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{Registry: n.registry}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -48,8 +48,9 @@ type Config struct {
 	// SegmentMaxBytes is the size at which shard segments roll; zero keeps
 	// shardlog's default (64 MiB). Tests set it small to get many segments.
 	SegmentMaxBytes int64
-	// Clock is the time retention, the expiry of closed shards and shard
-	// iterators read; time.Now when nil. Tests set it ahead to expire
+	// Clock is the time shard leaders stamp arrival times with, and the
+	// time retention, the expiry of closed shards and shard iterators
+	// read; time.Now when nil. Tests set it ahead to expire
 	// records without waiting out the 24-hour minimum retention.
 	Clock func() time.Time
 	// DeadNodeGrace is how long a node may be gone before its replicas are

@@ -46,6 +46,8 @@ type Node struct {
 	admin    *http.Server
 	adminLn  net.Listener
 	registry *prometheus.Registry
+	// clock is the fault clock (faultclock.go), nil unless built in.
+	clock *offsetClock
 
 	// clusterIDStored is owned by watchReadiness.
 	clusterIDStored bool
@@ -64,6 +66,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, logger: cfg.Logger.With("node", cfg.NodeID), registry: prometheus.NewRegistry()}
+	n.clock = installFaultClock(&n.cfg)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.start(); err != nil {
 		n.cancel()

@@ -105,8 +105,9 @@ func (s *Shard) runBatcher() {
 			groups[i] = p.entries
 		}
 		// The leader stamps the arrival time into the replicated entry, so
-		// every replica stores the same timestamp.
-		cmd := encodeAppend(time.Now().UnixMilli(), groups)
+		// every replica stores the same timestamp; the state machine
+		// raises it to the shard's last one if the clock stepped back.
+		cmd := encodeAppend(s.opts.Now().UnixMilli(), groups)
 		f := s.raft.Apply(cmd, applyEnqueueTimeout)
 		select {
 		case pending <- inflight{future: f, batch: batch}:

@@ -218,7 +218,7 @@ func appendTimeEntry(dst []byte, ts int64, offset uint64) []byte {
 type segment struct {
 	header
 	dir                   string
-	log, index, timeIndex *os.File
+	log, index, timeIndex segFile
 
 	next        atomic.Uint64 // offset after the last record
 	size        atomic.Int64  // bytes in .log, header included
@@ -270,8 +270,8 @@ func createSegment(dir string, h header) (_ *segment, err error) {
 	return s, nil
 }
 
-func createFile(path string) (*os.File, error) {
-	return os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+func createFile(path string) (segFile, error) {
+	return openSegFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 }
 
 // openSegment opens the files of the existing segment at base and checks its
@@ -283,15 +283,15 @@ func openSegment(dir string, base uint64) (_ *segment, err error) {
 			s.close()
 		}
 	}()
-	if s.log, err = os.OpenFile(s.path(logExt), os.O_RDWR, 0); err != nil {
+	if s.log, err = openSegFile(s.path(logExt), os.O_RDWR, 0); err != nil {
 		return nil, err
 	}
 	// A missing index file is rebuilt for the last segment and reported as
 	// corruption for older ones (by their size check), so create it here.
-	if s.index, err = os.OpenFile(s.path(indexExt), os.O_RDWR|os.O_CREATE, 0o644); err != nil {
+	if s.index, err = openSegFile(s.path(indexExt), os.O_RDWR|os.O_CREATE, 0o644); err != nil {
 		return nil, err
 	}
-	if s.timeIndex, err = os.OpenFile(s.path(timeIndexExt), os.O_RDWR|os.O_CREATE, 0o644); err != nil {
+	if s.timeIndex, err = openSegFile(s.path(timeIndexExt), os.O_RDWR|os.O_CREATE, 0o644); err != nil {
 		return nil, err
 	}
 	buf := make([]byte, headerSize)
@@ -341,7 +341,7 @@ func (s *segment) loadSealed(nextH header) error {
 	return nil
 }
 
-func fileSize(f *os.File) (int64, error) {
+func fileSize(f segFile) (int64, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return 0, err
@@ -575,7 +575,7 @@ func (s *segment) sync() error {
 
 func (s *segment) close() error {
 	var errs []error
-	for _, f := range []*os.File{s.log, s.index, s.timeIndex} {
+	for _, f := range []segFile{s.log, s.index, s.timeIndex} {
 		if f != nil {
 			errs = append(errs, f.Close())
 		}

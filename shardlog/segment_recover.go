@@ -7,7 +7,6 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
-	"os"
 )
 
 // recover makes the last segment consistent after a crash and returns the
@@ -60,7 +59,7 @@ func (s *segment) recover(logger *slog.Logger) (uint64, error) {
 }
 
 // rewrite replaces the content of f with b, durably.
-func rewrite(f *os.File, b []byte) error {
+func rewrite(f segFile, b []byte) error {
 	if _, err := f.WriteAt(b, 0); err != nil {
 		return err
 	}

@@ -104,7 +104,7 @@ func (s *segment) writeSums(m segmentSums) error {
 func (s *segment) fileSums() (segmentSums, error) {
 	var m segmentSums
 	for _, c := range []struct {
-		f   *os.File
+		f   segFile
 		sum *fileSum
 	}{{s.log, &m.log}, {s.index, &m.index}, {s.timeIndex, &m.time}} {
 		size, err := fileSize(c.f)
@@ -121,7 +121,7 @@ func (s *segment) fileSums() (segmentSums, error) {
 }
 
 // fileCRC computes the CRC-32C of the first size bytes of f.
-func fileCRC(f *os.File, size int64) (uint32, error) {
+func fileCRC(f segFile, size int64) (uint32, error) {
 	h := crc32.New(crcTable)
 	if _, err := io.CopyBuffer(h, io.NewSectionReader(f, 0, size), make([]byte, 1<<20)); err != nil {
 		return 0, fmt.Errorf("shardlog: reading %s: %w", f.Name(), err)
@@ -181,7 +181,7 @@ func (s *segment) scanSealed(nextH header) error {
 			ErrCorrupt, s.path(logExt), res.end, s.baseOffset+res.records, size, nextH.baseOffset)
 	}
 	for _, c := range []struct {
-		f    *os.File
+		f    segFile
 		want []byte
 	}{{s.index, res.index}, {s.timeIndex, res.timeIndex}} {
 		got, err := io.ReadAll(io.NewSectionReader(c.f, 0, int64(len(c.want))+1))

@@ -58,6 +58,10 @@ type ShardOptions struct {
 	MaxBatchBytes int
 	// MaxInflight is how many raft entries the leader keeps in flight.
 	MaxInflight int
+	// Now is the clock the leader stamps arrival times with; time.Now
+	// when nil. The log never lets them decrease (Log.Append), so a clock
+	// that steps back cannot reorder a shard's timestamps.
+	Now func() time.Time
 	// Fetch copies committed records from other replicas, for a replica
 	// behind a snapshot (see catchup.go). Nil: such a replica refuses the
 	// snapshot, and at startup refuses to start, with ErrMissingData.
@@ -127,6 +131,9 @@ type Shard struct {
 // compacted the entries in between) first fetches the missing records
 // through opts.Fetch, and without a fetcher refuses to start.
 func OpenShard(opts ShardOptions) (*Shard, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}

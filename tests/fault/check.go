@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 )
 
 // FinalReads is what every node served of every shard after the faults
@@ -34,6 +35,8 @@ const (
 	KindRealTimeOrder = "real-time-order"
 	KindDivergence    = "divergence"
 	KindLiveness      = "final-liveness"
+	KindArrivalOrder  = "arrival-order"
+	KindKeyOrder      = "key-order"
 )
 
 // Checker is one check over a history and the final reads.
@@ -53,6 +56,8 @@ var Checkers = []Checker{
 	{KindRealTimeOrder, CheckRealTimeOrder},
 	{KindDivergence, CheckDivergence},
 	{KindLiveness, CheckFinalLiveness},
+	{KindArrivalOrder, CheckArrivalOrder},
+	{KindKeyOrder, CheckKeyOrder},
 }
 
 // CheckAll runs every checker and returns the anomalies by kind (kinds
@@ -84,9 +89,10 @@ func (p position) String() string { return p.shard + "/" + p.seq }
 // observation is a record seen somewhere: in an acknowledgement, a read, a
 // subscription event or a final read.
 type observation struct {
-	pos   position
-	value string
-	where string // "ack op 12", "read op 40", "final read from n2"
+	pos     position
+	value   string
+	arrival int64  // ms; 0 for an acknowledgement, which carries none
+	where   string // "ack op 12", "read op 40", "final read from n2"
 }
 
 // observations lists every record the history and the final reads show,
@@ -96,17 +102,17 @@ func observations(h History, final FinalReads) []observation {
 	for _, op := range h {
 		switch {
 		case op.F == FPut && op.Type == OK:
-			out = append(out, observation{position{op.Shard, op.Seq}, op.Value, fmt.Sprintf("ack op %d", op.Index)})
+			out = append(out, observation{position{op.Shard, op.Seq}, op.Value, 0, fmt.Sprintf("ack op %d", op.Index)})
 		case (op.F == FRead || op.F == FSub) && op.Type == OK:
 			for _, r := range op.Records {
-				out = append(out, observation{position{op.Shard, r.Seq}, r.Value, fmt.Sprintf("%s op %d by %s via %s", op.F, op.Index, op.Process, op.Node)})
+				out = append(out, observation{position{op.Shard, r.Seq}, r.Value, r.Arrival, fmt.Sprintf("%s op %d by %s via %s", op.F, op.Index, op.Process, op.Node)})
 			}
 		}
 	}
 	for _, node := range sortedKeys(final) {
 		for _, shard := range sortedKeys(final[node]) {
 			for _, r := range final[node][shard] {
-				out = append(out, observation{position{shard, r.Seq}, r.Value, "final read from " + node})
+				out = append(out, observation{position{shard, r.Seq}, r.Value, r.Arrival, "final read from " + node})
 			}
 		}
 	}
@@ -377,6 +383,11 @@ func CheckChains(h History, final FinalReads) []Anomaly {
 				st.next, st.last, st.lastO = i+1, r, op.Index
 			}
 		}
+		if op.Closed && !st.bad && op.Shard == st.shard && st.next != len(ref[op.Shard]) {
+			out = append(out, Anomaly{KindChainOrder, fmt.Sprintf("%s reached the end of closed shard %s after %d records (op %d via %s); after healing it holds %d",
+				op.Process, op.Shard, st.next, op.Index, op.Node, len(ref[op.Shard]))})
+			st.bad = true
+		}
 	}
 	return limit(out, maxExamples)
 }
@@ -417,8 +428,158 @@ func CheckRealTimeOrder(h History, _ FinalReads) []Anomaly {
 			}
 		}
 	}
+	// Across a reshard: a parent is sealed before its children take any
+	// write, so a put acknowledged in a child came after every put that
+	// landed in one of its ancestors began.
+	lineage := h.Lineage()
+	for _, child := range sortedKeys(byShard) {
+		first := byShard[child][0]
+		for _, c := range byShard[child] {
+			if c.Done.Time.Before(first.Done.Time) {
+				first = c
+			}
+		}
+		for _, parent := range sortedKeys(ancestors(lineage, child)) {
+			for _, b := range byShard[parent] {
+				if first.Done.Time.Before(b.Invoke.Time) {
+					out = append(out, Anomaly{KindRealTimeOrder, fmt.Sprintf("%s was acknowledged in %s (op %d, %s) before %s began (op %d, %s), which landed in its ancestor %s",
+						first.Done.Value, child, first.Done.Index, first.Done.Time.Format("15:04:05.000"),
+						b.Invoke.Value, b.Invoke.Index, b.Invoke.Time.Format("15:04:05.000"), parent)})
+					break
+				}
+			}
+		}
+	}
 	return limit(out, maxExamples)
 }
+
+// CheckKeyOrder checks contract 5 across resharding: for every key, all
+// its records in a parent come before all of them in a child. A record
+// seen in a shard (acknowledged there, or returned by a read) before a put
+// of the same key that landed in an ancestor of that shard had even
+// begun breaks it. Keys come from the puts' invocations; shards from the
+// lineage the history records (shard ops).
+func CheckKeyOrder(h History, final FinalReads) []Anomaly {
+	lineage := h.Lineage()
+	type record struct {
+		value, key, shard string
+		invoked, seen     time.Time // put began; first proof the record existed
+		seenBy            string
+	}
+	recs := map[string]*record{}
+	for _, op := range h {
+		if op.F == FPut && op.Type == Invoke {
+			recs[op.Value] = &record{value: op.Value, key: op.Key, invoked: op.Time}
+		}
+	}
+	note := func(value, shard string, at time.Time, by string) {
+		r := recs[value]
+		if r == nil {
+			return // never put: CheckUnexpected reports it
+		}
+		r.shard = shard
+		if !at.IsZero() && (r.seen.IsZero() || at.Before(r.seen)) {
+			r.seen, r.seenBy = at, by
+		}
+	}
+	for _, op := range h {
+		switch {
+		case op.F == FPut && op.Type == OK:
+			note(op.Value, op.Shard, op.Time, fmt.Sprintf("ack op %d", op.Index))
+		case (op.F == FRead || op.F == FSub) && op.Type == OK:
+			for _, r := range op.Records {
+				note(r.Value, op.Shard, op.Time, fmt.Sprintf("%s op %d by %s", op.F, op.Index, op.Process))
+			}
+		}
+	}
+	for _, node := range sortedKeys(final) {
+		for shard, rs := range final[node] {
+			for _, r := range rs {
+				note(r.Value, shard, time.Time{}, "")
+			}
+		}
+	}
+	byKey := map[string]map[string][]*record{} // key -> shard -> records
+	for _, r := range recs {
+		if r.shard == "" {
+			continue
+		}
+		if byKey[r.key] == nil {
+			byKey[r.key] = map[string][]*record{}
+		}
+		byKey[r.key][r.shard] = append(byKey[r.key][r.shard], r)
+	}
+	var out []Anomaly
+	for _, key := range sortedKeys(byKey) {
+		shards := byKey[key]
+		for _, child := range sortedKeys(shards) {
+			var first *record
+			for _, r := range shards[child] {
+				if !r.seen.IsZero() && (first == nil || r.seen.Before(first.seen)) {
+					first = r
+				}
+			}
+			if first == nil {
+				continue
+			}
+			for _, parent := range sortedKeys(ancestors(lineage, child)) {
+				for _, p := range shards[parent] {
+					if first.seen.Before(p.invoked) {
+						out = append(out, Anomaly{KindKeyOrder, fmt.Sprintf("key %s: %s was in %s by %s (%s) before %s, which landed in its ancestor %s, was put at %s",
+							key, first.value, child, first.seen.Format("15:04:05.000"), first.seenBy, p.value, parent, p.invoked.Format("15:04:05.000"))})
+						break
+					}
+				}
+			}
+		}
+	}
+	return limit(out, maxExamples)
+}
+
+// CheckArrivalOrder checks DESIGN.md's "arrival time set once by the
+// leader, never decreasing within a shard": every read of a record shows
+// the same arrival timestamp, and along a shard's sequence numbers the
+// timestamps never go down, whatever the leaders' clocks did (clock-jump).
+// Records read without a timestamp (older histories) are skipped.
+func CheckArrivalOrder(h History, final FinalReads) []Anomaly {
+	type stamp struct {
+		arrival int64
+		where   string
+	}
+	byShard := map[string]map[string]stamp{}
+	var out []Anomaly
+	for _, o := range readObservations(h, final) {
+		if o.arrival == 0 {
+			continue
+		}
+		seqs := byShard[o.pos.shard]
+		if seqs == nil {
+			seqs = map[string]stamp{}
+			byShard[o.pos.shard] = seqs
+		}
+		if st, ok := seqs[o.pos.seq]; !ok {
+			seqs[o.pos.seq] = stamp{o.arrival, o.where}
+		} else if st.arrival != o.arrival {
+			out = append(out, Anomaly{KindArrivalOrder, fmt.Sprintf("%s arrived at %s (%s) and at %s (%s)",
+				o.pos, arrivalTime(st.arrival), st.where, arrivalTime(o.arrival), o.where)})
+		}
+	}
+	for _, shard := range sortedKeys(byShard) {
+		seqs := sortedKeys(byShard[shard])
+		sort.Slice(seqs, func(i, j int) bool { return seqLess(seqs[i], seqs[j]) })
+		for i := 1; i < len(seqs); i++ {
+			a, b := byShard[shard][seqs[i-1]], byShard[shard][seqs[i]]
+			if b.arrival < a.arrival {
+				out = append(out, Anomaly{KindArrivalOrder, fmt.Sprintf("%s: %s arrived at %s (%s), after it %s at %s (%s), %v earlier",
+					shard, seqs[i-1], arrivalTime(a.arrival), a.where, seqs[i], arrivalTime(b.arrival), b.where,
+					time.Duration(a.arrival-b.arrival)*time.Millisecond)})
+			}
+		}
+	}
+	return limit(out, maxExamples)
+}
+
+func arrivalTime(ms int64) string { return time.UnixMilli(ms).UTC().Format("15:04:05.000") }
 
 // CheckDivergence checks that after healing every node serves every shard
 // identically.

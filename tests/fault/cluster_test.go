@@ -74,6 +74,9 @@ type dockerCluster struct {
 	ids     map[string]string // container id by service
 	net     netFaults         // in force on every running node
 	stopped map[string]bool   // killed and not started again
+
+	// work is the run's workload, for nemeses acting through the API.
+	work *workload
 }
 
 // netFaults are the network faults in force. Loss is iptables' statistic
@@ -324,6 +327,26 @@ func fetchLeadership(n clusterNode) (leadership, error) {
 		return l, fmt.Errorf("%s: %s", n.admin, resp.Status)
 	}
 	return l, json.NewDecoder(resp.Body).Decode(&l)
+}
+
+// setClockOffset steps a node's clock offset from the real time through
+// its admin endpoint, which only an image built with the faultclock tag
+// has (the Makefile's fault targets build it so).
+func setClockOffset(node string, offset time.Duration) error {
+	n := nodeByName(node)
+	hc := http.Client{Timeout: 3 * time.Second}
+	resp, err := hc.Post(fmt.Sprintf("http://%s/debug/clock?offset=%v", n.admin, offset), "", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return nil
+	case http.StatusNotFound:
+		return fmt.Errorf("%s has no /debug/clock: the image was built without the faultclock tag", node)
+	}
+	return fmt.Errorf("%s: POST /debug/clock: %s", node, resp.Status)
 }
 
 // metaLeader returns the node that leads the metadata group, or "" when

@@ -36,8 +36,9 @@ const (
 
 // ciSchedule is the CI-sized run's fixed mix: crashes (of any node, of the
 // metadata leader, of every node at once), a pause longer than the election
-// timeout, and partitions (isolated node, one-way). The seed picks the nodes.
-var ciSchedule = []string{"kill-one", "pause-leader", "partition-isolate", "kill-meta-leader", "partition-oneway", "kill-all"}
+// timeout, a split or merge (perhaps inside another fault), and partitions
+// (isolated node, one-way). The seed picks the nodes.
+var ciSchedule = []string{"kill-one", "pause-leader", "reshard", "partition-isolate", "kill-meta-leader", "partition-oneway", "kill-all"}
 
 // soakKinds is every nemesis; the soak runs them in a new random order
 // each round.
@@ -45,7 +46,7 @@ var soakKinds = []string{
 	"kill-one", "kill-meta-leader", "kill-shard-leader", "kill-majority", "kill-all",
 	"pause-one", "pause-leader",
 	"partition-isolate", "partition-bridge", "partition-oneway", "kill-isolated",
-	"slow-link", "packet-loss",
+	"slow-link", "packet-loss", "clock-jump", "reshard",
 	"corrupt-files",
 }
 
@@ -137,6 +138,7 @@ func runFaults(t *testing.T, name string, next schedule) {
 		t.Fatal(err)
 	}
 	defer w.close()
+	c.work = w // for the nemeses that act through the API (reshard)
 	t.Logf("stream %s, shards %v, consumer %s", w.stream, w.shards, w.consumerARN)
 
 	wctx, stopClients := context.WithCancel(ctx)
@@ -167,12 +169,17 @@ func runFaults(t *testing.T, name string, next schedule) {
 	w.wait()
 	h := rec.History()
 	t.Logf("clients stopped after %d history entries; final reads", len(h))
-	final := w.finalReads(ctx, h, finalTimeout)
+	final, unread := w.finalReads(ctx, h, finalTimeout)
+	h = rec.History() // with the shards' lineage the final reads recorded
 	if err := rec.Close(); err != nil {
 		t.Errorf("history file: %v", err)
 	}
 
 	anomalies := CheckAll(h, final)
+	for _, n := range sortedKeys(unread) {
+		// Every record looks lost from a node never read: say why first.
+		recovery = append(recovery, Anomaly{"recovery", fmt.Sprintf("final reads: nothing read from %s: %v", n, unread[n])})
+	}
 	if len(recovery) > 0 {
 		anomalies["recovery"] = recovery
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -32,12 +33,16 @@ const (
 	FRead    = "read"    // one GetRecords call of a reader's chain
 	FSub     = "sub"     // one event of a SubscribeToShard subscription
 	FNemesis = "nemesis" // a fault starting (invoke) and healed (ok / info)
+	FShard   = "shard"   // a shard and its parents, as ListShards named them (ok only)
 )
 
 // Rec is one record as a read returned it.
 type Rec struct {
 	Seq   string `json:"seq"`
 	Value string `json:"value"`
+	// Arrival is the record's approximate arrival timestamp, ms since
+	// the epoch (0 in histories from before it was recorded).
+	Arrival int64 `json:"arrival,omitempty"`
 }
 
 // Op is one line of the history.
@@ -57,7 +62,12 @@ type Op struct {
 	Shard   string `json:"shard,omitempty"`
 	Seq     string `json:"seq,omitempty"`
 	Records []Rec  `json:"records,omitempty"`
-	Error   string `json:"error,omitempty"`
+	// Closed: the read or subscription event reached the end of its
+	// closed shard (the answer named the child shards, no next position).
+	Closed bool `json:"closed,omitempty"`
+	// Parents of a shard op: the shard's parent and adjacent parent.
+	Parents []string `json:"parents,omitempty"`
+	Error   string   `json:"error,omitempty"`
 }
 
 // History is a run's operations in the order they were recorded.
@@ -150,6 +160,33 @@ func ReadHistory(path string) (History, error) {
 		h = append(h, op)
 	}
 	return h, sc.Err()
+}
+
+// Lineage maps every shard the history names in a shard op to its
+// parents (none for the stream's first shards).
+func (h History) Lineage() map[string][]string {
+	out := map[string][]string{}
+	for _, op := range h {
+		if op.F == FShard {
+			out[op.Shard] = op.Parents
+		}
+	}
+	return out
+}
+
+// ancestors lists every shard a shard descends from, by the lineage.
+func ancestors(lineage map[string][]string, shard string) map[string]bool {
+	out := map[string]bool{}
+	todo := slices.Clone(lineage[shard])
+	for len(todo) > 0 {
+		p := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		if !out[p] {
+			out[p] = true
+			todo = append(todo, lineage[p]...)
+		}
+	}
+	return out
 }
 
 // Completed is an operation with its invocation and its completion.

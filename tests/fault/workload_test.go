@@ -29,24 +29,36 @@ const (
 	putTimeout     = 2 * time.Second
 	subSilence     = 10 * time.Second // a subscription with no event for this long is given up
 	consumerName   = "fault-fanout"
+	// keyPool is how many partition keys writers choose from: few enough
+	// that every key has records on both sides of a reshard (contract 5).
+	keyPool = 256
 )
 
 // workload runs the clients of a fault run and records every operation.
 type workload struct {
 	rec         *Recorder
 	stream      string
-	shards      []string
+	shards      []string // the stream's first shards
 	consumerARN string
 	clients     map[string]*client.Client // one per node, calls go only there
 	seed        uint64
 	wg          sync.WaitGroup
+
+	// Readers and subscribers follow resharding: a reader (one per node
+	// and shard) or subscriber (one per shard) that reaches the end of a
+	// closed shard starts its children's once every parent of the child
+	// has ended for it, so that each sees a key's parent records first.
+	mu      sync.Mutex
+	ended   map[string]bool // "n1/shardId" for readers, "sub/shardId" for subscribers
+	started map[string]bool
 }
 
 // setUp connects to every node, creates the stream (unlimited, so the
 // history shows faults rather than throttling) and registers the fan-out
 // consumer, waiting until every node sees both.
 func setUp(ctx context.Context, rec *Recorder, seed uint64) (*workload, error) {
-	w := &workload{rec: rec, seed: seed, clients: map[string]*client.Client{}, stream: fmt.Sprintf("fault-%d", time.Now().UnixNano())}
+	w := &workload{rec: rec, seed: seed, clients: map[string]*client.Client{}, stream: fmt.Sprintf("fault-%d", time.Now().UnixNano()),
+		ended: map[string]bool{}, started: map[string]bool{}}
 	for _, n := range clusterNodes {
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		cl, err := dialNode(dctx, n)
@@ -98,6 +110,7 @@ func setUp(ctx context.Context, rec *Recorder, seed uint64) (*workload, error) {
 	}
 	for _, s := range shards.GetShards() {
 		w.shards = append(w.shards, s.GetShardId())
+		rec.Record(Op{Type: OK, F: FShard, Process: "lineage", Shard: s.GetShardId()})
 	}
 	err = retryRead(ctx, 30*time.Second, func(ctx context.Context, opts ...grpc.CallOption) error {
 		out, err := n1.RegisterStreamConsumer(ctx, &rifflev1.RegisterStreamConsumerRequest{StreamName: w.stream, ConsumerName: consumerName}, opts...)
@@ -153,13 +166,56 @@ func (w *workload) start(ctx context.Context) {
 			w.wg.Go(func() { w.writer(ctx, proc, n.service, rng) })
 		}
 		for _, shard := range w.shards {
-			proc := fmt.Sprintf("r-%s-%s", n.service, shard)
-			w.wg.Go(func() { w.reader(ctx, proc, n.service, shard) })
+			w.startReader(ctx, n.service, shard)
 		}
 	}
 	for _, shard := range w.shards {
+		w.startSubscriber(ctx, shard)
+	}
+}
+
+// startReader starts node's reader of shard, once.
+func (w *workload) startReader(ctx context.Context, node, shard string) {
+	if w.claim(node + "/" + shard) {
+		w.wg.Go(func() { w.reader(ctx, fmt.Sprintf("r-%s-%s", node, shard), node, shard) })
+	}
+}
+
+// startSubscriber starts shard's subscriber, once.
+func (w *workload) startSubscriber(ctx context.Context, shard string) {
+	if w.claim("sub/" + shard) {
 		w.wg.Go(func() { w.subscriber(ctx, "s-"+shard, shard) })
 	}
+}
+
+func (w *workload) claim(id string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.started[id] {
+		return false
+	}
+	w.started[id] = true
+	return true
+}
+
+// endShard records that who ("n1" for that node's readers, "sub" for the
+// subscribers) finished shard, and returns the children whose parents it
+// has all finished.
+func (w *workload) endShard(who, shard string, children []*rifflev1.ChildShard) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.ended[who+"/"+shard] = true
+	var ready []string
+	for _, c := range children {
+		all := true
+		for _, p := range c.GetParentShards() {
+			all = all && w.ended[who+"/"+p]
+		}
+		if all {
+			ready = append(ready, c.GetShardId())
+		}
+	}
+	return ready
 }
 
 func (w *workload) wait() { w.wg.Wait() }
@@ -179,7 +235,7 @@ func (w *workload) writer(ctx context.Context, proc, node string, rng *rand.Rand
 		case <-tick.C:
 		}
 		value := fmt.Sprintf("%s-%d", proc, i)
-		key := fmt.Sprintf("k%x", rng.Uint64())
+		key := fmt.Sprintf("k%03d", rng.IntN(keyPool))
 		w.rec.Record(Op{Type: Invoke, F: FPut, Process: proc, Node: node, Value: value, Key: key})
 		var out *rifflev1.PutRecordResponse
 		// Not ctx: stopping the run must not turn a write in flight into
@@ -236,7 +292,14 @@ func (w *workload) reader(ctx context.Context, proc, node, shard string) {
 			continue
 		}
 		recs := records(out.GetRecords())
-		w.rec.Record(Op{Type: OK, F: FRead, Process: proc, Node: node, Shard: shard, Records: recs})
+		closed := out.GetNextShardIterator() == ""
+		w.rec.Record(Op{Type: OK, F: FRead, Process: proc, Node: node, Shard: shard, Records: recs, Closed: closed})
+		if closed {
+			for _, child := range w.endShard(node, shard, out.GetChildShards()) {
+				w.startReader(ctx, node, child)
+			}
+			return
+		}
 		if len(recs) > 0 {
 			last = recs[len(recs)-1].Seq
 		} else {
@@ -270,7 +333,16 @@ func (w *workload) subscriber(ctx context.Context, proc, shard string) {
 				break
 			}
 			silence.Reset(subSilence)
-			w.rec.Record(Op{Type: OK, F: FSub, Process: proc, Node: node, Shard: shard, Records: records(ev.GetRecords())})
+			closed := len(ev.GetChildShards()) > 0 && ev.GetContinuationSequenceNumber() == ""
+			w.rec.Record(Op{Type: OK, F: FSub, Process: proc, Node: node, Shard: shard, Records: records(ev.GetRecords()), Closed: closed})
+			if closed {
+				silence.Stop()
+				cancel()
+				for _, child := range w.endShard("sub", shard, ev.GetChildShards()) {
+					w.startSubscriber(ctx, child)
+				}
+				return
+			}
 			if c := ev.GetContinuationSequenceNumber(); c != "" {
 				cont = c
 			}
@@ -286,7 +358,8 @@ func (w *workload) subscriber(ctx context.Context, proc, shard string) {
 func records(rs []*rifflev1.Record) []Rec {
 	out := make([]Rec, 0, len(rs))
 	for _, r := range rs {
-		out = append(out, Rec{Seq: r.GetSequenceNumber(), Value: string(r.GetData())})
+		out = append(out, Rec{Seq: r.GetSequenceNumber(), Value: string(r.GetData()),
+			Arrival: r.GetApproximateArrivalTimestamp().AsTime().UnixMilli()})
 	}
 	return out
 }
@@ -329,10 +402,40 @@ func readWholeShard(ctx context.Context, cl *client.Client, stream, shard string
 	return recs, nil
 }
 
+// allShards lists every shard of the stream, closed ones included, and
+// records each with its parents in the history (the checkers' lineage).
+// Without an answer within a minute it keeps the first shards.
+func (w *workload) allShards(ctx context.Context) []string {
+	var list []*rifflev1.Shard
+	err := retryRead(ctx, time.Minute, func(ctx context.Context, opts ...grpc.CallOption) error {
+		out, err := w.clients["n1"].Streams().ListShards(ctx, &rifflev1.ListShardsRequest{StreamName: w.stream}, opts...)
+		list = out.GetShards()
+		return err
+	})
+	if err != nil {
+		return w.shards
+	}
+	var ids []string
+	for _, s := range list {
+		var parents []string
+		for _, p := range []string{s.GetParentShardId(), s.GetAdjacentParentShardId()} {
+			if p != "" {
+				parents = append(parents, p)
+			}
+		}
+		ids = append(ids, s.GetShardId())
+		w.rec.Record(Op{Type: OK, F: FShard, Process: "lineage", Shard: s.GetShardId(), Parents: parents})
+	}
+	return ids
+}
+
 // finalReads reads every shard from every node, again and again until
 // every node serves every acknowledged record and all agree, or timeout
-// passes: the checkers then judge the last reads.
-func (w *workload) finalReads(ctx context.Context, h History, timeout time.Duration) FinalReads {
+// passes: the checkers then judge the last reads. It also returns the
+// nodes no whole read ever succeeded from, with the last error: their
+// empty reads show nothing the checkers could trust (a cluster that went
+// away, not records that did).
+func (w *workload) finalReads(ctx context.Context, h History, timeout time.Duration) (FinalReads, map[string]error) {
 	acked := map[string]bool{}
 	for _, op := range h {
 		if op.F == FPut && op.Type == OK {
@@ -343,17 +446,27 @@ func (w *workload) finalReads(ctx context.Context, h History, timeout time.Durat
 	for _, n := range nodeNames() {
 		final[n] = map[string][]Rec{} // a node never read serves nothing
 	}
+	shards := w.allShards(ctx)
+	unread := map[string]error{}
+	for _, n := range nodeNames() {
+		unread[n] = errors.New("never read")
+	}
 	waitFor(ctx, timeout, func() error {
 		for name, cl := range w.clients {
 			reads := map[string][]Rec{}
-			for _, shard := range w.shards {
+			for _, shard := range shards {
 				recs, err := readWholeShard(ctx, cl, w.stream, shard)
 				if err != nil {
-					return fmt.Errorf("%s %s: %w", name, shard, err)
+					err = fmt.Errorf("%s %s: %w", name, shard, err)
+					if unread[name] != nil {
+						unread[name] = err
+					}
+					return err
 				}
 				reads[shard] = recs
 			}
 			final[name] = reads
+			delete(unread, name)
 		}
 		for name, reads := range final {
 			have := finalValues(reads)
@@ -363,7 +476,7 @@ func (w *workload) finalReads(ctx context.Context, h History, timeout time.Durat
 				}
 			}
 		}
-		for _, shard := range w.shards {
+		for _, shard := range shards {
 			for _, n := range nodeNames()[1:] {
 				if !slices.Equal(final[n][shard], final["n1"][shard]) {
 					return fmt.Errorf("%s differs on %s and n1", shard, n)
@@ -372,5 +485,5 @@ func (w *workload) finalReads(ctx context.Context, h History, timeout time.Durat
 		}
 		return nil
 	})
-	return final
+	return final, unread
 }
