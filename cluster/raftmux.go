@@ -37,8 +37,6 @@ type RaftMux struct {
 	closed bool
 	groups map[string]*groupTransport // the groups this node serves
 	conns  map[connKey]*peerConn      // lazily dialled connections to peers
-
-	heartbeats heartbeats // coalesces heartbeats per peer (raftmux_heartbeats.go)
 }
 
 var _ Transports = (*RaftMux)(nil)

@@ -138,14 +138,8 @@ func unaryCall[Req, Resp any](
 
 // AppendEntries implements raft.Transport.
 func (g *groupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	req := appendEntriesRequestToProto(g.route(target), args)
-	var out *internalv1.AppendEntriesResponse
-	var err error
-	if isHeartbeat(args) {
-		out, err = g.heartbeat(target, req)
-	} else {
-		out, err = unaryCall(g, target, "AppendEntries", req, internalv1.RaftTransportClient.AppendEntries)
-	}
+	out, err := unaryCall(g, target, "AppendEntries", appendEntriesRequestToProto(g.route(target), args),
+		internalv1.RaftTransportClient.AppendEntries)
 	if err != nil {
 		return err
 	}

@@ -117,35 +117,6 @@ func (s *raftServer) AppendEntries(ctx context.Context, req *internalv1.AppendEn
 	return appendEntriesResponseToProto(resp), nil
 }
 
-// Heartbeats implements internalv1.RaftTransportServer: each heartbeat goes
-// to its group's fast path, as AppendEntries would send it, all at once so
-// that a group that is slow to answer (one persisting a new term) delays
-// no other; one that fails fails alone.
-func (s *raftServer) Heartbeats(ctx context.Context, req *internalv1.HeartbeatsRequest) (*internalv1.HeartbeatsResponse, error) {
-	hbs := req.GetHeartbeats()
-	out := &internalv1.HeartbeatsResponse{Results: make([]*internalv1.HeartbeatResult, len(hbs))}
-	var wg sync.WaitGroup
-	for i, hb := range hbs {
-		wg.Go(func() { out.Results[i] = s.heartbeat(ctx, hb) })
-	}
-	wg.Wait()
-	return out, nil
-}
-
-func (s *raftServer) heartbeat(ctx context.Context, hb *internalv1.AppendEntriesRequest) *internalv1.HeartbeatResult {
-	cmd := appendEntriesRequestFromProto(hb)
-	if !isHeartbeat(cmd) {
-		return &internalv1.HeartbeatResult{ErrorCode: uint32(codes.InvalidArgument),
-			ErrorMessage: "raft transport: an AppendEntries with entries in a heartbeat batch"}
-	}
-	resp, err := serveUnary[*raft.AppendEntriesResponse](ctx, s.mux, hb.GetRoute(), cmd, true)
-	if err != nil {
-		st := status.Convert(err)
-		return &internalv1.HeartbeatResult{ErrorCode: uint32(st.Code()), ErrorMessage: st.Message()}
-	}
-	return &internalv1.HeartbeatResult{Response: appendEntriesResponseToProto(resp)}
-}
-
 // RequestVote implements internalv1.RaftTransportServer.
 func (s *raftServer) RequestVote(ctx context.Context, req *internalv1.RequestVoteRequest) (*internalv1.RequestVoteResponse, error) {
 	resp, err := serveUnary[*raft.RequestVoteResponse](ctx, s.mux, req.GetRoute(), requestVoteRequestFromProto(req), false)

@@ -1081,159 +1081,6 @@ func (x *TimeoutNowResponse) GetHeader() *RaftRPCHeader {
 	return nil
 }
 
-// HeartbeatsRequest is a batch of heartbeats, each routed on its own.
-type HeartbeatsRequest struct {
-	state         protoimpl.MessageState  `protogen:"open.v1"`
-	Heartbeats    []*AppendEntriesRequest `protobuf:"bytes,1,rep,name=heartbeats,proto3" json:"heartbeats,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *HeartbeatsRequest) Reset() {
-	*x = HeartbeatsRequest{}
-	mi := &file_riffle_internalapi_v1_raft_transport_proto_msgTypes[14]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *HeartbeatsRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*HeartbeatsRequest) ProtoMessage() {}
-
-func (x *HeartbeatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_internalapi_v1_raft_transport_proto_msgTypes[14]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use HeartbeatsRequest.ProtoReflect.Descriptor instead.
-func (*HeartbeatsRequest) Descriptor() ([]byte, []int) {
-	return file_riffle_internalapi_v1_raft_transport_proto_rawDescGZIP(), []int{14}
-}
-
-func (x *HeartbeatsRequest) GetHeartbeats() []*AppendEntriesRequest {
-	if x != nil {
-		return x.Heartbeats
-	}
-	return nil
-}
-
-// HeartbeatsResponse answers each heartbeat of the request, in order.
-type HeartbeatsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Results       []*HeartbeatResult     `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *HeartbeatsResponse) Reset() {
-	*x = HeartbeatsResponse{}
-	mi := &file_riffle_internalapi_v1_raft_transport_proto_msgTypes[15]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *HeartbeatsResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*HeartbeatsResponse) ProtoMessage() {}
-
-func (x *HeartbeatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_internalapi_v1_raft_transport_proto_msgTypes[15]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use HeartbeatsResponse.ProtoReflect.Descriptor instead.
-func (*HeartbeatsResponse) Descriptor() ([]byte, []int) {
-	return file_riffle_internalapi_v1_raft_transport_proto_rawDescGZIP(), []int{15}
-}
-
-func (x *HeartbeatsResponse) GetResults() []*HeartbeatResult {
-	if x != nil {
-		return x.Results
-	}
-	return nil
-}
-
-// HeartbeatResult is raft's answer to one heartbeat, or why there is none:
-// the gRPC status code and message the heartbeat alone would have failed
-// with.
-type HeartbeatResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Response      *AppendEntriesResponse `protobuf:"bytes,1,opt,name=response,proto3" json:"response,omitempty"`
-	ErrorCode     uint32                 `protobuf:"varint,2,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
-	ErrorMessage  string                 `protobuf:"bytes,3,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *HeartbeatResult) Reset() {
-	*x = HeartbeatResult{}
-	mi := &file_riffle_internalapi_v1_raft_transport_proto_msgTypes[16]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *HeartbeatResult) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*HeartbeatResult) ProtoMessage() {}
-
-func (x *HeartbeatResult) ProtoReflect() protoreflect.Message {
-	mi := &file_riffle_internalapi_v1_raft_transport_proto_msgTypes[16]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use HeartbeatResult.ProtoReflect.Descriptor instead.
-func (*HeartbeatResult) Descriptor() ([]byte, []int) {
-	return file_riffle_internalapi_v1_raft_transport_proto_rawDescGZIP(), []int{16}
-}
-
-func (x *HeartbeatResult) GetResponse() *AppendEntriesResponse {
-	if x != nil {
-		return x.Response
-	}
-	return nil
-}
-
-func (x *HeartbeatResult) GetErrorCode() uint32 {
-	if x != nil {
-		return x.ErrorCode
-	}
-	return 0
-}
-
-func (x *HeartbeatResult) GetErrorMessage() string {
-	if x != nil {
-		return x.ErrorMessage
-	}
-	return ""
-}
-
 var File_riffle_internalapi_v1_raft_transport_proto protoreflect.FileDescriptor
 
 const file_riffle_internalapi_v1_raft_transport_proto_rawDesc = "" +
@@ -1319,18 +1166,7 @@ const file_riffle_internalapi_v1_raft_transport_proto_rawDesc = "" +
 	"\x05route\x18\x01 \x01(\v2\x1d.riffle.internal.v1.RaftRouteR\x05route\x129\n" +
 	"\x06header\x18\x02 \x01(\v2!.riffle.internal.v1.RaftRPCHeaderR\x06header\"O\n" +
 	"\x12TimeoutNowResponse\x129\n" +
-	"\x06header\x18\x01 \x01(\v2!.riffle.internal.v1.RaftRPCHeaderR\x06header\"]\n" +
-	"\x11HeartbeatsRequest\x12H\n" +
-	"\n" +
-	"heartbeats\x18\x01 \x03(\v2(.riffle.internal.v1.AppendEntriesRequestR\n" +
-	"heartbeats\"S\n" +
-	"\x12HeartbeatsResponse\x12=\n" +
-	"\aresults\x18\x01 \x03(\v2#.riffle.internal.v1.HeartbeatResultR\aresults\"\x9c\x01\n" +
-	"\x0fHeartbeatResult\x12E\n" +
-	"\bresponse\x18\x01 \x01(\v2).riffle.internal.v1.AppendEntriesResponseR\bresponse\x12\x1d\n" +
-	"\n" +
-	"error_code\x18\x02 \x01(\rR\terrorCode\x12#\n" +
-	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage2\xd6\x05\n" +
+	"\x06header\x18\x01 \x01(\v2!.riffle.internal.v1.RaftRPCHeaderR\x06header2\xf9\x04\n" +
 	"\rRaftTransport\x12d\n" +
 	"\rAppendEntries\x12(.riffle.internal.v1.AppendEntriesRequest\x1a).riffle.internal.v1.AppendEntriesResponse\x12p\n" +
 	"\x15AppendEntriesPipeline\x12(.riffle.internal.v1.AppendEntriesRequest\x1a).riffle.internal.v1.AppendEntriesResponse(\x010\x01\x12^\n" +
@@ -1338,9 +1174,7 @@ const file_riffle_internalapi_v1_raft_transport_proto_rawDesc = "" +
 	"\x0eRequestPreVote\x12).riffle.internal.v1.RequestPreVoteRequest\x1a*.riffle.internal.v1.RequestPreVoteResponse\x12j\n" +
 	"\x0fInstallSnapshot\x12(.riffle.internal.v1.InstallSnapshotChunk\x1a+.riffle.internal.v1.InstallSnapshotResponse(\x01\x12[\n" +
 	"\n" +
-	"TimeoutNow\x12%.riffle.internal.v1.TimeoutNowRequest\x1a&.riffle.internal.v1.TimeoutNowResponse\x12[\n" +
-	"\n" +
-	"Heartbeats\x12%.riffle.internal.v1.HeartbeatsRequest\x1a&.riffle.internal.v1.HeartbeatsResponseBIZGgithub.com/riffle-streams/riffle/proto/riffle/internalapi/v1;internalv1b\x06proto3"
+	"TimeoutNow\x12%.riffle.internal.v1.TimeoutNowRequest\x1a&.riffle.internal.v1.TimeoutNowResponseBIZGgithub.com/riffle-streams/riffle/proto/riffle/internalapi/v1;internalv1b\x06proto3"
 
 var (
 	file_riffle_internalapi_v1_raft_transport_proto_rawDescOnce sync.Once
@@ -1354,7 +1188,7 @@ func file_riffle_internalapi_v1_raft_transport_proto_rawDescGZIP() []byte {
 	return file_riffle_internalapi_v1_raft_transport_proto_rawDescData
 }
 
-var file_riffle_internalapi_v1_raft_transport_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_riffle_internalapi_v1_raft_transport_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_riffle_internalapi_v1_raft_transport_proto_goTypes = []any{
 	(*RaftRoute)(nil),               // 0: riffle.internal.v1.RaftRoute
 	(*RaftRPCHeader)(nil),           // 1: riffle.internal.v1.RaftRPCHeader
@@ -1370,13 +1204,10 @@ var file_riffle_internalapi_v1_raft_transport_proto_goTypes = []any{
 	(*InstallSnapshotResponse)(nil), // 11: riffle.internal.v1.InstallSnapshotResponse
 	(*TimeoutNowRequest)(nil),       // 12: riffle.internal.v1.TimeoutNowRequest
 	(*TimeoutNowResponse)(nil),      // 13: riffle.internal.v1.TimeoutNowResponse
-	(*HeartbeatsRequest)(nil),       // 14: riffle.internal.v1.HeartbeatsRequest
-	(*HeartbeatsResponse)(nil),      // 15: riffle.internal.v1.HeartbeatsResponse
-	(*HeartbeatResult)(nil),         // 16: riffle.internal.v1.HeartbeatResult
-	(*timestamppb.Timestamp)(nil),   // 17: google.protobuf.Timestamp
+	(*timestamppb.Timestamp)(nil),   // 14: google.protobuf.Timestamp
 }
 var file_riffle_internalapi_v1_raft_transport_proto_depIdxs = []int32{
-	17, // 0: riffle.internal.v1.RaftLog.appended_at:type_name -> google.protobuf.Timestamp
+	14, // 0: riffle.internal.v1.RaftLog.appended_at:type_name -> google.protobuf.Timestamp
 	0,  // 1: riffle.internal.v1.AppendEntriesRequest.route:type_name -> riffle.internal.v1.RaftRoute
 	1,  // 2: riffle.internal.v1.AppendEntriesRequest.header:type_name -> riffle.internal.v1.RaftRPCHeader
 	2,  // 3: riffle.internal.v1.AppendEntriesRequest.entries:type_name -> riffle.internal.v1.RaftLog
@@ -1394,28 +1225,23 @@ var file_riffle_internalapi_v1_raft_transport_proto_depIdxs = []int32{
 	0,  // 15: riffle.internal.v1.TimeoutNowRequest.route:type_name -> riffle.internal.v1.RaftRoute
 	1,  // 16: riffle.internal.v1.TimeoutNowRequest.header:type_name -> riffle.internal.v1.RaftRPCHeader
 	1,  // 17: riffle.internal.v1.TimeoutNowResponse.header:type_name -> riffle.internal.v1.RaftRPCHeader
-	3,  // 18: riffle.internal.v1.HeartbeatsRequest.heartbeats:type_name -> riffle.internal.v1.AppendEntriesRequest
-	16, // 19: riffle.internal.v1.HeartbeatsResponse.results:type_name -> riffle.internal.v1.HeartbeatResult
-	4,  // 20: riffle.internal.v1.HeartbeatResult.response:type_name -> riffle.internal.v1.AppendEntriesResponse
-	3,  // 21: riffle.internal.v1.RaftTransport.AppendEntries:input_type -> riffle.internal.v1.AppendEntriesRequest
-	3,  // 22: riffle.internal.v1.RaftTransport.AppendEntriesPipeline:input_type -> riffle.internal.v1.AppendEntriesRequest
-	5,  // 23: riffle.internal.v1.RaftTransport.RequestVote:input_type -> riffle.internal.v1.RequestVoteRequest
-	7,  // 24: riffle.internal.v1.RaftTransport.RequestPreVote:input_type -> riffle.internal.v1.RequestPreVoteRequest
-	10, // 25: riffle.internal.v1.RaftTransport.InstallSnapshot:input_type -> riffle.internal.v1.InstallSnapshotChunk
-	12, // 26: riffle.internal.v1.RaftTransport.TimeoutNow:input_type -> riffle.internal.v1.TimeoutNowRequest
-	14, // 27: riffle.internal.v1.RaftTransport.Heartbeats:input_type -> riffle.internal.v1.HeartbeatsRequest
-	4,  // 28: riffle.internal.v1.RaftTransport.AppendEntries:output_type -> riffle.internal.v1.AppendEntriesResponse
-	4,  // 29: riffle.internal.v1.RaftTransport.AppendEntriesPipeline:output_type -> riffle.internal.v1.AppendEntriesResponse
-	6,  // 30: riffle.internal.v1.RaftTransport.RequestVote:output_type -> riffle.internal.v1.RequestVoteResponse
-	8,  // 31: riffle.internal.v1.RaftTransport.RequestPreVote:output_type -> riffle.internal.v1.RequestPreVoteResponse
-	11, // 32: riffle.internal.v1.RaftTransport.InstallSnapshot:output_type -> riffle.internal.v1.InstallSnapshotResponse
-	13, // 33: riffle.internal.v1.RaftTransport.TimeoutNow:output_type -> riffle.internal.v1.TimeoutNowResponse
-	15, // 34: riffle.internal.v1.RaftTransport.Heartbeats:output_type -> riffle.internal.v1.HeartbeatsResponse
-	28, // [28:35] is the sub-list for method output_type
-	21, // [21:28] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	3,  // 18: riffle.internal.v1.RaftTransport.AppendEntries:input_type -> riffle.internal.v1.AppendEntriesRequest
+	3,  // 19: riffle.internal.v1.RaftTransport.AppendEntriesPipeline:input_type -> riffle.internal.v1.AppendEntriesRequest
+	5,  // 20: riffle.internal.v1.RaftTransport.RequestVote:input_type -> riffle.internal.v1.RequestVoteRequest
+	7,  // 21: riffle.internal.v1.RaftTransport.RequestPreVote:input_type -> riffle.internal.v1.RequestPreVoteRequest
+	10, // 22: riffle.internal.v1.RaftTransport.InstallSnapshot:input_type -> riffle.internal.v1.InstallSnapshotChunk
+	12, // 23: riffle.internal.v1.RaftTransport.TimeoutNow:input_type -> riffle.internal.v1.TimeoutNowRequest
+	4,  // 24: riffle.internal.v1.RaftTransport.AppendEntries:output_type -> riffle.internal.v1.AppendEntriesResponse
+	4,  // 25: riffle.internal.v1.RaftTransport.AppendEntriesPipeline:output_type -> riffle.internal.v1.AppendEntriesResponse
+	6,  // 26: riffle.internal.v1.RaftTransport.RequestVote:output_type -> riffle.internal.v1.RequestVoteResponse
+	8,  // 27: riffle.internal.v1.RaftTransport.RequestPreVote:output_type -> riffle.internal.v1.RequestPreVoteResponse
+	11, // 28: riffle.internal.v1.RaftTransport.InstallSnapshot:output_type -> riffle.internal.v1.InstallSnapshotResponse
+	13, // 29: riffle.internal.v1.RaftTransport.TimeoutNow:output_type -> riffle.internal.v1.TimeoutNowResponse
+	24, // [24:30] is the sub-list for method output_type
+	18, // [18:24] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_riffle_internalapi_v1_raft_transport_proto_init() }
@@ -1433,7 +1259,7 @@ func file_riffle_internalapi_v1_raft_transport_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_riffle_internalapi_v1_raft_transport_proto_rawDesc), len(file_riffle_internalapi_v1_raft_transport_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

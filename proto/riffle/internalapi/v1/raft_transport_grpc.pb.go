@@ -31,7 +31,6 @@ const (
 	RaftTransport_RequestPreVote_FullMethodName        = "/riffle.internal.v1.RaftTransport/RequestPreVote"
 	RaftTransport_InstallSnapshot_FullMethodName       = "/riffle.internal.v1.RaftTransport/InstallSnapshot"
 	RaftTransport_TimeoutNow_FullMethodName            = "/riffle.internal.v1.RaftTransport/TimeoutNow"
-	RaftTransport_Heartbeats_FullMethodName            = "/riffle.internal.v1.RaftTransport/Heartbeats"
 )
 
 // RaftTransportClient is the client API for RaftTransport service.
@@ -60,12 +59,6 @@ type RaftTransportClient interface {
 	// TimeoutNow makes a follower start an election at once, to transfer
 	// leadership to it.
 	TimeoutNow(ctx context.Context, in *TimeoutNowRequest, opts ...grpc.CallOption) (*TimeoutNowResponse, error)
-	// Heartbeats carries the heartbeats that leaders on the sending node
-	// address to groups on the receiving node within a few milliseconds, in
-	// one call: with hundreds of groups per node, one RPC per heartbeat
-	// would cost more CPU than the idle groups do otherwise. Results come
-	// back in request order.
-	Heartbeats(ctx context.Context, in *HeartbeatsRequest, opts ...grpc.CallOption) (*HeartbeatsResponse, error)
 }
 
 type raftTransportClient struct {
@@ -142,16 +135,6 @@ func (c *raftTransportClient) TimeoutNow(ctx context.Context, in *TimeoutNowRequ
 	return out, nil
 }
 
-func (c *raftTransportClient) Heartbeats(ctx context.Context, in *HeartbeatsRequest, opts ...grpc.CallOption) (*HeartbeatsResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(HeartbeatsResponse)
-	err := c.cc.Invoke(ctx, RaftTransport_Heartbeats_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 // RaftTransportServer is the server API for RaftTransport service.
 // All implementations must embed UnimplementedRaftTransportServer
 // for forward compatibility.
@@ -178,12 +161,6 @@ type RaftTransportServer interface {
 	// TimeoutNow makes a follower start an election at once, to transfer
 	// leadership to it.
 	TimeoutNow(context.Context, *TimeoutNowRequest) (*TimeoutNowResponse, error)
-	// Heartbeats carries the heartbeats that leaders on the sending node
-	// address to groups on the receiving node within a few milliseconds, in
-	// one call: with hundreds of groups per node, one RPC per heartbeat
-	// would cost more CPU than the idle groups do otherwise. Results come
-	// back in request order.
-	Heartbeats(context.Context, *HeartbeatsRequest) (*HeartbeatsResponse, error)
 	mustEmbedUnimplementedRaftTransportServer()
 }
 
@@ -211,9 +188,6 @@ func (UnimplementedRaftTransportServer) InstallSnapshot(grpc.ClientStreamingServ
 }
 func (UnimplementedRaftTransportServer) TimeoutNow(context.Context, *TimeoutNowRequest) (*TimeoutNowResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TimeoutNow not implemented")
-}
-func (UnimplementedRaftTransportServer) Heartbeats(context.Context, *HeartbeatsRequest) (*HeartbeatsResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method Heartbeats not implemented")
 }
 func (UnimplementedRaftTransportServer) mustEmbedUnimplementedRaftTransportServer() {}
 func (UnimplementedRaftTransportServer) testEmbeddedByValue()                       {}
@@ -322,24 +296,6 @@ func _RaftTransport_TimeoutNow_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
-func _RaftTransport_Heartbeats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(HeartbeatsRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(RaftTransportServer).Heartbeats(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: RaftTransport_Heartbeats_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(RaftTransportServer).Heartbeats(ctx, req.(*HeartbeatsRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
 // RaftTransport_ServiceDesc is the grpc.ServiceDesc for RaftTransport service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -362,10 +318,6 @@ var RaftTransport_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TimeoutNow",
 			Handler:    _RaftTransport_TimeoutNow_Handler,
-		},
-		{
-			MethodName: "Heartbeats",
-			Handler:    _RaftTransport_Heartbeats_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
