@@ -75,7 +75,7 @@ type raftLogFile struct {
 	first   uint64  // index of offsets[0]
 	offsets []int64 // frame start of index first+i
 	size    int64
-	f       *os.File
+	f       segFile // faultsync builds keep unsynced writes in memory
 	path    string
 }
 
@@ -148,7 +148,7 @@ func raftLogFileNames(dir string) ([]string, error) {
 // openFile scans one file's frames. A bad frame cuts the last file there
 // and fails any other.
 func (l *RaftLog) openFile(path string, first uint64, last bool) (*raftLogFile, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := openSegFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("shardlog: raft log: %w", err)
 	}
@@ -214,7 +214,7 @@ func (l *RaftLog) openFile(path string, first uint64, last bool) (*raftLogFile, 
 // starts anywhere in f from off on. After a bad frame that means damage
 // inside the log, not a write torn by a crash, which leaves nothing valid
 // behind it: cutting there would drop entries raft had acknowledged.
-func laterFrame(f *os.File, off, size int64, want uint64) bool {
+func laterFrame(f segFile, off, size int64, want uint64) bool {
 	r := bufio.NewReaderSize(io.NewSectionReader(f, off, size-off), 1<<20)
 	window := make([]byte, 0, raftFrameHeader+16)
 	for pos := off; ; pos++ {
@@ -393,7 +393,7 @@ func (l *RaftLog) restartAtLocked(next uint64) error {
 
 func (l *RaftLog) newFileLocked(first uint64) error {
 	path := filepath.Join(l.dir, fmt.Sprintf("%020d%s", first, raftLogExt))
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := openSegFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return fmt.Errorf("shardlog: raft log: %w", err)
 	}

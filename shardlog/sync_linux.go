@@ -6,10 +6,15 @@ import (
 )
 
 // fdatasync makes f's data and size durable, skipping the timestamps that
-// fsync would also write.
-func fdatasync(f *os.File) error {
+// fsync would also write. A file that is not an *os.File (the faultsync
+// build's) syncs its own way.
+func fdatasync(f segFile) error {
+	osf, ok := f.(*os.File)
+	if !ok {
+		return f.Sync()
+	}
 	for {
-		err := syscall.Fdatasync(int(f.Fd()))
+		err := syscall.Fdatasync(int(osf.Fd()))
 		if err != syscall.EINTR {
 			return err
 		}

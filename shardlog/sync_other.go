@@ -2,7 +2,5 @@
 
 package shardlog
 
-import "os"
-
 // fdatasync makes f's data durable; without fdatasync, by fsync.
-func fdatasync(f *os.File) error { return f.Sync() }
+func fdatasync(f segFile) error { return f.Sync() }
