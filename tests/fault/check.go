@@ -37,6 +37,7 @@ const (
 	KindLiveness      = "final-liveness"
 	KindArrivalOrder  = "arrival-order"
 	KindKeyOrder      = "key-order"
+	KindLinearizable  = "linearizable"
 )
 
 // Checker is one check over a history and the final reads.
@@ -58,18 +59,32 @@ var Checkers = []Checker{
 	{KindLiveness, CheckFinalLiveness},
 	{KindArrivalOrder, CheckArrivalOrder},
 	{KindKeyOrder, CheckKeyOrder},
+	{KindLinearizable, CheckLinearizable},
 }
 
 // CheckAll runs every checker and returns the anomalies by kind (kinds
 // without any are absent).
 func CheckAll(h History, final FinalReads) map[string][]Anomaly {
+	out, _ := CheckRun(h, final, DefaultLinearizabilityBudget)
+	return out
+}
+
+// CheckRun is CheckAll for a fault run: the linearizability check gets
+// budget, and its report (which shards it decided) is returned for the
+// run's report, since a shard it could not decide is no anomaly.
+func CheckRun(h History, final FinalReads, budget LinearizabilityBudget) (map[string][]Anomaly, LinearizabilityReport) {
+	lin := CheckLinearizability(h, final, budget)
 	out := map[string][]Anomaly{}
 	for _, c := range Checkers {
-		if a := c.Check(h, final); len(a) > 0 {
+		a := lin.Anomalies
+		if c.Kind != KindLinearizable {
+			a = c.Check(h, final)
+		}
+		if len(a) > 0 {
 			out[c.Kind] = a
 		}
 	}
-	return out
+	return out, lin
 }
 
 // seqLess orders sequence numbers: decimals without leading zeros, so a

@@ -143,6 +143,14 @@ func TestCheckDuplicates(t *testing.T) {
 	b.put("w0", "w0-1", OK, "s0", "2")
 	final := sameOnEveryNode(map[string][]Rec{"s0": {rec("1", "w0-0"), rec("2", "w0-1"), rec("3", "w0-0")}})
 	wantOnly(t, b.h, final, map[string]string{KindDuplicate: "value w0-0 at 2 positions: s0/1 (ack op 1), s0/3"})
+
+	// The ack names the second copy: the put is that one, the first a
+	// copy from nowhere; a duplicate, not also a linearizability anomaly.
+	later := newBuilder()
+	later.put("w0", "w0-0", OK, "s0", "1")
+	later.put("w0", "w0-1", OK, "s0", "3")
+	final = sameOnEveryNode(map[string][]Rec{"s0": {rec("1", "w0-0"), rec("2", "w0-1"), rec("3", "w0-1")}})
+	wantOnly(t, later.h, final, map[string]string{KindDuplicate: "value w0-1 at 2 positions: s0/2 (final read from n1), s0/3 (ack op 3)"})
 }
 
 // Inconsistent: one shard and sequence number with two values, here a
@@ -220,7 +228,10 @@ func TestCheckRealTimeOrder(t *testing.T) {
 		"s0": {rec("4", "w2-0"), rec("5", "w0-0"), rec("6", "w1-0")},
 		"s1": {rec("1", "w3-0")},
 	})
-	wantOnly(t, b.h, final, map[string]string{KindRealTimeOrder: "s0: w0-0 was acknowledged at 5 (op 1"})
+	wantOnly(t, b.h, final, map[string]string{
+		KindRealTimeOrder: "s0: w0-0 was acknowledged at 5 (op 1",
+		KindLinearizable:  "s0: no order of its operations fits an append-only log; the longest appends 0 of 3 records, then put w0-0",
+	})
 	if got := CheckRealTimeOrder(b.h, final); len(got) != 1 || !strings.Contains(got[0].Detail, "before w2-0 began") {
 		t.Errorf("want exactly the w2-0 anomaly, got %v", got)
 	}

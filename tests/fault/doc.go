@@ -5,8 +5,9 @@
 // history, and checkers read the whole history afterwards.
 //
 // The package itself holds what needs no cluster: the history format
-// (history.go), the checkers (check.go, each anomaly in its own function,
-// each tested on a crafted history that contains it) and the run report
+// (history.go), the checkers (check.go, and linearizable.go for porcupine;
+// each anomaly in its own function, each tested on a crafted history that
+// contains it) and the run report
 // (report.go, availability per fault and a latency plot). The driver that
 // needs docker, the workload and the nemeses are tests behind the build tag
 // fault (fault_test.go and its neighbours):

@@ -25,6 +25,8 @@ import (
 //	RIFFLE_FAULT_NEMESES   the soak's nemeses, comma-separated (default all)
 //	RIFFLE_FAULT_RESULTS   directory for each run's results (default ./results)
 //	RIFFLE_FAULT_KEEP      1 keeps the history of a passing run too
+//	RIFFLE_FAULT_LIN_TIMEOUT  the linearizability check's time per shard (default 10s)
+//	RIFFLE_FAULT_LIN_MAX_OPS  shards with more operations are not checked for it (default 100000)
 
 // Timing of a run: clients warm up before the first fault, and each fault
 // is followed by a quiet period that shows whether writes came back.
@@ -175,7 +177,7 @@ func runFaults(t *testing.T, name string, next schedule) {
 		t.Errorf("history file: %v", err)
 	}
 
-	anomalies := CheckAll(h, final)
+	anomalies, lin := CheckRun(h, final, linearizabilityBudget(t))
 	for _, n := range sortedKeys(unread) {
 		// Every record looks lost from a node never read: say why first.
 		recovery = append(recovery, Anomaly{"recovery", fmt.Sprintf("final reads: nothing read from %s: %v", n, unread[n])})
@@ -185,7 +187,7 @@ func runFaults(t *testing.T, name string, next schedule) {
 	}
 	var report bytes.Buffer
 	fmt.Fprintf(&report, "fault run %s, stream %s\n", name, w.stream)
-	WriteReport(&report, seed, h, anomalies)
+	WriteReport(&report, seed, h, anomalies, lin)
 	os.WriteFile(filepath.Join(dir, "report.txt"), report.Bytes(), 0o644)
 	if err := PlotLatency(filepath.Join(dir, "latency.png"), h); err != nil {
 		t.Logf("plot: %v", err)
@@ -205,4 +207,25 @@ func runFaults(t *testing.T, name string, next schedule) {
 		os.Remove(filepath.Join(dir, "history.jsonl"))
 	}
 	t.Logf("no anomaly; report and latency plot in %s", dir)
+}
+
+// linearizabilityBudget is the default, or what RIFFLE_FAULT_LIN_TIMEOUT
+// and RIFFLE_FAULT_LIN_MAX_OPS set.
+func linearizabilityBudget(t *testing.T) LinearizabilityBudget {
+	b := DefaultLinearizabilityBudget
+	if s := os.Getenv("RIFFLE_FAULT_LIN_TIMEOUT"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("RIFFLE_FAULT_LIN_TIMEOUT: %v", err)
+		}
+		b.Timeout = d
+	}
+	if s := os.Getenv("RIFFLE_FAULT_LIN_MAX_OPS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatalf("RIFFLE_FAULT_LIN_MAX_OPS: %v", err)
+		}
+		b.MaxOps = n
+	}
+	return b
 }

@@ -152,8 +152,9 @@ func (h History) Counts() map[string]map[OpType]int {
 
 // WriteReport writes a run's report: the seed, the fault timeline, the
 // operation counts, availability around each fault, the worst
-// unavailability per fault kind, and every anomaly with examples.
-func WriteReport(w io.Writer, seed int64, h History, anomalies map[string][]Anomaly) {
+// unavailability per fault kind, which shards the linearizability check
+// decided, and every anomaly with examples.
+func WriteReport(w io.Writer, seed int64, h History, anomalies map[string][]Anomaly, lin LinearizabilityReport) {
 	fmt.Fprintf(w, "seed %d\n", seed)
 	var start time.Time
 	if len(h) > 0 {
@@ -185,6 +186,7 @@ func WriteReport(w io.Writer, seed int64, h History, anomalies map[string][]Anom
 		fmt.Fprintf(w, "  %-20s %v\n", k, worst[k].Round(10*time.Millisecond))
 	}
 
+	fmt.Fprintln(w, lin)
 	total := 0
 	for _, as := range anomalies {
 		total += len(as)

@@ -53,8 +53,11 @@ func TestAvailabilityAroundAFault(t *testing.T) {
 		t.Errorf("unavailability %v, want 2s", got)
 	}
 	var report bytes.Buffer
-	WriteReport(&report, 42, b.h, map[string][]Anomaly{KindLost: {{KindLost, "middle: value x"}}})
-	for _, want := range []string{"seed 42", "put", "kill-one n2", "kill-one             2s", "anomalies: 1", "middle: value x"} {
+	lin := LinearizabilityReport{Budget: LinearizabilityBudget{MaxOps: 10, Timeout: time.Second},
+		Linearizable: []string{"s0", "s1"}, TooLarge: []string{"s2"}, TimedOut: []string{"s3"}}
+	WriteReport(&report, 42, b.h, map[string][]Anomaly{KindLost: {{KindLost, "middle: value x"}}}, lin)
+	for _, want := range []string{"seed 42", "put", "kill-one n2", "kill-one             2s", "anomalies: 1", "middle: value x",
+		"linearizability: 2 shards linearizable, 0 not; 1 too large to check (over 10 operations): s2; 1 undecided after 1s each: s3"} {
 		if !strings.Contains(report.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, report.String())
 		}
