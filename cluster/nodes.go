@@ -241,12 +241,53 @@ func (h *Host) UndrainNode(ctx context.Context, id string) error {
 }
 
 // placementNodes are the nodes new replicas go to: alive and not draining
-// (all alive ones if every one is draining, so creation still works).
-func (h *Host) placementNodes(st *State) []string {
+// (all alive ones if every one is draining, so creation still works). Absent
+// are the members gossip knows but does not count alive now, and that are
+// not draining: they fill a new shard's replica set when too few nodes are
+// alive (place).
+func (h *Host) placementNodes(st *State) (nodes, absent []string) {
 	alive := h.opts.Membership.Alive()
-	out := slices.DeleteFunc(slices.Clone(alive), st.IsDraining)
-	if len(out) == 0 {
-		return alive
+	nodes = slices.DeleteFunc(slices.Clone(alive), st.IsDraining)
+	if len(nodes) == 0 {
+		nodes = alive
+	}
+	for _, m := range h.opts.Membership.Members() {
+		if !m.Alive && !st.IsDraining(m.ID) {
+			absent = append(absent, m.ID)
+		}
+	}
+	return nodes, absent
+}
+
+// replicationFactor is how many replicas a new shard gets, when the
+// cluster has that many nodes.
+const replicationFactor = 3
+
+// place chooses the replicas of n new shards: replicationFactor of the
+// placement nodes, spread by load, and when fewer are alive, absent members
+// for the rest. A shard placed during a fault thus keeps its full
+// replication: its group runs on the live majority, and the absent
+// replica starts and catches up when its node returns (or is rebuilt
+// elsewhere once that node is dead past the grace period). Placing it on
+// the live nodes alone would leave it with two replicas (or one) for
+// good: a fault run's split during a partition did that. With a majority
+// absent the new shard has no leader until one returns: unavailable
+// rather than acknowledging writes on fewer replicas than asked.
+func (h *Host) place(st *State, n int) [][]string {
+	nodes, absent := h.placementNodes(st)
+	return placeFilling(nodes, absent, st.Load(), n)
+}
+
+// placeFilling is place's choice: from nodes, then from absent when nodes
+// are fewer than replicationFactor. The first replica, the preferred
+// leader, is always one of nodes.
+func placeFilling(nodes, absent []string, load Load, n int) [][]string {
+	out := PlaceReplicas(nodes, load, n, replicationFactor)
+	if missing := replicationFactor - len(nodes); missing > 0 && len(absent) > 0 {
+		fill := PlaceReplicas(absent, load, n, missing)
+		for i := range out {
+			out[i] = append(out[i], fill[i]...)
+		}
 	}
 	return out
 }

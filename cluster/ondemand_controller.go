@@ -201,10 +201,10 @@ func (h *Host) startOnDemandAction(s *Stream, a OnDemandAction) {
 	var cmd Command
 	if a.Split != nil {
 		cmd.SplitShard = &SplitShardCmd{Name: s.Name, Shard: a.Split.Shard, NewStartingHashKey: a.Split.Key, OnDemand: true,
-			Placement: PlaceReplicas(h.opts.Membership.Alive(), st.Load(), 2, 3)}
+			Placement: h.place(st, 2)}
 	} else {
 		cmd.MergeShards = &MergeShardsCmd{Name: s.Name, Shard: a.Merge.Shard, Adjacent: a.Merge.Adjacent, OnDemand: true,
-			Placement: PlaceReplicas(h.opts.Membership.Alive(), st.Load(), 1, 3)}
+			Placement: h.place(st, 1)}
 	}
 	ctx, cancel := context.WithTimeout(h.ctx, sealWait)
 	err := h.ProposeMeta(ctx, cmd)

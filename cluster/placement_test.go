@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 )
 
@@ -53,5 +54,31 @@ func TestPlaceReplicasSpreadsReplicasAndLeaders(t *testing.T) {
 	got := PlaceReplicas([]string{"n1", "n2", "n3", "n4"}, Load{Replicas: map[string]int{"n1": 5, "n2": 5, "n3": 5}}, 1, 3)
 	if got[0][0] != "n4" {
 		t.Errorf("least loaded node not first: %v", got[0])
+	}
+}
+
+// TestPlaceFillsFromAbsentNodes: a shard placed while a node is down keeps
+// three replicas, the absent node among them but never as the preferred
+// leader; with enough live nodes the absent ones are not used; a cluster
+// that never had three nodes places on what it has.
+func TestPlaceFillsFromAbsentNodes(t *testing.T) {
+	got := placeFilling([]string{"n1", "n3"}, []string{"n2"}, Load{}, 4)
+	for i, r := range got {
+		if len(r) != 3 || !slices.Contains(r, "n2") || r[0] == "n2" {
+			t.Fatalf("shard %d placed on %v, want n1, n3 and n2, n2 not first", i, r)
+		}
+	}
+	got = placeFilling([]string{"n1", "n3", "n4"}, []string{"n2"}, Load{}, 4)
+	for i, r := range got {
+		if len(r) != 3 || slices.Contains(r, "n2") {
+			t.Fatalf("shard %d placed on %v with three live nodes, want the absent n2 left out", i, r)
+		}
+	}
+	got = placeFilling([]string{"n1"}, []string{"n2", "n3"}, Load{}, 1)
+	if len(got[0]) != 3 || got[0][0] != "n1" {
+		t.Fatalf("one live node of three: placed on %v, want n1 first and both absent nodes", got[0])
+	}
+	if got := placeFilling([]string{"n1", "n2"}, nil, Load{}, 2); len(got[0]) != 2 || len(got[1]) != 2 {
+		t.Fatalf("a two-node cluster: placed on %v, want both nodes", got)
 	}
 }

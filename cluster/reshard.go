@@ -278,7 +278,7 @@ func (h *Host) SplitShard(ctx context.Context, name, shard, key string) error {
 		return err
 	}
 	c := SplitShardCmd{Name: name, Shard: shard, NewStartingHashKey: key,
-		Placement: PlaceReplicas(h.placementNodes(st), st.Load(), 2, 3)}
+		Placement: h.place(st, 2)}
 	return h.ProposeMeta(ctx, Command{SplitShard: &c})
 }
 
@@ -290,7 +290,7 @@ func (h *Host) MergeShards(ctx context.Context, name, shard, adjacent string) er
 		return err
 	}
 	c := MergeShardsCmd{Name: name, Shard: shard, Adjacent: adjacent,
-		Placement: PlaceReplicas(h.placementNodes(st), st.Load(), 1, 3)}
+		Placement: h.place(st, 1)}
 	return h.ProposeMeta(ctx, Command{MergeShards: &c})
 }
 

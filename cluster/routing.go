@@ -201,7 +201,7 @@ func retryDelay(attempt int) time.Duration {
 // CreateStream places a new stream's shards on live nodes and proposes it.
 func (h *Host) CreateStream(ctx context.Context, c CreateStreamCmd) error {
 	st := h.meta.State()
-	c.Placement = PlaceReplicas(h.placementNodes(st), st.Load(), c.ShardCount, 3)
+	c.Placement = h.place(st, c.ShardCount)
 	return h.ProposeMeta(ctx, Command{CreateStream: &c})
 }
 

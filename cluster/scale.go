@@ -281,7 +281,7 @@ func (h *Host) advanceScaling(ctx context.Context) {
 		}
 		cmd := ScaleStepCmd{StreamID: s.ID, Splits: splits, Merges: merges}
 		if n := 2*len(splits) + len(merges); n > 0 {
-			cmd.Placement = PlaceReplicas(h.placementNodes(st), st.Load(), n, 3)
+			cmd.Placement = h.place(st, n)
 		}
 		pctx, cancel := context.WithTimeout(ctx, sealWait)
 		err = h.ProposeMeta(pctx, Command{ScaleStep: &cmd})

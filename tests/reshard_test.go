@@ -648,3 +648,73 @@ func TestReshardSurvivesMetadataLeaderKill(t *testing.T) {
 		t.Error("no write acknowledged by a child")
 	}
 }
+
+// TestSplitWhileNodeDownKeepsThreeReplicas: children of a split made while
+// one of three nodes is down are placed on all three, the absent node
+// included, so they keep three replicas; they take writes on the two live
+// ones, and the node, once back, runs its replicas of them and serves
+// every record. A fault run's split during a partition placed children on
+// the two nodes it saw alive, leaving them with two replicas for good.
+func TestSplitWhileNodeDownKeepsThreeReplicas(t *testing.T) {
+	c := startClusterOpts(t, &testCluster{t: t, expect: 3, raft: steadyRaft})
+	killAtEnd(t, c)
+	ctx := context.Background()
+	const stream = "absent"
+	createStream(t, c.nodes[0].client, stream, 1)
+	c.kill(2)
+	waitFor(t, 30*time.Second, "n1 and n2 count n3 dead", func() error {
+		for _, i := range []int{0, 1} {
+			for _, n := range c.nodes[i].Host().Nodes() {
+				if n.ID == "n3" && n.Alive {
+					return fmt.Errorf("n%d counts n3 alive", i+1)
+				}
+			}
+		}
+		return nil
+	})
+	mid := new(big.Int).Lsh(big.NewInt(1), 127).String()
+	waitFor(t, 20*time.Second, "SplitShard", func() error {
+		_, err := c.nodes[0].client.SplitShard(ctx, &rifflev1.SplitShardRequest{StreamName: stream,
+			ShardToSplit: "shardId-000000000000", NewStartingHashKey: mid})
+		return err
+	})
+	waitActive(t, c.nodes[0].client, stream)
+	st := c.nodes[0].Host().Meta().State().Streams[stream]
+	var children []*cluster.Shard
+	for _, sh := range st.Shards {
+		if sh.Open() {
+			children = append(children, sh)
+			if len(sh.Replicas) != 3 || !slices.Contains(sh.Replicas, "n3") || sh.Replicas[0] == "n3" {
+				t.Errorf("%s placed on %v while n3 was down; want three replicas, n3 among them but not first", sh.ID(), sh.Replicas)
+			}
+		}
+	}
+	if len(children) != 2 {
+		t.Fatalf("%d open shards after the split, want 2", len(children))
+	}
+
+	var acks []ack
+	for i := 0; i < 200; i++ {
+		key := fmt.Sprintf("k-%d", i)
+		waitFor(t, 20*time.Second, "put "+key, func() error {
+			out, err := c.nodes[i%2].client.PutRecord(ctx, &rifflev1.PutRecordRequest{StreamName: stream, PartitionKey: key, Data: []byte(key)})
+			if err == nil {
+				acks = append(acks, ack{out.ShardId, out.SequenceNumber, key})
+			} else if !retryable(err) {
+				t.Fatalf("put %s: %v", key, err)
+			}
+			return err
+		})
+	}
+	c.restart(2)
+	waitFor(t, 30*time.Second, "n3 runs its replicas of both children", func() error {
+		st := c.nodes[2].Host().Meta().State().Streams[stream]
+		for _, sh := range children {
+			if _, err := c.nodes[2].Host().Shard(st, sh); err != nil {
+				return fmt.Errorf("%s: %w", sh.ID(), err)
+			}
+		}
+		return nil
+	})
+	sameEverywhere(t, c, stream, []int{0, 1, 2}, acks)
+}
