@@ -1,6 +1,7 @@
 package fault
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -101,4 +102,66 @@ func flipByteAt(path string, pos int64, mask byte) error {
 		_, err = f.WriteAt(b, pos)
 	}
 	return errors.Join(err, f.Close())
+}
+
+// raftFrameHeader is the shard raft log's frame header: payload length and
+// CRC-32C, 4 bytes each (shardlog/raftlog.go).
+const raftFrameHeader = 8
+
+// corruptRaftLog damages the raft log of one shard replica of the stopped
+// node: one byte of the first entry of a raftlog file that holds a later
+// entry too, so the damage is inside the log, not a torn tail a crash
+// could leave (which the store cuts, since raft acknowledged nothing in
+// it). The node must refuse to start that replica (it could vote and lead
+// with a log missing entries it acknowledged) and the cluster must rebuild
+// it on a node holding none of the shard. It returns the replica's group
+// id (its directory under shards/) and what it did; "" when no replica has
+// such a file.
+func corruptRaftLog(dataDir string, rng *rand.Rand) (group, did string, err error) {
+	files, err := filepath.Glob(filepath.Join(dataDir, "shards", "*", "raftlog", "*.raftlog"))
+	if err != nil {
+		return "", "", err
+	}
+	slices.Sort(files)
+	rng.Shuffle(len(files), func(i, j int) { files[i], files[j] = files[j], files[i] })
+	for _, path := range files {
+		first, size, err := firstFrame(path)
+		if err != nil {
+			return "", "", err
+		}
+		if first == 0 || raftFrameHeader+first+raftFrameHeader > size {
+			continue // empty, or one entry only
+		}
+		pos := raftFrameHeader + rng.Int64N(first)
+		if err := flipByteAt(path, pos, byte(1+rng.IntN(255))); err != nil {
+			return "", "", err
+		}
+		rel, _ := filepath.Rel(dataDir, path)
+		group = filepath.Base(filepath.Dir(filepath.Dir(path)))
+		return group, fmt.Sprintf("%s: byte %d of its first entry flipped", rel, pos), nil
+	}
+	return "", "", nil
+}
+
+// firstFrame returns the payload length of a raftlog file's first frame
+// (0 when the file has none) and the file's size.
+func firstFrame(path string) (length, size int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return 0, 0, err
+	}
+	var hdr [raftFrameHeader]byte
+	if _, err := f.ReadAt(hdr[:], 0); err != nil {
+		return 0, info.Size(), nil
+	}
+	n := int64(binary.LittleEndian.Uint32(hdr[0:4]))
+	if raftFrameHeader+n > info.Size() {
+		return 0, info.Size(), nil
+	}
+	return n, info.Size(), nil
 }

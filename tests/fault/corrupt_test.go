@@ -2,11 +2,16 @@ package fault
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/riffle-streams/riffle/shardlog"
 )
 
 // TestCorruptSegments checks the corrupt-files nemesis's file damage on a
@@ -98,5 +103,45 @@ func TestCorruptSegments(t *testing.T) {
 	empty := t.TempDir()
 	if did, err := corruptSegments(empty, rand.New(rand.NewPCG(1, 1)), 3); err != nil || len(did) != 0 {
 		t.Fatalf("no shards: %v, %v", did, err)
+	}
+}
+
+// TestCorruptRaftLog checks the raft-log damage on logs written by the
+// real store: a replica with a single entry is left alone (its only
+// frame is the tail), and a damaged log is one the store refuses to open
+// as corrupt, rather than cutting it as a torn tail.
+func TestCorruptRaftLog(t *testing.T) {
+	dir := t.TempDir()
+	write := func(group string, entries int) {
+		l, err := shardlog.OpenRaftLog(filepath.Join(dir, "shards", group, shardlog.RaftLogDir), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i <= entries; i++ {
+			if err := l.StoreLogs([]*raft.Log{{Index: uint64(i), Term: 1, Type: raft.LogCommand, Data: bytes.Repeat([]byte{byte(i)}, 100)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("s1-0", 1)
+	rng := rand.New(rand.NewPCG(3, 3))
+	if group, did, err := corruptRaftLog(dir, rng); err != nil || group != "" {
+		t.Fatalf("a one-entry log was damaged: %q %q %v", group, did, err)
+	}
+	write("s1-1", 5)
+	group, did, err := corruptRaftLog(dir, rng)
+	if err != nil || group != "s1-1" {
+		t.Fatalf("corruptRaftLog = %q %q %v, want group s1-1", group, did, err)
+	}
+	if _, err := shardlog.OpenRaftLog(filepath.Join(dir, "shards", "s1-1", shardlog.RaftLogDir), nil); !errors.Is(err, shardlog.ErrRaftLogCorrupt) {
+		t.Fatalf("opening the damaged log (%s): %v, want ErrRaftLogCorrupt", did, err)
+	}
+	if l, err := shardlog.OpenRaftLog(filepath.Join(dir, "shards", "s1-0", shardlog.RaftLogDir), nil); err != nil {
+		t.Fatalf("the untouched log does not open: %v", err)
+	} else {
+		l.Close()
 	}
 }

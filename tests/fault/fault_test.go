@@ -50,6 +50,9 @@ var soakKinds = []string{
 	"partition-isolate", "partition-bridge", "partition-oneway", "kill-isolated",
 	"slow-link", "packet-loss", "clock-jump", "reshard",
 	"corrupt-files",
+	// Twice a round: a round brings the spare in and then (at random)
+	// drains it out or drains and undrains one of the three.
+	"membership", "membership",
 }
 
 // TestFaultCI is the CI-sized run (about three minutes): the workload on
@@ -169,6 +172,17 @@ func runFaults(t *testing.T, name string, next schedule) {
 	}
 	stopClients()
 	w.wait()
+	if spareIn.Load() {
+		// The spare holds replicas: its reads are judged too.
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		cl, err := dialNode(dctx, spareNode)
+		cancel()
+		if err != nil {
+			recovery = append(recovery, Anomaly{"recovery", fmt.Sprintf("final reads: dial %s: %v", spareNode.service, err)})
+		} else {
+			w.clients[spareNode.service] = cl
+		}
+	}
 	h := rec.History()
 	t.Logf("clients stopped after %d history entries; final reads", len(h))
 	final, unread := w.finalReads(ctx, h, finalTimeout)

@@ -31,9 +31,10 @@ const pauseHold = 8 * time.Second
 
 func pick(rng *rand.Rand, xs []string) string { return xs[rng.IntN(len(xs))] }
 
+// others are the member nodes but one.
 func others(node string) []string {
 	var out []string
-	for _, n := range nodeNames() {
+	for _, n := range faultNodeNames() {
 		if n != node {
 			out = append(out, n)
 		}
@@ -63,13 +64,13 @@ func leaderOr(rng *rand.Rand, find func() string) string {
 	if n := find(); n != "" {
 		return n
 	}
-	return pick(rng, nodeNames())
+	return pick(rng, faultNodeNames())
 }
 
 // nemeses are every fault the harness injects, by kind.
 var nemeses = map[string]nemesis{
 	"kill-one": {kind: "kill-one", hold: 8 * time.Second, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
-		n := pick(rng, nodeNames())
+		n := pick(rng, faultNodeNames())
 		heal, err := killNodes(c, []string{n})
 		return "kill-one " + n, heal, err
 	}},
@@ -84,16 +85,16 @@ var nemeses = map[string]nemesis{
 		return "kill-shard-leader " + n, heal, err
 	}},
 	"kill-majority": {kind: "kill-majority", hold: 8 * time.Second, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
-		nodes := others(pick(rng, nodeNames()))
+		nodes := others(pick(rng, faultNodeNames()))
 		heal, err := killNodes(c, nodes)
 		return "kill-majority " + strings.Join(nodes, ","), heal, err
 	}},
 	"kill-all": {kind: "kill-all", hold: 5 * time.Second, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
-		heal, err := killNodes(c, nodeNames())
+		heal, err := killNodes(c, faultNodeNames())
 		return "kill-all", heal, err
 	}},
 	"pause-one": {kind: "pause-one", hold: pauseHold, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
-		n := pick(rng, nodeNames())
+		n := pick(rng, faultNodeNames())
 		return "pause-one " + n, func() error { return c.unpause(n) }, c.pause(n)
 	}},
 	"pause-leader": {kind: "pause-leader", hold: pauseHold, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
@@ -103,7 +104,7 @@ var nemeses = map[string]nemesis{
 	// One node cut off from both others, both ways: with three nodes this
 	// is also the majority/minority split.
 	"partition-isolate": {kind: "partition-isolate", hold: 12 * time.Second, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
-		n := pick(rng, nodeNames())
+		n := pick(rng, faultNodeNames())
 		drops := map[string][]string{n: others(n)}
 		for _, o := range others(n) {
 			drops[o] = []string{n}
@@ -114,7 +115,7 @@ var nemeses = map[string]nemesis{
 	// its new network namespace gets the rules again (applyNet on start),
 	// so it comes back still cut off, with its raft state from disk.
 	"kill-isolated": {kind: "kill-isolated", hold: 12 * time.Second, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
-		n := pick(rng, nodeNames())
+		n := pick(rng, faultNodeNames())
 		drops := map[string][]string{n: others(n)}
 		for _, o := range others(n) {
 			drops[o] = []string{n}
@@ -125,7 +126,7 @@ var nemeses = map[string]nemesis{
 	// Two nodes cut from each other, both still seeing the third: each
 	// side sees a different majority, with the bridge in both.
 	"partition-bridge": {kind: "partition-bridge", hold: 12 * time.Second, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
-		bridge := pick(rng, nodeNames())
+		bridge := pick(rng, faultNodeNames())
 		o := others(bridge)
 		drops := map[string][]string{o[0]: {o[1]}, o[1]: {o[0]}}
 		return fmt.Sprintf("partition-bridge %s-x-%s via %s", o[0], o[1], bridge), healNet(c), c.setNet(netFaults{drops: drops})
@@ -133,7 +134,7 @@ var nemeses = map[string]nemesis{
 	// One node hears nobody, while everybody hears it: its heartbeats and
 	// votes go out, the answers never come back.
 	"partition-oneway": {kind: "partition-oneway", hold: 12 * time.Second, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
-		n := pick(rng, nodeNames())
+		n := pick(rng, faultNodeNames())
 		return "partition-oneway " + n + " deaf", healNet(c), c.setNet(netFaults{drops: map[string][]string{n: others(n)}})
 	}},
 	// A node killed, then some of its shard segment files damaged on disk
@@ -143,7 +144,7 @@ var nemeses = map[string]nemesis{
 	// (or replay them from raft) before serving them; the checkers find
 	// anything lost, changed or diverging.
 	"corrupt-files": {kind: "corrupt-files", hold: 8 * time.Second, inject: func(c *dockerCluster, rng *rand.Rand) (string, func() error, error) {
-		n := pick(rng, nodeNames())
+		n := pick(rng, faultNodeNames())
 		heal, err := killNodes(c, []string{n})
 		if err == nil {
 			err = c.waitStopped(n)
@@ -155,6 +156,24 @@ var nemeses = map[string]nemesis{
 		var did []string
 		if err == nil {
 			did, err = corruptSegments(dir, rng, 4)
+		}
+		// With the spare in, every shard has a node holding none of it, to
+		// rebuild a replica whose raft log is damaged on: half the time one
+		// is, and the fault heals once the node has refused that replica
+		// and the cluster has rebuilt it elsewhere.
+		if err == nil && spareIn.Load() && rng.IntN(2) == 0 {
+			var group, what string
+			group, what, err = corruptRaftLog(dir, rng)
+			if group != "" {
+				did = append(did, what)
+				start := heal
+				heal = func() error {
+					if err := start(); err != nil {
+						return err
+					}
+					return waitRebuilt(n, group)
+				}
+			}
 		}
 		return fmt.Sprintf("corrupt-files %s (%s)", n, strings.Join(did, "; ")), heal, err
 	}},
@@ -181,6 +200,35 @@ var nemeses = map[string]nemesis{
 		heal := func() error { return setClockOffset(n, 0) }
 		return fmt.Sprintf("clock-jump %s %+v", n, offset), heal, setClockOffset(n, offset)
 	}},
+}
+
+// waitRebuilt waits until node, started again with a damaged raft log in
+// its replica of group, has refused to start that replica (it is listed on
+// /debug/replicas/failed) and then no longer lists it: the replica was
+// rebuilt on another node and its data here deleted. The refusal must be
+// seen within a minute of the start, the rebuild within
+// membershipTimeout. The polls are 100 ms apart, so that a quick rebuild
+// is not missed between them.
+func waitRebuilt(node, group string) error {
+	seen := false
+	deadline := time.Now().Add(time.Minute)
+	for ; !seen; time.Sleep(100 * time.Millisecond) {
+		failed, err := failedReplicas(node)
+		seen = err == nil && failed[group] != ""
+		if !seen && time.Now().After(deadline) {
+			return fmt.Errorf("%s never refused its replica %s with a damaged raft log (last: %v %v)", node, group, failed, err)
+		}
+	}
+	return waitFor(context.Background(), membershipTimeout, func() error {
+		failed, err := failedReplicas(node)
+		if err != nil {
+			return err
+		}
+		if why := failed[group]; why != "" {
+			return fmt.Errorf("%s's replica %s is still failed, not rebuilt elsewhere: %s", node, group, why)
+		}
+		return nil
+	})
 }
 
 // The reshard nemesis injects other nemeses, so it joins the map after it

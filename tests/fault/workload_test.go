@@ -429,7 +429,8 @@ func (w *workload) allShards(ctx context.Context) []string {
 	return ids
 }
 
-// finalReads reads every shard from every node, again and again until
+// finalReads reads every shard from every node it has a client for (the
+// workload's three, and the spare when addSpare gave it one), again and again until
 // every node serves every acknowledged record and all agree, or timeout
 // passes: the checkers then judge the last reads. It also returns the
 // nodes no whole read ever succeeded from, with the last error: their
@@ -443,12 +444,13 @@ func (w *workload) finalReads(ctx context.Context, h History, timeout time.Durat
 		}
 	}
 	final := FinalReads{}
-	for _, n := range nodeNames() {
+	names := sortedKeys(w.clients) // the three, and the spare if it is in
+	for _, n := range names {
 		final[n] = map[string][]Rec{} // a node never read serves nothing
 	}
 	shards := w.allShards(ctx)
 	unread := map[string]error{}
-	for _, n := range nodeNames() {
+	for _, n := range names {
 		unread[n] = errors.New("never read")
 	}
 	waitFor(ctx, timeout, func() error {
@@ -477,7 +479,7 @@ func (w *workload) finalReads(ctx context.Context, h History, timeout time.Durat
 			}
 		}
 		for _, shard := range shards {
-			for _, n := range nodeNames()[1:] {
+			for _, n := range names[1:] {
 				if !slices.Equal(final[n][shard], final["n1"][shard]) {
 					return fmt.Errorf("%s differs on %s and n1", shard, n)
 				}
