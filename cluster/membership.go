@@ -84,6 +84,7 @@ type Membership struct {
 	members  map[string]Member
 	notify   chan struct{}
 	conflict error
+	refused  error // the last node of another cluster kept out (foreign)
 
 	reconnectEvery time.Duration
 
@@ -130,18 +131,28 @@ func StartMembership(opts MembershipOptions) (*Membership, error) {
 	cfg.Delegate = m.delegate
 	cfg.Events = (*memberEvents)(m)
 	cfg.Conflict = (*memberEvents)(m)
+	cfg.Merge = (*memberEvents)(m)
+	cfg.Alive = (*memberEvents)(m)
 	cfg.Logger = nil
 	cfg.LogOutput = shardlog.LogWriter(opts.Logger, "memberlist")
 	m.ml, err = memberlist.Create(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start gossip: %w", err)
 	}
-	m.wg.Add(1)
-	go m.reconnectLoop()
 	if len(opts.Join) > 0 {
 		// One attempt now: joining merges the peers' view, so a live node
 		// with our id shows up before this returns.
-		if n, _ := m.ml.Join(opts.Join); n > 0 {
+		n, _ := m.ml.Join(opts.Join)
+		m.mu.Lock()
+		refused := m.refused
+		m.mu.Unlock()
+		if n == 0 && refused != nil {
+			// The seeds are another cluster's: this data directory is
+			// not theirs (memberlist flattens the error, so it is kept).
+			m.ml.Shutdown()
+			return nil, refused
+		}
+		if n > 0 {
 			err := m.Conflict()
 			if err == nil {
 				err = m.checkCluster()
@@ -156,6 +167,8 @@ func StartMembership(opts MembershipOptions) (*Membership, error) {
 			go m.joinLoop()
 		}
 	}
+	m.wg.Add(1)
+	go m.reconnectLoop()
 	return m, nil
 }
 
@@ -380,6 +393,41 @@ func (e *memberEvents) NotifyConflict(existing, other *memberlist.Node) {
 	m.mu.Lock()
 	m.conflict = fmt.Errorf("%w: %s is alive at %s", ErrDuplicateNodeID, existing.Name, other.Address())
 	m.mu.Unlock()
+}
+
+// NotifyMerge refuses a state exchange (a join, or a reconnection) with
+// nodes of another cluster: an address this node once knew may belong to
+// another cluster's node now (a reused container or pod address, or a test
+// process's port), and merging would make one cluster of two.
+func (e *memberEvents) NotifyMerge(peers []*memberlist.Node) error {
+	for _, p := range peers {
+		if err := (*Membership)(e).foreign(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NotifyAlive keeps nodes of another cluster out when gossip brings them.
+func (e *memberEvents) NotifyAlive(p *memberlist.Node) error { return (*Membership)(e).foreign(p) }
+
+// foreign returns ErrForeignCluster when p gossips a cluster id that is not
+// this node's; a node that knows none yet (a new one) is not foreign.
+func (m *Membership) foreign(p *memberlist.Node) error {
+	ours := m.delegate.meta.Load().ClusterID
+	if ours == "" {
+		return nil
+	}
+	var theirs nodeMeta
+	_ = json.Unmarshal(p.Meta, &theirs)
+	if theirs.ClusterID != "" && theirs.ClusterID != ours {
+		err := fmt.Errorf("%w: node %s at %s is in cluster %s, this node in %s", ErrForeignCluster, p.Name, p.Address(), theirs.ClusterID, ours)
+		m.mu.Lock()
+		m.refused = err
+		m.mu.Unlock()
+		return err
+	}
+	return nil
 }
 
 // metaDelegate serves the node meta; Riffle gossips nothing else.

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -66,4 +67,33 @@ func member(m *Membership, id string) Member {
 		}
 	}
 	return Member{}
+}
+
+// TestMembershipRefusesAnotherCluster: a node of another cluster that
+// reaches this one (a reconnection to an address another cluster's node
+// took over, or a wrong seed) is refused, and neither side's members
+// change.
+func TestMembershipRefusesAnotherCluster(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	start := func(id, cluster string) *Membership {
+		t.Helper()
+		m, err := StartMembership(MembershipOptions{NodeID: id, BindAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:1", ClusterID: cluster, Fast: true, Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Shutdown() })
+		m.SetClusterID(cluster)
+		return m
+	}
+	a := start("a", "cluster-a")
+	b := start("b", "cluster-b")
+	if n, err := b.ml.Join([]string{fmt.Sprintf("127.0.0.1:%d", a.ml.LocalNode().Port)}); n > 0 || err == nil || !strings.Contains(err.Error(), ErrForeignCluster.Error()) {
+		t.Fatalf("b joined a's cluster: %d nodes reached, err %v; want refused with ErrForeignCluster", n, err)
+	}
+	if got := a.Alive(); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("a's members after the refused join: %v", got)
+	}
+	if got := b.Alive(); !slices.Equal(got, []string{"b"}) {
+		t.Fatalf("b's members after the refused join: %v", got)
+	}
 }
