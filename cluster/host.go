@@ -102,9 +102,11 @@ type Host struct {
 	// sealReports holds, per closed shard, the replica whose seal report
 	// is started, so each runs once; reconciler-owned.
 	sealReports map[string]*shardlog.Shard
-	// swept is set once the stray replicas found at start are removed;
-	// reconciler-owned.
-	swept bool
+	// swept is set once the stray replicas found at start are removed,
+	// which waits until this metadata replica was known current (isCurrent,
+	// metaCurrent but in tests); reconciler-owned.
+	swept     bool
+	isCurrent func() bool
 	// moveReports holds, per shard moving onto this node, the replica
 	// whose caught-up report is started; reconciler-owned.
 	moveReports map[string]*shardlog.Shard
@@ -175,6 +177,7 @@ func StartHost(opts HostOptions) (*Host, error) {
 		bulk:   &peerConns{dialOpts: opts.DialOptions, conns: map[string]*grpc.ClientConn{}},
 		shards: map[string]*shardlog.Shard{}, removing: map[string]bool{}, copies: map[string]bool{}, failed: map[string]error{}, rebuilds: map[string]bool{},
 		sealReports: map[string]*shardlog.Shard{}, moveReports: map[string]*shardlog.Shard{}}
+	h.isCurrent = h.metaCurrent
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.wg.Add(6)
 	go h.runOnDemand()

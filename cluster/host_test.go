@@ -167,3 +167,32 @@ func TestSweepRemovesStrayReplicas(t *testing.T) {
 		t.Errorf("held replica removed: %v", err)
 	}
 }
+
+// TestSweepWaitsForCurrentMetadata: until the metadata replica has been
+// known current since the start, reconciling a state in which a frozen
+// shard's replicas are all elsewhere deletes nothing; after a restart such
+// a state may be an old one, from before the shard's copy came here. The
+// host is not started: its reconciler is the test's goroutine.
+func TestSweepWaitsForCurrentMetadata(t *testing.T) {
+	h := &Host{opts: HostOptions{NodeID: "n1", DataDir: t.TempDir()}, logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		shards: map[string]*shardlog.Shard{}, removing: map[string]bool{}, copies: map[string]bool{}, failed: map[string]error{},
+		rebuilds: map[string]bool{}, sealReports: map[string]*shardlog.Shard{}, moveReports: map[string]*shardlog.Shard{},
+		isCurrent: func() bool { return false }}
+	frozen := &Shard{Index: 5, Replicas: []string{"elsewhere"}, Frozen: true}
+	s := &Stream{Name: "old", ID: 1, Status: StreamActive, Shards: []*Shard{frozen}, NextShardIndex: 6}
+	st := &State{Streams: map[string]*Stream{"old": s}, NextStreamID: 2}
+	dir := h.shardDir(s.GroupID(frozen))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h.reconcile(st)
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("a replica's directory was deleted on a state not known current: %v", err)
+	}
+	// The same state judged by the sweep itself: the directory goes, so
+	// the wait above is what kept it.
+	h.sweepShardDirs(st)
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("sweepShardDirs kept the directory of a shard frozen elsewhere: %v", err)
+	}
+}

@@ -56,7 +56,7 @@ func (h *Host) reconcile(st *State) {
 	// right after a restart, this replica may show the state of its last
 	// snapshot, in which replicas placed since do not exist yet (the fault
 	// run's kill-one deleted frozen replicas that way).
-	if !h.swept && h.metaCurrent() {
+	if !h.swept && h.isCurrent() {
 		h.sweepStrayReplicas(h.meta.State())
 		h.swept = true
 	}
@@ -128,7 +128,15 @@ func (h *Host) reconcile(st *State) {
 		}
 	}
 	h.forgetFailedOutside(live)
-	h.sweepShardDirs(st)
+	// This sweep deletes data too, so it waits for the same: a fault soak
+	// saw a node, replaying its metadata after a restart, pass through a
+	// state from before a frozen shard's copy was moved to it, judge its
+	// fresh copy "frozen elsewhere" and delete it; the shard then could
+	// not open there. Once the replica was known current, every later
+	// state is at least as new.
+	if h.swept {
+		h.sweepShardDirs(h.meta.State())
+	}
 }
 
 // metaCurrent reports whether this replica has applied everything the
