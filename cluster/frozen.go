@@ -99,8 +99,26 @@ func (h *Host) freezeReplica(s *Stream, sh *Shard, running *shardlog.Shard) {
 		}
 		h.opts.Transports.Release(gid)
 	}
+	h.mu.Lock()
+	copying := h.copies[gid]
+	h.mu.Unlock()
+	if copying {
+		return // a repair below is under way
+	}
 	dir := h.shardDir(gid)
 	f, err := shardlog.OpenFrozen(h.ctx, dir, h.shardFetcher(s, sh), h.logger.With("stream", s.Name, "shard", sh.ID()))
+	if errors.Is(err, shardlog.ErrNotSealed) {
+		// The replica here never learned its seal, or its directory is
+		// gone; the shard is sealed on its other replicas, so a copy of
+		// theirs replaces it (a raft group never runs for it again).
+		h.logger.Warn("frozen shard replica has no seal here; copying it from a peer", "stream", s.Name, "shard", sh.ID(), "group", gid)
+		h.mu.Lock()
+		h.copies[gid] = true
+		h.mu.Unlock()
+		h.wg.Add(1)
+		go h.copyFrozenReplica(s.ID, sh.Index, gid, sh.EndOffset, true)
+		return
+	}
 	if err != nil {
 		h.logger.Error("cannot open a frozen shard replica", "stream", s.Name, "shard", sh.ID(), "group", gid, "err", err)
 		return

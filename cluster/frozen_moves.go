@@ -160,7 +160,7 @@ func (h *Host) startFrozenCopy(s *Stream, sh *Shard) {
 	h.copies[gid] = true
 	h.mu.Unlock()
 	h.wg.Add(1)
-	go h.copyFrozenReplica(s.ID, sh.Index, gid, sh.EndOffset)
+	go h.copyFrozenReplica(s.ID, sh.Index, gid, sh.EndOffset, false)
 }
 
 // frozenCopyWanted reports whether the metadata still asks this node for
@@ -183,10 +183,32 @@ func (h *Host) frozenCopyWanted(streamID, index uint64) (peers []string, ok bool
 	return peers, true
 }
 
+// frozenRepairWanted reports whether the metadata still places a replica
+// of the frozen shard on this node, and which other replicas may serve it.
+func (h *Host) frozenRepairWanted(streamID, index uint64) (peers []string, ok bool) {
+	s, found := h.meta.State().StreamByID(streamID)
+	if !found || s.Status == StreamDeleting {
+		return nil, false
+	}
+	sh, found := s.ShardByIndex(index)
+	if !found || !sh.Frozen || !slices.Contains(sh.Replicas, h.opts.NodeID) {
+		return nil, false
+	}
+	alive := h.opts.Membership.Alive()
+	for _, n := range sh.Replicas {
+		if n != h.opts.NodeID && slices.Contains(alive, n) {
+			peers = append(peers, n)
+		}
+	}
+	return peers, true
+}
+
 // copyFrozenReplica fetches a frozen shard's records from a surviving
 // replica into a staging directory, moves it into place, opens it frozen
 // and reports the copy, retrying for as long as the metadata wants it.
-func (h *Host) copyFrozenReplica(streamID, index uint64, gid string, end uint64) {
+// With repair, the copy replaces a replica this node already holds in the
+// metadata but cannot open (freezeReplica), and nothing is reported.
+func (h *Host) copyFrozenReplica(streamID, index uint64, gid string, end uint64, repair bool) {
 	defer h.wg.Done()
 	defer func() {
 		h.mu.Lock()
@@ -204,7 +226,11 @@ func (h *Host) copyFrozenReplica(streamID, index uint64, gid string, end uint64)
 				return
 			}
 		}
-		peers, wanted := h.frozenCopyWanted(streamID, index)
+		wantedFn := h.frozenCopyWanted
+		if repair {
+			wantedFn = h.frozenRepairWanted
+		}
+		peers, wanted := wantedFn(streamID, index)
 		if !wanted {
 			os.RemoveAll(staging)
 			return
@@ -242,7 +268,10 @@ func (h *Host) copyFrozenReplica(streamID, index uint64, gid string, end uint64)
 		h.shards[gid] = f
 		h.mu.Unlock()
 		logger.Info("frozen replica copied from a peer", "records", end-f.Log().TrimOffset(),
-			"elapsed", time.Since(start).Round(time.Millisecond))
+			"elapsed", time.Since(start).Round(time.Millisecond), "repair", repair)
+		if repair {
+			return
+		}
 		h.proposeUntilDone(h.ctx, Command{FrozenCopied: &FrozenCopiedCmd{StreamID: streamID, ShardIndex: index, To: h.opts.NodeID}})
 		return
 	}
