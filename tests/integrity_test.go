@@ -253,23 +253,7 @@ func TestDamagedFrozenReplicaRepairedFromPeers(t *testing.T) {
 	}
 	c := startIntegrityCluster(t, 1<<10)
 	acked := writeIntegrityRecords(t, c.nodes, "frozen", 30)
-	if _, err := c.nodes[0].client.SplitShard(context.Background(), &rifflev1.SplitShardRequest{StreamName: integrityStream,
-		ShardToSplit: "shardId-000000000000", NewStartingHashKey: "170141183460469231731687303715884105728"}); err != nil {
-		t.Fatalf("SplitShard: %v", err)
-	}
-	gid := integrityGroup(t, c.nodes[0])
-	waitFrozen := func() {
-		t.Helper()
-		waitFor(t, 30*time.Second, "the parent frozen on every node", func() error {
-			for i, n := range c.nodes {
-				if !n.Host().IsFrozen(gid) {
-					return fmt.Errorf("n%d: not frozen", i+1)
-				}
-			}
-			return nil
-		})
-	}
-	waitFrozen()
+	waitFrozen := splitAndFreeze(t, c)
 	segs := localShard(c.nodes[2], integrityStream, 0).Log().Segments()
 	if len(segs) < 4 {
 		t.Fatalf("n3's frozen replica has %d segments; the test needs several", len(segs))
@@ -283,23 +267,17 @@ func TestDamagedFrozenReplicaRepairedFromPeers(t *testing.T) {
 	sameReplica(t, localShard(c.nodes[2], integrityStream, 0).Log(), ref, acked)
 }
 
-// TestLostFrozenReplicaCopiedFromPeers: a node that holds a frozen shard
-// in the metadata but finds no sealed replica of it on disk (its directory
-// gone, as a sweep over a stale metadata state once deleted it in a fault
-// soak) copies it from a peer and serves it, instead of failing to open it
-// for good.
-func TestLostFrozenReplicaCopiedFromPeers(t *testing.T) {
-	if testing.Short() {
-		t.Skip("three nodes")
-	}
-	c := startIntegrityCluster(t, 1<<10)
-	acked := writeIntegrityRecords(t, c.nodes, "lost", 30)
+// splitAndFreeze splits the integrity stream's only shard, waits until the
+// parent is frozen on every node and returns that wait, for again after a
+// restart.
+func splitAndFreeze(t *testing.T, c *testCluster) (waitFrozen func()) {
+	t.Helper()
 	if _, err := c.nodes[0].client.SplitShard(context.Background(), &rifflev1.SplitShardRequest{StreamName: integrityStream,
 		ShardToSplit: "shardId-000000000000", NewStartingHashKey: "170141183460469231731687303715884105728"}); err != nil {
 		t.Fatalf("SplitShard: %v", err)
 	}
 	gid := integrityGroup(t, c.nodes[0])
-	waitFrozen := func() {
+	waitFrozen = func() {
 		t.Helper()
 		waitFor(t, 30*time.Second, "the parent frozen on every node", func() error {
 			for i, n := range c.nodes {
@@ -311,6 +289,21 @@ func TestLostFrozenReplicaCopiedFromPeers(t *testing.T) {
 		})
 	}
 	waitFrozen()
+	return waitFrozen
+}
+
+// TestLostFrozenReplicaCopiedFromPeers: a node that holds a frozen shard
+// in the metadata but finds no sealed replica of it on disk (its directory
+// gone, as a sweep over a stale metadata state once deleted it in a fault
+// soak) copies it from a peer and serves it, instead of failing to open it
+// for good.
+func TestLostFrozenReplicaCopiedFromPeers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three nodes")
+	}
+	c := startIntegrityCluster(t, 1<<10)
+	acked := writeIntegrityRecords(t, c.nodes, "lost", 30)
+	waitFrozen := splitAndFreeze(t, c)
 	dir := filepath.Dir(filepath.Dir(localShard(c.nodes[2], integrityStream, 0).Log().Segments()[0].Path))
 	c.kill(2)
 	if err := os.RemoveAll(dir); err != nil {

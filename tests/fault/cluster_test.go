@@ -441,8 +441,8 @@ func dialNode(ctx context.Context, n clusterNode) (*client.Client, error) {
 	})))
 }
 
-// serving asks a node's gRPC health service once.
-func serving(ctx context.Context, n clusterNode) error {
+// askNode makes one call on a fresh connection to node n, within 3 s.
+func askNode(ctx context.Context, n clusterNode, call func(context.Context, *client.Client) error) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	cl, err := client.Dial(ctx, []string{n.addr})
@@ -450,14 +450,21 @@ func serving(ctx context.Context, n clusterNode) error {
 		return err
 	}
 	defer cl.Close()
-	resp, err := healthpb.NewHealthClient(cl.Conn()).Check(ctx, &healthpb.HealthCheckRequest{})
-	if err != nil {
-		return err
-	}
-	if s := resp.GetStatus(); s != healthpb.HealthCheckResponse_SERVING {
-		return fmt.Errorf("health %v", s)
-	}
-	return nil
+	return call(ctx, cl)
+}
+
+// serving asks a node's gRPC health service once.
+func serving(ctx context.Context, n clusterNode) error {
+	return askNode(ctx, n, func(ctx context.Context, cl *client.Client) error {
+		resp, err := healthpb.NewHealthClient(cl.Conn()).Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return err
+		}
+		if s := resp.GetStatus(); s != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("health %v", s)
+		}
+		return nil
+	})
 }
 
 // waitFor polls cond until it returns nil or timeout passes, returning its
@@ -509,27 +516,22 @@ func waitAllServing(ctx context.Context, timeout time.Duration) error {
 // seesAllAlive asks node n's ListNodes whether it counts every one of
 // members alive.
 func seesAllAlive(ctx context.Context, n clusterNode, members []clusterNode) error {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	cl, err := client.Dial(ctx, []string{n.addr})
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	out, err := rifflev1.NewNodesClient(cl.Conn()).ListNodes(ctx, &rifflev1.ListNodesRequest{})
-	if err != nil {
-		return err
-	}
-	alive := map[string]bool{}
-	for _, d := range out.GetNodes() {
-		alive[d.GetNodeId()] = d.GetAlive()
-	}
-	for _, m := range members {
-		if !alive[m.service] {
-			return fmt.Errorf("gossip counts %s not alive", m.service)
+	return askNode(ctx, n, func(ctx context.Context, cl *client.Client) error {
+		out, err := rifflev1.NewNodesClient(cl.Conn()).ListNodes(ctx, &rifflev1.ListNodesRequest{})
+		if err != nil {
+			return err
 		}
-	}
-	return nil
+		alive := map[string]bool{}
+		for _, d := range out.GetNodes() {
+			alive[d.GetNodeId()] = d.GetAlive()
+		}
+		for _, m := range members {
+			if !alive[m.service] {
+				return fmt.Errorf("gossip counts %s not alive", m.service)
+			}
+		}
+		return nil
+	})
 }
 
 // saveEvidence copies every node's log and data directory into dir, for a
