@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -212,11 +213,18 @@ func (h *Host) Shard(s *Stream, sh *Shard) (*shardlog.Shard, error) {
 	return nil, ErrNoReplica
 }
 
-// ShardsReady reports whether the metadata replica has caught up and every
-// replica the metadata assigns to this node runs and knows its leader.
-func (h *Host) ShardsReady() bool {
+// NotReady says why the node cannot serve yet, or returns nil: the
+// metadata group must have a leader that has replayed its whole log, the
+// cluster identity must be known, this metadata replica must have applied
+// what it knows committed, and every replica the metadata assigns to this
+// node must run and know its leader.
+func (h *Host) NotReady() error {
+	if err := h.metaNotReady(); err != nil {
+		return err
+	}
 	if !h.metaCaughtUp() {
-		return false
+		stats := h.meta.Raft().Stats()
+		return fmt.Errorf("metadata replica applied %s of %s committed entries", stats["applied_index"], stats["commit_index"])
 	}
 	st := h.meta.State()
 	h.mu.RLock()
@@ -229,22 +237,39 @@ func (h *Host) ShardsReady() bool {
 			if !slices.Contains(sh.Replicas, h.opts.NodeID) {
 				continue
 			}
+			gid := s.GroupID(sh)
+			r := h.shards[gid]
+			if r == nil {
+				if reason, failed := h.failed[gid]; failed {
+					return fmt.Errorf("replica %s failed: %s", gid, reason)
+				}
+				return fmt.Errorf("replica %s not running", gid)
+			}
 			// A frozen replica runs no group and has no leader to know.
-			if r := h.shards[s.GroupID(sh)]; r == nil || (r.Leader() == "" && r.Raft() != nil) {
-				return false
+			if r.Leader() == "" && r.Raft() != nil {
+				return fmt.Errorf("replica %s knows no leader", gid)
 			}
 		}
 	}
-	return true
+	return nil
 }
 
-// Ready reports whether the node can serve: the metadata group has a leader,
-// the cluster identity is known, and a leader has replayed its whole log.
-func (h *Host) Ready() bool {
-	if h.metaLeaderID() == "" || h.meta.State().ClusterID == "" {
-		return false
+// Ready reports whether the metadata group has a leader that has replayed
+// its whole log and the cluster identity is known; NotReady also checks
+// the shard replicas.
+func (h *Host) Ready() bool { return h.metaNotReady() == nil }
+
+func (h *Host) metaNotReady() error {
+	if h.metaLeaderID() == "" {
+		return errors.New("no metadata leader known")
 	}
-	return !h.meta.IsLeader() || h.caughtUp.Load()
+	if h.meta.State().ClusterID == "" {
+		return errors.New("cluster identity not known yet")
+	}
+	if h.meta.IsLeader() && !h.caughtUp.Load() {
+		return errors.New("metadata leader replaying its log")
+	}
+	return nil
 }
 
 func (h *Host) metaLeaderID() string {

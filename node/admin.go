@@ -16,8 +16,8 @@ func (n *Node) adminHandler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !n.Ready() {
-			http.Error(w, "not ready: no metadata leader yet", http.StatusServiceUnavailable)
+		if err := n.NotReady(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")

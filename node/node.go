@@ -226,9 +226,10 @@ func (n *Node) watchReadiness() {
 
 // Ready reports whether the node can serve requests: the metadata group
 // has a leader and an identity, and every local shard replica a leader.
-func (n *Node) Ready() bool {
-	return n.host.Ready() && n.host.Meta().State().ClusterID != "" && n.host.ShardsReady()
-}
+func (n *Node) Ready() bool { return n.NotReady() == nil }
+
+// NotReady says why the node cannot serve yet, or returns nil.
+func (n *Node) NotReady() error { return n.host.NotReady() }
 
 // GRPCAddr is the address the gRPC server listens on.
 func (n *Node) GRPCAddr() string { return n.grpcLn.Addr().String() }

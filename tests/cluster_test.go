@@ -51,6 +51,10 @@ type testCluster struct {
 	scalingOpsPerDay int
 	// segmentMaxBytes sets when shard segments roll; zero keeps the default.
 	segmentMaxBytes int64
+	// logs keeps each node's latest log lines (all of its runs), printed
+	// when the test fails; with -v the lines go to the test log as written.
+	logs   []*logTail
+	logsMu sync.Mutex
 }
 
 // startCluster starts n nodes with bootstrap-expect n and waits until every
@@ -96,7 +100,7 @@ func startClusterOpts(t testing.TB, c *testCluster) *testCluster {
 // startNode (re)starts node i on its data directory and gossip port, with a
 // new gRPC port each time, like a node rescheduled on a new address.
 func (c *testCluster) startNode(i int) *testNode {
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := slog.New(slog.NewTextHandler(c.logTail(i), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(testWriter{c.t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
@@ -141,10 +145,7 @@ func (c *testCluster) startNode(i int) *testNode {
 func (c *testCluster) waitReady(i int) {
 	c.t.Helper()
 	waitFor(c.t, 30*time.Second, fmt.Sprintf("n%d ready", i+1), func() error {
-		if !c.nodes[i].Ready() {
-			return fmt.Errorf("not ready")
-		}
-		return nil
+		return c.nodes[i].NotReady()
 	})
 }
 
@@ -160,6 +161,34 @@ func (c *testCluster) addNode() int {
 	}
 	c.waitReady(i)
 	return i
+}
+
+// logTail returns node i's log tail, made on first use; the first one
+// made registers the cleanup that prints every tail if the test failed.
+func (c *testCluster) logTail(i int) *logTail {
+	c.logsMu.Lock()
+	defer c.logsMu.Unlock()
+	if len(c.logs) == 0 {
+		c.t.Cleanup(func() {
+			if !c.t.Failed() {
+				return
+			}
+			c.logsMu.Lock()
+			defer c.logsMu.Unlock()
+			for j, l := range c.logs {
+				if l != nil {
+					c.t.Logf("the last log lines of n%d:\n%s", j+1, l.String())
+				}
+			}
+		})
+	}
+	for len(c.logs) <= i {
+		c.logs = append(c.logs, nil)
+	}
+	if c.logs[i] == nil {
+		c.logs[i] = &logTail{max: 300}
+	}
+	return c.logs[i]
 }
 
 // kill stops node i abruptly, as a crash would.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -78,10 +79,7 @@ func startNodeConfig(t testing.TB, cfg node.Config) *testNode {
 	tn := &testNode{Node: n, dir: dir, client: rifflev1.NewStreamsClient(conn), conn: conn}
 	t.Cleanup(func() { tn.stop(t) })
 	waitFor(t, 10*time.Second, "node ready", func() error {
-		if !n.Ready() {
-			return fmt.Errorf("not ready")
-		}
-		return nil
+		return n.NotReady()
 	})
 	return tn
 }
@@ -147,6 +145,34 @@ type testWriter struct{ t testing.TB }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))
 	return len(p), nil
+}
+
+// logTail is an io.Writer that keeps the last max lines written to it.
+type logTail struct {
+	mu    sync.Mutex
+	max   int
+	lines []string
+}
+
+func (l *logTail) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range strings.SplitAfter(string(p), "\n") {
+		if line == "" {
+			continue
+		}
+		l.lines = append(l.lines, line)
+	}
+	if over := len(l.lines) - l.max; over > 0 {
+		l.lines = append(l.lines[:0], l.lines[over:]...)
+	}
+	return len(p), nil
+}
+
+func (l *logTail) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "")
 }
 
 func tempDataDir(t testing.TB) string { return filepath.Join(t.TempDir(), "data") }
