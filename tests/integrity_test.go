@@ -210,6 +210,10 @@ func TestDamagedRaftStoreKeepsReplicaStopped(t *testing.T) {
 	if localShard(c.nodes[2], integrityStream, 0) != nil {
 		t.Fatal("n3 runs the replica whose raft store is damaged")
 	}
+	// Its readiness names the replica and why.
+	if err := c.nodes[2].NotReady(); err == nil || !strings.Contains(err.Error(), gid) || !strings.Contains(err.Error(), "failed") {
+		t.Errorf("n3's readiness with a failed replica: %v; want the replica named as failed", err)
+	}
 	if _, err := os.Stat(dbPath); err != nil {
 		t.Fatalf("damaged raft store not kept: %v", err)
 	}
