@@ -165,3 +165,72 @@ func firstFrame(path string) (length, size int64, err error) {
 	}
 	return n, info.Size(), nil
 }
+
+// bbolt's meta pages (go.etcd.io/bbolt, db.go), as the raft store keeps
+// them in each replica's raft.db: pages 0 and 1, each a 16-byte page
+// header, then 56 bytes of meta (magic, version, page size, flags, root,
+// freelist, page high-water mark, txid) and their 8-byte checksum.
+const (
+	boltPageHeader = 16
+	boltMetaBytes  = 64
+)
+
+// corruptRaftStore damages the raft store (raft.db: term, vote and
+// configuration) of one shard replica of the stopped node whose data
+// directory is dataDir, chosen by rng: half the time a byte of one of the
+// two meta pages is flipped (bbolt itself would quietly fall back to the
+// other page, an older term and vote), otherwise the file is cut a page
+// short of the pages its meta names. It returns the replica's group and
+// what it did, or no group when no replica has a store to damage (a
+// frozen replica has none).
+func corruptRaftStore(dataDir string, rng *rand.Rand) (group, did string, err error) {
+	files, err := filepath.Glob(filepath.Join(dataDir, "shards", "*", "raft.db"))
+	if err != nil || len(files) == 0 {
+		return "", "", err
+	}
+	slices.Sort(files)
+	path := files[rng.IntN(len(files))]
+	pageSize, highWater, size, err := boltLayout(path)
+	if err != nil {
+		return "", "", err
+	}
+	rel, _ := filepath.Rel(dataDir, path)
+	group = filepath.Base(filepath.Dir(path))
+	if cut := (highWater - 1) * pageSize; rng.IntN(2) == 0 && highWater > 3 {
+		if err := os.Truncate(path, cut); err != nil {
+			return "", "", err
+		}
+		return group, fmt.Sprintf("%s: cut from %d to %d bytes, a page short of its %d", rel, size, cut, highWater), nil
+	}
+	page := rng.Int64N(2)
+	pos := page*pageSize + boltPageHeader + rng.Int64N(boltMetaBytes)
+	if err := flipByteAt(path, pos, byte(1+rng.IntN(255))); err != nil {
+		return "", "", err
+	}
+	return group, fmt.Sprintf("%s: byte %d of meta page %d flipped", rel, pos, page), nil
+}
+
+// boltLayout reads a bbolt file's page size and page high-water mark from
+// its first meta page (little-endian, as on the machines this runs on),
+// and the file's size.
+func boltLayout(path string) (pageSize, highWater, size int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	m := make([]byte, boltMetaBytes)
+	if _, err := f.ReadAt(m, boltPageHeader); err != nil {
+		return 0, 0, 0, fmt.Errorf("%s: reading its meta page: %w", path, err)
+	}
+	pageSize = int64(binary.LittleEndian.Uint32(m[8:12]))
+	highWater = int64(binary.LittleEndian.Uint64(m[40:48]))
+	if pageSize < 1024 || highWater < 2 {
+		return 0, 0, 0, fmt.Errorf("%s: not a bbolt file (page size %d, %d pages)", path, pageSize, highWater)
+	}
+	return pageSize, highWater, info.Size(), nil
+}

@@ -145,3 +145,58 @@ func TestCorruptRaftLog(t *testing.T) {
 		l.Close()
 	}
 }
+
+// TestCorruptRaftStore checks the raft-store damage on stores written by
+// the real store: every damage it does, meta-page flips in either page and
+// cuts alike, is one the node refuses to open (ErrRaftStateDamaged) rather
+// than one bbolt would open on an older meta page; and a node with no
+// store (frozen replicas only) is left alone.
+func TestCorruptRaftStore(t *testing.T) {
+	if group, did, err := corruptRaftStore(t.TempDir(), rand.New(rand.NewPCG(1, 1))); err != nil || group != "" {
+		t.Fatalf("no stores: %q %q %v", group, did, err)
+	}
+	seen := map[string]bool{}
+	for seed := range uint64(24) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "shards", "s1-2", shardlog.RaftStateFile)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		store, err := shardlog.OpenRaftStore(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range uint64(20) { // several transactions, so both meta pages are written
+			if err := store.SetUint64([]byte("CurrentTerm"), i+1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := store.Set([]byte("LastVoteCand"), []byte("n1")); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Close(); err != nil {
+			t.Fatal(err)
+		}
+		group, did, err := corruptRaftStore(dir, rand.New(rand.NewPCG(seed, 7)))
+		if err != nil || group != "s1-2" {
+			t.Fatalf("seed %d: corruptRaftStore = %q %q %v, want group s1-2", seed, group, did, err)
+		}
+		switch {
+		case strings.Contains(did, "meta page 0"):
+			seen["page 0"] = true
+		case strings.Contains(did, "meta page 1"):
+			seen["page 1"] = true
+		case strings.Contains(did, "cut"):
+			seen["cut"] = true
+		}
+		if s, err := shardlog.OpenCheckedRaftStore(path); !errors.Is(err, shardlog.ErrRaftStateDamaged) {
+			if s != nil {
+				s.Close()
+			}
+			t.Fatalf("seed %d: opening the damaged store (%s): %v, want ErrRaftStateDamaged", seed, did, err)
+		}
+	}
+	if len(seen) != 3 {
+		t.Errorf("24 seeds did only %v of: a flip in page 0, in page 1, a cut", seen)
+	}
+}

@@ -158,12 +158,17 @@ var nemeses = map[string]nemesis{
 			did, err = corruptSegments(dir, rng, 4)
 		}
 		// With the spare in, every shard has a node holding none of it, to
-		// rebuild a replica whose raft log is damaged on: half the time one
+		// rebuild a replica whose raft state is damaged on: half the time
+		// one replica's raft log or raft store (term, vote, configuration)
 		// is, and the fault heals once the node has refused that replica
 		// and the cluster has rebuilt it elsewhere.
 		if err == nil && spareIn.Load() && rng.IntN(2) == 0 {
 			var group, what string
-			group, what, err = corruptRaftLog(dir, rng)
+			if rng.IntN(2) == 0 {
+				group, what, err = corruptRaftLog(dir, rng)
+			} else {
+				group, what, err = corruptRaftStore(dir, rng)
+			}
 			if group != "" {
 				did = append(did, what)
 				start := heal
@@ -202,7 +207,7 @@ var nemeses = map[string]nemesis{
 	}},
 }
 
-// waitRebuilt waits until node, started again with a damaged raft log in
+// waitRebuilt waits until node, started again with damaged raft state in
 // its replica of group, has refused to start that replica (it is listed on
 // /debug/replicas/failed) and then no longer lists it: the replica was
 // rebuilt on another node and its data here deleted. The refusal must be
