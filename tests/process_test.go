@@ -55,15 +55,64 @@ type process struct {
 	client rifflev1.StreamsClient
 }
 
-// freePort asks the kernel for a port that is free right now.
+// freePort returns a 127.0.0.1 address whose port is free for TCP and UDP
+// right now and was never returned before in this process. Tests keep such
+// addresses to bind later (a node's gossip port, kept across restarts, and
+// named in every node's join list), so the port comes from below the
+// kernel's ephemeral range (32768 and up on Linux): no listener on port 0,
+// which every node's gRPC and admin servers use, can take it in the
+// meantime. Asking the kernel for port 0 instead twice gave a port that
+// was in use again by the time the node bound it (CI: "bind: address
+// already in use").
 func freePort(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range portSpan {
+		port := portLow + portNext%portSpan
+		portNext += portStride
+		if portsGiven[port] {
+			continue
+		}
+		portsGiven[port] = true
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if portFree(addr) {
+			return addr
+		}
+	}
+	t.Fatalf("no free port left in [%d, %d)", portLow, portLow+portSpan)
+	return ""
+}
+
+// The ports freePort hands out: [portLow, portLow+portSpan), visited in a
+// stride that is coprime with the span, from a start that differs between
+// test processes running at once.
+const (
+	portLow    = 20000
+	portSpan   = 12000
+	portStride = 7919 // prime, not a factor of portSpan
+)
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+	portNext   = os.Getpid() * 131
+)
+
+// portFree reports whether addr can be bound for TCP and for UDP, as
+// memberlist binds its port for both.
+func portFree(addr string) bool {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Fatal(err)
+		return false
 	}
 	defer ln.Close()
-	return ln.Addr().String()
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return false
+	}
+	pc.Close()
+	return true
 }
 
 // startProcess runs `riffle serve` on dir with the given gRPC address and
