@@ -124,10 +124,19 @@ func (h *Host) forgetFailedOutside(live map[string]bool) {
 	}
 }
 
-// closeIfDamaged closes a running replica whose reads met damage and
-// reports whether it did; the next reconcile opens it again, repairing it.
+// closeIfDamaged closes a running replica whose reads met damage, or whose
+// raft log must be reconciled with a snapshot it refused to install
+// (shardlog.Shard.NeedsReopen), and reports whether it did; the next
+// reconcile opens it again, which repairs it.
 func (h *Host) closeIfDamaged(gid string, r *shardlog.Shard) bool {
-	if r == nil || r.Log().Damaged() == nil {
+	if r == nil {
+		return false
+	}
+	why := r.Log().Damaged()
+	if why == nil {
+		why = r.NeedsReopen()
+	}
+	if why == nil {
 		return false
 	}
 	h.mu.Lock()
@@ -140,8 +149,8 @@ func (h *Host) closeIfDamaged(gid string, r *shardlog.Shard) bool {
 		h.logger.Warn("closing a damaged shard replica", "group", gid, "err", err)
 	}
 	h.opts.Transports.Release(gid)
-	h.logger.Warn("damaged shard replica closed; reopening it repairs it from its peers",
-		"group", gid, "err", r.Log().Damaged())
+	h.logger.Warn("shard replica closed to be opened again: a damaged record (repaired from its peers) or a raft log to reconcile with a snapshot",
+		"group", gid, "err", why)
 	return true
 }
 

@@ -78,7 +78,8 @@ func waitLeading(t *testing.T, s *Shard) {
 // raftTrio is three replicas of one group over raft's in-memory transport.
 type raftTrio struct {
 	t               *testing.T
-	segmentMaxBytes int64 // 0: the default
+	segmentMaxBytes int64      // 0: the default
+	timing          RaftTiming // zero: testTiming
 	dirs            [3]string
 	trans           [3]*raft.InmemTransport
 	shards          [3]*Shard
@@ -99,8 +100,12 @@ func (g *raftTrio) open(i int, fetch Fetcher) {
 	for j := range 3 {
 		servers = append(servers, raft.Server{ID: trioID(j), Address: raft.ServerAddress(trioID(j))})
 	}
+	timing := g.timing
+	if timing == (RaftTiming{}) {
+		timing = testTiming
+	}
 	s, err := OpenShard(ShardOptions{GroupID: "g", Dir: g.dirs[i], LocalID: trioID(i), Transport: g.trans[i],
-		Bootstrap: servers, Timing: testTiming, SegmentMaxBytes: g.segmentMaxBytes, Fetch: fetch, Logger: slog.New(slog.DiscardHandler)})
+		Bootstrap: servers, Timing: timing, SegmentMaxBytes: g.segmentMaxBytes, Fetch: fetch, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		g.t.Fatalf("OpenShard n%d: %v", i+1, err)
 	}

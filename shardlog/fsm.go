@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 )
@@ -27,6 +28,15 @@ type fsm struct {
 	leader func() raft.ServerID
 	// ctx bounds fetches; it ends when the shard closes.
 	ctx context.Context
+
+	// raftLog is the group's log store, which a snapshot install is
+	// checked against; nil for a frozen replica.
+	raftLog *RaftLog
+	// installing is the snapshot raft opened to restore (snapshotStore).
+	installing atomic.Pointer[raft.SnapshotMeta]
+	// reopen asks the owner to restart the replica: an install the log
+	// conflicts with needs raft to start again on a reconciled log.
+	reopen func(error)
 }
 
 // applyResult is what Apply returns to the leader's future.
@@ -84,6 +94,22 @@ type manifest struct {
 	Seal *Seal `json:"seal,omitempty"`
 }
 
+// snapshotStore tells the state machine which snapshot raft opens: raft
+// opens the one to restore right before calling Restore, on the same
+// goroutine, and Restore's reader does not say.
+type snapshotStore struct {
+	raft.SnapshotStore
+	machine *fsm
+}
+
+func (s snapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
+	meta, rc, err := s.SnapshotStore.Open(id)
+	if err == nil {
+		s.machine.installing.Store(meta)
+	}
+	return meta, rc, err
+}
+
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	return &fsmSnapshot{log: f.log, m: manifest{
 		Version:     1,
@@ -105,6 +131,19 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	var m manifest
 	if err := json.NewDecoder(rc).Decode(&m); err != nil {
 		return fmt.Errorf("shardlog: read snapshot manifest: %w", err)
+	}
+	// Refused before anything changes: raft then leaves its log and state
+	// as they were, and the replica restarts on a log reconciled with the
+	// snapshot, which is stored by now (RaftLog.ReconcileSnapshot).
+	if meta := f.installing.Swap(nil); meta != nil && f.raftLog != nil {
+		if err := f.raftLog.CheckInstall(meta.Index, meta.Term); err != nil {
+			f.logger.Warn("shardlog: snapshot install refused; the replica restarts on a log reconciled with it",
+				"snapshot", meta.ID, "err", err)
+			if f.reopen != nil {
+				f.reopen(err)
+			}
+			return err
+		}
 	}
 	if err := f.catchUp(m, "snapshot install"); err != nil {
 		return err

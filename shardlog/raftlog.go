@@ -50,6 +50,10 @@ type RaftLog struct {
 	first uint64         // first live index; 0 when empty
 	last  uint64         // last index; 0 when empty
 	buf   []byte         // encoding buffer reused by StoreLogs
+	// keepFrom, when set, is the end of a snapshot being installed over
+	// a log that holds it (CheckInstall): compaction keeps it and what
+	// follows, until the next entries are stored.
+	keepFrom uint64
 
 	fileBytes int64 // roll past this size; raftLogFileBytes but in tests
 }
@@ -268,6 +272,10 @@ func (l *RaftLog) LastIndex() (uint64, error) {
 func (l *RaftLog) GetLog(index uint64, out *raft.Log) error {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
+	return l.getLocked(index, out)
+}
+
+func (l *RaftLog) getLocked(index uint64, out *raft.Log) error {
 	if l.last == 0 || index < l.first || index > l.last {
 		return raft.ErrLogNotFound
 	}
@@ -297,10 +305,86 @@ func (l *RaftLog) fileOf(index uint64) *raftLogFile {
 // StoreLog implements raft.LogStore.
 func (l *RaftLog) StoreLog(log *raft.Log) error { return l.StoreLogs([]*raft.Log{log}) }
 
-// IsMonotonic implements raft.MonotonicLogStore: indexes have no gaps, so
-// raft empties the log after installing a snapshot instead of leaving a
-// gap before the entries that follow it.
-func (l *RaftLog) IsMonotonic() bool { return true }
+// IsMonotonic implements raft.MonotonicLogStore, and says no, although
+// the store keeps no gaps (StoreLogs past the end restarts the log).
+// hashicorp/raft v1.7.3 empties a monotonic store after installing a
+// snapshot without resetting its own idea of the last entry
+// (hashicorp/raft#697): a follower whose log ran past the snapshot then
+// matches the leader's next AppendEntries against entries it no longer
+// has, stores the ones after them with a hole before, and panics applying
+// the hole ("log not found"). A fault run's replica did. Without it, raft
+// only compacts a prefix after an install, so the store and raft agree;
+// CheckInstall and ReconcileSnapshot do the rest of what the Raft paper
+// asks of an install (keep the entries after a matching snapshot index,
+// drop a log that conflicts with it).
+func (l *RaftLog) IsMonotonic() bool { return false }
+
+// ErrLogConflictsWithSnapshot: a snapshot to install ends at an index this
+// log holds with another term, or that it lacks while it holds entries
+// after it. Raft's rule is to drop the whole log, which hashicorp/raft
+// cannot do while it runs: the replica must restart (see
+// ReconcileSnapshot).
+var ErrLogConflictsWithSnapshot = errors.New("shardlog: raft log conflicts with the snapshot to install")
+
+// CheckInstall is called before raft installs a snapshot ending at index
+// and term. A log that ends at or before index needs nothing: raft goes on
+// after the snapshot. A log holding index with that term keeps it, and
+// the entries after it: the compaction that follows the install leaves
+// index in place, so that the leader's next AppendEntries, which names it
+// as the previous entry, matches. Anything else is
+// ErrLogConflictsWithSnapshot.
+func (l *RaftLog) CheckInstall(index, term uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last == 0 || l.last <= index {
+		return nil
+	}
+	if index >= l.first {
+		var e raft.Log
+		if err := l.getLocked(index, &e); err != nil {
+			return err
+		}
+		if e.Term == term {
+			l.keepFrom = index
+			return nil
+		}
+		return fmt.Errorf("%w: entry %d has term %d, the snapshot %d (log [%d, %d])",
+			ErrLogConflictsWithSnapshot, index, e.Term, term, l.first, l.last)
+	}
+	return fmt.Errorf("%w: the snapshot ends at %d, before the log's first entry %d (log [%d, %d])",
+		ErrLogConflictsWithSnapshot, index, l.first, l.first, l.last)
+}
+
+// ReconcileSnapshot brings the log in line with the latest snapshot, which
+// ends at index and term, before raft starts on it, as the Raft paper's
+// install rules do: entries after a matching index stay; a log that holds
+// index with another term conflicts with the snapshot (committed) and
+// goes whole; entries that all end before index are left (raft skips
+// them). A log that starts after index+1 has a hole raft would panic on
+// and is ErrRaftLogCorrupt.
+func (l *RaftLog) ReconcileSnapshot(index, term uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last == 0 || index == 0 || l.last <= index {
+		return nil
+	}
+	if l.first > index+1 {
+		return fmt.Errorf("%w: entries [%d, %d] follow the snapshot at %d with a hole", ErrRaftLogCorrupt, l.first, l.last, index)
+	}
+	if l.first == index+1 {
+		return nil
+	}
+	var e raft.Log
+	if err := l.getLocked(index, &e); err != nil {
+		return err
+	}
+	if e.Term == term {
+		return nil
+	}
+	l.logger.Warn("shardlog: raft log conflicts with the latest snapshot; dropping it",
+		"snapshotIndex", index, "snapshotTerm", term, "entryTerm", e.Term, "first", l.first, "last", l.last)
+	return l.restartAtLocked(index + 1)
+}
 
 // StoreLogs implements raft.LogStore: the entries are durable when it
 // returns. They must be contiguous. Stored past the end (after a snapshot
@@ -363,6 +447,7 @@ func (l *RaftLog) StoreLogs(logs []*raft.Log) error {
 		l.first = next
 	}
 	l.last = logs[len(logs)-1].Index
+	l.keepFrom = 0
 	return nil
 }
 
@@ -421,7 +506,12 @@ func (l *RaftLog) removeFiles(files []*raftLogFile) error {
 func (l *RaftLog) DeleteRange(min, max uint64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.last == 0 || max < l.first || min > l.last {
+	if l.keepFrom != 0 && min <= l.first && max >= l.keepFrom && max < l.last {
+		// A compaction (a prefix) after an install keeps the snapshot's
+		// end; a conflicting suffix (up to the last entry) still goes.
+		max = l.keepFrom - 1
+	}
+	if l.last == 0 || max < l.first || min > l.last || max < min {
 		return nil
 	}
 	switch {

@@ -124,6 +124,19 @@ type Shard struct {
 	// in progress does not hold up raft's shutdown.
 	fetchCtx    context.Context
 	cancelFetch context.CancelFunc
+	// reopen is why the replica must be closed and opened again, once
+	// something found that raft cannot go on with its state (NeedsReopen).
+	reopen atomic.Pointer[error]
+}
+
+// NeedsReopen returns why raft cannot go on with this replica's state
+// until it is closed and opened again, or nil: a snapshot install its log
+// conflicts with (see RaftLog.CheckInstall).
+func (s *Shard) NeedsReopen() error {
+	if p := s.reopen.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // OpenShard opens (or creates) the replica in opts.Dir and starts its raft
@@ -200,15 +213,29 @@ func (s *Shard) startRaft() error {
 		store.Close()
 	}
 	hlog := NewHCLogger("raft", s.logger)
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(o.Dir, 2, hlog)
+	files, err := raft.NewFileSnapshotStoreWithLogger(o.Dir, 2, hlog)
 	if err != nil {
 		closeStores()
 		return fmt.Errorf("shardlog: snapshot store: %w", err)
 	}
-	machine := &fsm{log: s.log, logger: s.logger, seal: s.seal, fetch: o.Fetch, leader: s.knownLeader, ctx: s.fetchCtx}
-	if err := s.checkAgainstSnapshot(snaps, machine); err != nil {
+	machine := &fsm{log: s.log, logger: s.logger, seal: s.seal, fetch: o.Fetch, leader: s.knownLeader, ctx: s.fetchCtx,
+		raftLog: entries, reopen: func(err error) { s.reopen.CompareAndSwap(nil, &err) }}
+	snaps := snapshotStore{SnapshotStore: files, machine: machine}
+	if err := s.checkAgainstSnapshot(files, machine); err != nil {
 		closeStores()
 		return err
+	}
+	if list, err := files.List(); err != nil {
+		closeStores()
+		return fmt.Errorf("shardlog: snapshot store: %w", err)
+	} else if len(list) > 0 {
+		if err := entries.ReconcileSnapshot(list[0].Index, list[0].Term); err != nil {
+			closeStores()
+			if errors.Is(err, ErrRaftLogCorrupt) {
+				return fmt.Errorf("%w: %w", ErrRaftStateDamaged, err)
+			}
+			return err
+		}
 	}
 	cfg := raft.DefaultConfig()
 	cfg.LocalID = o.LocalID
