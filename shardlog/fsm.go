@@ -3,6 +3,7 @@ package shardlog
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -137,10 +138,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	// snapshot, which is stored by now (RaftLog.ReconcileSnapshot).
 	if meta := f.installing.Swap(nil); meta != nil && f.raftLog != nil {
 		if err := f.raftLog.CheckInstall(meta.Index, meta.Term); err != nil {
-			f.logger.Warn("shardlog: snapshot install refused; the replica restarts on a log reconciled with it",
-				"snapshot", meta.ID, "err", err)
-			if f.reopen != nil {
-				f.reopen(err)
+			f.logger.Warn("shardlog: snapshot install refused", "snapshot", meta.ID, "err", err)
+			if errors.Is(err, ErrLogConflictsWithSnapshot) && f.reopen != nil {
+				f.reopen(err) // the next open drops the conflicting log
 			}
 			return err
 		}

@@ -320,25 +320,46 @@ func (l *RaftLog) StoreLog(log *raft.Log) error { return l.StoreLogs([]*raft.Log
 func (l *RaftLog) IsMonotonic() bool { return false }
 
 // ErrLogConflictsWithSnapshot: a snapshot to install ends at an index this
-// log holds with another term, or that it lacks while it holds entries
-// after it. Raft's rule is to drop the whole log, which hashicorp/raft
-// cannot do while it runs: the replica must restart (see
-// ReconcileSnapshot).
+// log holds with another term, or right before the log's first entry while
+// the log goes past it. Either way every entry after the snapshot here is
+// one the leader walked back over (raft sends a snapshot only after a
+// follower rejected every entry from the leader's log down to its first),
+// so none is committed, and Raft's rule is to drop the log. hashicorp/raft
+// cannot while it runs: the replica must restart, and the next open drops
+// the log (ReconcileSnapshot).
 var ErrLogConflictsWithSnapshot = errors.New("shardlog: raft log conflicts with the snapshot to install")
+
+// ErrSnapshotBehindLog: a snapshot to install ends before this replica's
+// own latest snapshot (its log starts later). Installing it would move
+// raft's applied index back below entries the log no longer holds, which
+// raft then panics on applying again; the install is refused and the
+// leader sends a later one once it has taken it.
+var ErrSnapshotBehindLog = errors.New("shardlog: snapshot to install ends before this replica's own")
+
+// installConflictFile records, in the raft log's directory, the snapshot
+// an install was refused for with ErrLogConflictsWithSnapshot: its index
+// and term, 8 bytes each, little-endian.
+const installConflictFile = "install-conflict"
 
 // CheckInstall is called before raft installs a snapshot ending at index
 // and term. A log that ends at or before index needs nothing: raft goes on
 // after the snapshot. A log holding index with that term keeps it, and
 // the entries after it: the compaction that follows the install leaves
 // index in place, so that the leader's next AppendEntries, which names it
-// as the previous entry, matches. Anything else is
-// ErrLogConflictsWithSnapshot.
+// as the previous entry, matches. A log that conflicts with the snapshot
+// records that, for the next open, and returns
+// ErrLogConflictsWithSnapshot; one that starts past the entry after index
+// returns ErrSnapshotBehindLog.
 func (l *RaftLog) CheckInstall(index, term uint64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.last == 0 || l.last <= index {
 		return nil
 	}
+	if index+1 < l.first {
+		return fmt.Errorf("%w: it ends at %d, the log starts at %d", ErrSnapshotBehindLog, index, l.first)
+	}
+	why := fmt.Sprintf("the log [%d, %d] goes past the snapshot's end %d without it", l.first, l.last, index)
 	if index >= l.first {
 		var e raft.Log
 		if err := l.getLocked(index, &e); err != nil {
@@ -348,15 +369,21 @@ func (l *RaftLog) CheckInstall(index, term uint64) error {
 			l.keepFrom = index
 			return nil
 		}
-		return fmt.Errorf("%w: entry %d has term %d, the snapshot %d (log [%d, %d])",
-			ErrLogConflictsWithSnapshot, index, e.Term, term, l.first, l.last)
+		why = fmt.Sprintf("entry %d has term %d, the snapshot %d (log [%d, %d])", index, e.Term, term, l.first, l.last)
 	}
-	return fmt.Errorf("%w: the snapshot ends at %d, before the log's first entry %d (log [%d, %d])",
-		ErrLogConflictsWithSnapshot, index, l.first, l.first, l.last)
+	var b [16]byte
+	le.PutUint64(b[0:8], index)
+	le.PutUint64(b[8:16], term)
+	if err := writeFileSynced(filepath.Join(l.dir, installConflictFile), b[:]); err != nil {
+		return fmt.Errorf("shardlog: raft log: recording a conflicting install: %w", err)
+	}
+	return fmt.Errorf("%w: %s", ErrLogConflictsWithSnapshot, why)
 }
 
 // ReconcileSnapshot brings the log in line with the latest snapshot, which
-// ends at index and term, before raft starts on it, as the Raft paper's
+// ends at index and term (0 for none), before raft starts on it. First, a
+// log that conflicted with an install (CheckInstall) is dropped unless it
+// holds that snapshot's end with its term by now. Then, as the Raft paper's
 // install rules do: entries after a matching index stay; a log that holds
 // index with another term conflicts with the snapshot (committed) and
 // goes whole; entries that all end before index are left (raft skips
@@ -365,6 +392,23 @@ func (l *RaftLog) CheckInstall(index, term uint64) error {
 func (l *RaftLog) ReconcileSnapshot(index, term uint64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	conflictPath := filepath.Join(l.dir, installConflictFile)
+	if b, err := os.ReadFile(conflictPath); err == nil && len(b) == 16 {
+		ci, ct := le.Uint64(b[0:8]), le.Uint64(b[8:16])
+		var e raft.Log
+		if l.last != 0 && !(l.getLocked(ci, &e) == nil && e.Term == ct) {
+			l.logger.Warn("shardlog: dropping the raft log that conflicted with an installed snapshot",
+				"snapshotIndex", ci, "snapshotTerm", ct, "first", l.first, "last", l.last)
+			if err := l.restartAtLocked(ci + 1); err != nil {
+				return err
+			}
+		}
+		if err := os.Remove(conflictPath); err != nil {
+			return fmt.Errorf("shardlog: raft log: %w", err)
+		}
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("shardlog: raft log: %w", err)
+	}
 	if l.last == 0 || index == 0 || l.last <= index {
 		return nil
 	}
@@ -384,6 +428,26 @@ func (l *RaftLog) ReconcileSnapshot(index, term uint64) error {
 	l.logger.Warn("shardlog: raft log conflicts with the latest snapshot; dropping it",
 		"snapshotIndex", index, "snapshotTerm", term, "entryTerm", e.Term, "first", l.first, "last", l.last)
 	return l.restartAtLocked(index + 1)
+}
+
+// writeFileSynced writes b to path and makes it and its name durable.
+func writeFileSynced(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 // StoreLogs implements raft.LogStore: the entries are durable when it

@@ -380,8 +380,11 @@ func TestRaftLogCheckInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkRange(t, l, 31, 41)
-	if err := l.CheckInstall(20, 3); !errors.Is(err, ErrLogConflictsWithSnapshot) {
-		t.Fatalf("install ending before the log's first entry, which goes past it: %v, want ErrLogConflictsWithSnapshot", err)
+	if err := l.CheckInstall(20, 3); !errors.Is(err, ErrSnapshotBehindLog) {
+		t.Fatalf("install ending before this replica's own snapshot: %v, want ErrSnapshotBehindLog", err)
+	}
+	if err := l.CheckInstall(30, 3); !errors.Is(err, ErrLogConflictsWithSnapshot) {
+		t.Fatalf("install ending right before the log, which goes past it: %v, want ErrLogConflictsWithSnapshot", err)
 	}
 
 	// A conflicting suffix still goes whole while an install holds its end.
@@ -424,4 +427,40 @@ func TestRaftLogReconcileSnapshot(t *testing.T) {
 		t.Fatalf("a log starting after a hole past the snapshot: %v, want ErrRaftLogCorrupt", err)
 	}
 	checkRange(t, l, 26, 30)
+}
+
+// TestRaftLogDropsLogThatConflictedWithInstall: an install the log
+// conflicted with is recorded on disk, and the next open's reconcile drops
+// the log (its entries past the snapshot were never committed), once; a
+// log that holds the snapshot's end with its term by then is kept.
+func TestRaftLogDropsLogThatConflictedWithInstall(t *testing.T) {
+	l := openTestRaftLog(t, t.TempDir(), 300)
+	storeRange(t, l, 1, 40)
+	if err := l.CheckInstall(25, 9); !errors.Is(err, ErrLogConflictsWithSnapshot) {
+		t.Fatal(err)
+	}
+	checkRange(t, l, 1, 40) // nothing changes while raft runs
+	l = reopen(t, l, 300)
+	if err := l.ReconcileSnapshot(25, 9); err != nil {
+		t.Fatal(err)
+	}
+	checkRange(t, l, 0, 0)
+	storeRange(t, l, 26, 30)
+	l = reopen(t, l, 300)
+	if err := l.ReconcileSnapshot(25, 9); err != nil {
+		t.Fatal(err)
+	}
+	checkRange(t, l, 26, 30) // recorded once: the next opens keep the log
+
+	// A log that starts right after the snapshot's end and goes past it,
+	// refused (it could never match the leader's next AppendEntries, whose
+	// previous entry is that end): dropped at the next open too.
+	if err := l.CheckInstall(25, 3); !errors.Is(err, ErrLogConflictsWithSnapshot) {
+		t.Fatal(err)
+	}
+	l = reopen(t, l, 300)
+	if err := l.ReconcileSnapshot(25, 3); err != nil {
+		t.Fatal(err)
+	}
+	checkRange(t, l, 0, 0)
 }

@@ -225,17 +225,21 @@ func (s *Shard) startRaft() error {
 		closeStores()
 		return err
 	}
-	if list, err := files.List(); err != nil {
+	list, err := files.List()
+	if err != nil {
 		closeStores()
 		return fmt.Errorf("shardlog: snapshot store: %w", err)
-	} else if len(list) > 0 {
-		if err := entries.ReconcileSnapshot(list[0].Index, list[0].Term); err != nil {
-			closeStores()
-			if errors.Is(err, ErrRaftLogCorrupt) {
-				return fmt.Errorf("%w: %w", ErrRaftStateDamaged, err)
-			}
-			return err
+	}
+	var snapIndex, snapTerm uint64
+	if len(list) > 0 { // the one raft starts from
+		snapIndex, snapTerm = list[0].Index, list[0].Term
+	}
+	if err := entries.ReconcileSnapshot(snapIndex, snapTerm); err != nil {
+		closeStores()
+		if errors.Is(err, ErrRaftLogCorrupt) {
+			return fmt.Errorf("%w: %w", ErrRaftStateDamaged, err)
 		}
+		return err
 	}
 	cfg := raft.DefaultConfig()
 	cfg.LocalID = o.LocalID
