@@ -320,21 +320,16 @@ func (l *RaftLog) StoreLog(log *raft.Log) error { return l.StoreLogs([]*raft.Log
 func (l *RaftLog) IsMonotonic() bool { return false }
 
 // ErrLogConflictsWithSnapshot: a snapshot to install ends at an index this
-// log holds with another term, or right before the log's first entry while
-// the log goes past it. Either way every entry after the snapshot here is
-// one the leader walked back over (raft sends a snapshot only after a
-// follower rejected every entry from the leader's log down to its first),
-// so none is committed, and Raft's rule is to drop the log. hashicorp/raft
-// cannot while it runs: the replica must restart, and the next open drops
-// the log (ReconcileSnapshot).
+// log holds with another term, or that it does not hold while it goes past
+// it. Either way every entry after the snapshot here is one the leader
+// walked back over (raft sends a snapshot only after a follower rejected
+// every entry it offered, from the leader's last down past the first this
+// log holds), so none is committed, and Raft's rule is to drop the log.
+// hashicorp/raft cannot while it runs: the replica must restart, and the
+// next open drops the log (ReconcileSnapshot). Raft installing such a
+// snapshot instead would panic ("log not found") applying entries the log
+// no longer holds, or loop sending it again.
 var ErrLogConflictsWithSnapshot = errors.New("shardlog: raft log conflicts with the snapshot to install")
-
-// ErrSnapshotBehindLog: a snapshot to install ends before this replica's
-// own latest snapshot (its log starts later). Installing it would move
-// raft's applied index back below entries the log no longer holds, which
-// raft then panics on applying again; the install is refused and the
-// leader sends a later one once it has taken it.
-var ErrSnapshotBehindLog = errors.New("shardlog: snapshot to install ends before this replica's own")
 
 // installConflictFile records, in the raft log's directory, the snapshot
 // an install was refused for with ErrLogConflictsWithSnapshot: its index
@@ -348,16 +343,12 @@ const installConflictFile = "install-conflict"
 // index in place, so that the leader's next AppendEntries, which names it
 // as the previous entry, matches. A log that conflicts with the snapshot
 // records that, for the next open, and returns
-// ErrLogConflictsWithSnapshot; one that starts past the entry after index
-// returns ErrSnapshotBehindLog.
+// ErrLogConflictsWithSnapshot.
 func (l *RaftLog) CheckInstall(index, term uint64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.last == 0 || l.last <= index {
 		return nil
-	}
-	if index+1 < l.first {
-		return fmt.Errorf("%w: it ends at %d, the log starts at %d", ErrSnapshotBehindLog, index, l.first)
 	}
 	why := fmt.Sprintf("the log [%d, %d] goes past the snapshot's end %d without it", l.first, l.last, index)
 	if index >= l.first {

@@ -348,8 +348,8 @@ func BenchmarkRaftLogStore(b *testing.B) {
 // entry with its term keeps that entry and the ones after it through the
 // compaction raft does next (so the leader's next AppendEntries, whose
 // previous entry it is, matches), while a suffix deletion still goes
-// through; a conflicting term, or a log that starts after the snapshot's
-// end but goes past it, is ErrLogConflictsWithSnapshot. The store is not
+// through; a conflicting term, or a log that goes past the snapshot's end
+// without holding it, is ErrLogConflictsWithSnapshot. The store is not
 // monotonic, so raft compacts a prefix rather than emptying it
 // (hashicorp/raft#697).
 func TestRaftLogCheckInstall(t *testing.T) {
@@ -380,8 +380,8 @@ func TestRaftLogCheckInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkRange(t, l, 31, 41)
-	if err := l.CheckInstall(20, 3); !errors.Is(err, ErrSnapshotBehindLog) {
-		t.Fatalf("install ending before this replica's own snapshot: %v, want ErrSnapshotBehindLog", err)
+	if err := l.CheckInstall(20, 3); !errors.Is(err, ErrLogConflictsWithSnapshot) {
+		t.Fatalf("install ending before the log's first entry, which goes past it: %v, want ErrLogConflictsWithSnapshot", err)
 	}
 	if err := l.CheckInstall(30, 3); !errors.Is(err, ErrLogConflictsWithSnapshot) {
 		t.Fatalf("install ending right before the log, which goes past it: %v, want ErrLogConflictsWithSnapshot", err)
