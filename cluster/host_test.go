@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -194,5 +195,44 @@ func TestSweepWaitsForCurrentMetadata(t *testing.T) {
 	h.sweepShardDirs(st)
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("sweepShardDirs kept the directory of a shard frozen elsewhere: %v", err)
+	}
+}
+
+// TestReconcileReopensReplicaThatAsks checks the host's side of
+// shardlog.Shard.NeedsReopen (a snapshot install the raft log conflicted
+// with): the reconcile loop closes that replica and opens it again, and the
+// new one serves every record written before.
+func TestReconcileReopensReplicaThatAsks(t *testing.T) {
+	h := startTestHost(t, HostOptions{})
+	ctx := context.Background()
+	if err := h.CreateStream(ctx, CreateStreamCmd{Name: "re", ShardCount: 1, Mode: ModeProvisioned, RetentionHours: 24, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "stream active", func() bool {
+		s := h.Meta().State().Streams["re"]
+		return s != nil && s.Status == StreamActive
+	})
+	s := h.Meta().State().Streams["re"]
+	sh := s.Shards[0]
+	for i := range 10 {
+		if _, err := h.Append(ctx, s, sh, []shardlog.Entry{{PartitionKey: "k", Data: []byte(fmt.Sprint(i))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old, err := h.Shard(s, sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.RequestReopen(errors.New("test: reopen"))
+	waitUntil(t, "replica reopened and leading", func() bool {
+		r, err := h.Shard(s, sh)
+		return err == nil && r != old && r.IsLeader()
+	})
+	r, _ := h.Shard(s, sh)
+	if recs, err := r.Log().Read(0, 0, 0); err != nil || len(recs) != 10 {
+		t.Fatalf("reopened replica holds %d records (%v), want 10", len(recs), err)
+	}
+	if _, err := h.Append(ctx, s, sh, []shardlog.Entry{{PartitionKey: "k", Data: []byte("after")}}); err != nil {
+		t.Fatalf("append after the reopen: %v", err)
 	}
 }

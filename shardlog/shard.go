@@ -129,6 +129,10 @@ type Shard struct {
 	reopen atomic.Pointer[error]
 }
 
+// RequestReopen records why the replica must be closed and opened again;
+// the first reason stays. The owner polls NeedsReopen.
+func (s *Shard) RequestReopen(why error) { s.reopen.CompareAndSwap(nil, &why) }
+
 // NeedsReopen returns why raft cannot go on with this replica's state
 // until it is closed and opened again, or nil: a snapshot install its log
 // conflicts with (see RaftLog.CheckInstall).
@@ -219,7 +223,7 @@ func (s *Shard) startRaft() error {
 		return fmt.Errorf("shardlog: snapshot store: %w", err)
 	}
 	machine := &fsm{log: s.log, logger: s.logger, seal: s.seal, fetch: o.Fetch, leader: s.knownLeader, ctx: s.fetchCtx,
-		raftLog: entries, reopen: func(err error) { s.reopen.CompareAndSwap(nil, &err) }}
+		raftLog: entries, reopen: s.RequestReopen}
 	snaps := snapshotStore{SnapshotStore: files, machine: machine}
 	if err := s.checkAgainstSnapshot(files, machine); err != nil {
 		closeStores()
