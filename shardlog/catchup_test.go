@@ -126,6 +126,24 @@ func (g *raftTrio) close(i int) {
 	g.shards[i] = nil
 }
 
+// start opens the three replicas on new directories, with no fetcher,
+// and closes the running ones when the test ends.
+func (g *raftTrio) start() {
+	for i := range g.dirs {
+		g.dirs[i] = g.t.TempDir()
+	}
+	for i := range 3 {
+		g.open(i, nil)
+	}
+	g.t.Cleanup(func() {
+		for i, s := range g.shards {
+			if s != nil {
+				g.close(i)
+			}
+		}
+	})
+}
+
 // leader waits for one of the running replicas to lead and returns it.
 func (g *raftTrio) leader() int {
 	g.t.Helper()
@@ -153,19 +171,7 @@ func TestShardRestoreFetchesFromPeer(t *testing.T) {
 		t.Skip("700 replicated writes")
 	}
 	g := &raftTrio{t: t}
-	for i := range g.dirs {
-		g.dirs[i] = t.TempDir()
-	}
-	for i := range 3 {
-		g.open(i, nil)
-	}
-	defer func() {
-		for i, s := range g.shards {
-			if s != nil {
-				g.close(i)
-			}
-		}
-	}()
+	g.start()
 	l := g.leader()
 	acked := appendN(t, g.shards[l], 8, 100, "before")
 	down := (l + 1) % 3

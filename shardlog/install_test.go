@@ -47,19 +47,7 @@ func TestShardInstallOverDivergentLog(t *testing.T) {
 	// below before it steps down.
 	g := &raftTrio{t: t, timing: RaftTiming{HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
 		LeaderLease: 500 * time.Millisecond, CommitTimeout: 5 * time.Millisecond}}
-	for i := range g.dirs {
-		g.dirs[i] = t.TempDir()
-	}
-	for i := range 3 {
-		g.open(i, nil)
-	}
-	defer func() {
-		for i, s := range g.shards {
-			if s != nil {
-				g.close(i)
-			}
-		}
-	}()
+	g.start()
 	old := g.leader()
 	acked := appendN(t, g.shards[old], 4, 40, "before")
 	base := g.shards[old].Raft().LastIndex()

@@ -189,24 +189,14 @@ func TestShardRepairsDamagedSegmentsFromPeer(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			g := &raftTrio{t: t, segmentMaxBytes: 4 << 10}
-			for i := range g.dirs {
-				g.dirs[i] = t.TempDir()
-			}
+			g.start()
 			peerLogs := make([]*Log, 3)
 			fetch := func(ctx context.Context, req FetchRequest, sink func(FetchedChunk) error) error {
 				return logFetcher(peerLogs[g.leader()], 50)(ctx, req, sink)
 			}
 			for i := range 3 {
-				g.open(i, nil)
 				peerLogs[i] = g.shards[i].Log()
 			}
-			defer func() {
-				for i, s := range g.shards {
-					if s != nil {
-						g.close(i)
-					}
-				}
-			}()
 			l := g.leader()
 			acked := appendN(t, g.shards[l], 1, 300, "v")
 			down := (l + 1) % 3

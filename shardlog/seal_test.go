@@ -104,19 +104,7 @@ func TestShardSealReachesReplicaBySnapshot(t *testing.T) {
 		t.Skip("700 replicated writes")
 	}
 	g := &raftTrio{t: t}
-	for i := range g.dirs {
-		g.dirs[i] = t.TempDir()
-	}
-	for i := range 3 {
-		g.open(i, nil)
-	}
-	defer func() {
-		for i, s := range g.shards {
-			if s != nil {
-				g.close(i)
-			}
-		}
-	}()
+	g.start()
 	l := g.leader()
 	appendN(t, g.shards[l], 8, 100, "before")
 	down := (l + 1) % 3
