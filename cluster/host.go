@@ -254,11 +254,6 @@ func (h *Host) NotReady() error {
 	return nil
 }
 
-// Ready reports whether the metadata group has a leader that has replayed
-// its whole log and the cluster identity is known; NotReady also checks
-// the shard replicas.
-func (h *Host) Ready() bool { return h.metaNotReady() == nil }
-
 func (h *Host) metaNotReady() error {
 	if h.metaLeaderID() == "" {
 		return errors.New("no metadata leader known")

@@ -42,7 +42,7 @@ func startTestHost(t *testing.T, opts HostOptions) *Host {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
-	waitUntil(t, "host ready", func() bool { return h.Ready() && h.Meta().State().ClusterID != "" })
+	waitUntil(t, "host ready", func() bool { return h.NotReady() == nil })
 	return h
 }
 

@@ -225,10 +225,6 @@ func (s *Shard) startRaft() error {
 	machine := &fsm{log: s.log, logger: s.logger, seal: s.seal, fetch: o.Fetch, leader: s.knownLeader, ctx: s.fetchCtx,
 		raftLog: entries, reopen: s.RequestReopen}
 	snaps := snapshotStore{SnapshotStore: files, machine: machine}
-	if err := s.checkAgainstSnapshot(files, machine); err != nil {
-		closeStores()
-		return err
-	}
 	list, err := files.List()
 	if err != nil {
 		closeStores()
@@ -236,6 +232,10 @@ func (s *Shard) startRaft() error {
 	}
 	var snapIndex, snapTerm uint64
 	if len(list) > 0 { // the one raft starts from
+		if err := s.checkAgainstSnapshot(files, list[0].ID, machine); err != nil {
+			closeStores()
+			return err
+		}
 		snapIndex, snapTerm = list[0].Index, list[0].Term
 	}
 	if err := entries.ReconcileSnapshot(snapIndex, snapTerm); err != nil {
@@ -327,12 +327,8 @@ func (s *Shard) knownLeader() raft.ServerID {
 // latest snapshot before raft starts: raft would not replay the entries it
 // covers. A replica found behind (a crash while a snapshot install was
 // fetching, or lost segment files) catches up from peers, or refuses.
-func (s *Shard) checkAgainstSnapshot(snaps raft.SnapshotStore, machine *fsm) error {
-	list, err := snaps.List()
-	if err != nil || len(list) == 0 {
-		return err
-	}
-	_, rc, err := snaps.Open(list[0].ID)
+func (s *Shard) checkAgainstSnapshot(snaps raft.SnapshotStore, id string, machine *fsm) error {
+	_, rc, err := snaps.Open(id)
 	if err != nil {
 		return fmt.Errorf("shardlog: open snapshot: %w", err)
 	}
@@ -341,9 +337,9 @@ func (s *Shard) checkAgainstSnapshot(snaps raft.SnapshotStore, machine *fsm) err
 	if err := json.NewDecoder(io.LimitReader(rc, 64<<20)).Decode(&m); err != nil {
 		return fmt.Errorf("shardlog: read snapshot manifest: %w", err)
 	}
-	if err := machine.catchUp(m, "startup behind snapshot "+list[0].ID); err != nil {
+	if err := machine.catchUp(m, "startup behind snapshot "+id); err != nil {
 		return fmt.Errorf("shardlog: group %s: segments end at offset %d, snapshot %s covers %d: %w",
-			s.opts.GroupID, s.log.NextOffset(), list[0].ID, m.NextOffset, err)
+			s.opts.GroupID, s.log.NextOffset(), id, m.NextOffset, err)
 	}
 	return machine.restoreSeal(m)
 }

@@ -61,9 +61,9 @@ type process struct {
 // named in every node's join list), so the port comes from below the
 // kernel's ephemeral range (32768 and up on Linux): no listener on port 0,
 // which every node's gRPC and admin servers use, can take it in the
-// meantime. Asking the kernel for port 0 instead twice gave a port that
-// was in use again by the time the node bound it (CI: "bind: address
-// already in use").
+// meantime. With ports the kernel picked for port 0, CI once got one that
+// was taken again by the time the node bound it ("bind: address already in
+// use").
 func freePort(t testing.TB) string {
 	t.Helper()
 	portsMu.Lock()
