@@ -1,6 +1,6 @@
 //go:build faultsync
 
-package shardlog
+package diskfile
 
 import (
 	"errors"
@@ -21,9 +21,9 @@ import (
 // roll seals a segment, after a catch-up import. Truncate is applied at
 // once, and Close without Sync drops what was pending.
 //
-// raft's own log and stable store (raft-boltdb) fsync every commit
-// themselves, and the snapshot store fsyncs its files: they are real files
-// in this build too.
+// The raft logs and the write-ahead log go through this layer too; the
+// stable store (raft-boltdb) and the snapshot store fsync their own files,
+// which are real files in this build.
 
 // volatileFile is an *os.File whose writes are kept in memory until Sync.
 type volatileFile struct {
@@ -42,15 +42,15 @@ type extent struct {
 	data []byte
 }
 
-// errCrashed: the file belongs to a process that crashUnsynced "killed".
-var errCrashed = errors.New("shardlog: faultsync: file lost in a simulated crash")
+// errCrashed: the file belongs to a process that CrashUnsynced "killed".
+var errCrashed = errors.New("diskfile: faultsync: file lost in a simulated crash")
 
 var volatileFiles = struct {
 	sync.Mutex
 	open map[*volatileFile]bool
 }{open: map[*volatileFile]bool{}}
 
-func openSegFile(path string, flag int, perm os.FileMode) (segFile, error) {
+func Open(path string, flag int, perm os.FileMode) (File, error) {
 	f, err := os.OpenFile(path, flag, perm)
 	if err != nil {
 		return nil, err
@@ -67,10 +67,10 @@ func openSegFile(path string, flag int, perm os.FileMode) (segFile, error) {
 	return v, nil
 }
 
-// crashUnsynced simulates a crash of whatever has segment files open under
+// CrashUnsynced simulates a crash of whatever has segment files open under
 // dir: every write not yet synced is gone, and every later call on those
 // files fails. The files on disk keep exactly what was synced.
-func crashUnsynced(dir string) {
+func CrashUnsynced(dir string) {
 	dir = filepath.Clean(dir) + string(filepath.Separator)
 	volatileFiles.Lock()
 	defer volatileFiles.Unlock()

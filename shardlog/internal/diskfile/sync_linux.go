@@ -1,14 +1,14 @@
-package shardlog
+package diskfile
 
 import (
 	"os"
 	"syscall"
 )
 
-// fdatasync makes f's data and size durable, skipping the timestamps that
+// Fdatasync makes f's data and size durable, skipping the timestamps that
 // fsync would also write. A file that is not an *os.File (the faultsync
 // build's) syncs its own way.
-func fdatasync(f segFile) error {
+func Fdatasync(f File) error {
 	osf, ok := f.(*os.File)
 	if !ok {
 		return f.Sync()
