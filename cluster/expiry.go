@@ -119,7 +119,7 @@ func (h *Host) sweepShardDirs(st *State) {
 		if running || h.removing[e.Name()] {
 			continue
 		}
-		if err := os.RemoveAll(filepath.Join(root, e.Name())); err != nil {
+		if err := h.removeShardData(e.Name()); err != nil {
 			h.logger.Warn("removing the directory of a shard gone from the metadata", "group", e.Name(), "err", err)
 			continue
 		}

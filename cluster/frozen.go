@@ -127,7 +127,7 @@ func (h *Host) freezeReplica(s *Stream, sh *Shard, running *shardlog.Shard) {
 	h.shards[gid] = f
 	delete(h.failed, gid) // a frozen replica no longer needs its raft state
 	h.mu.Unlock()
-	if err := shardlog.RemoveRaftState(dir); err != nil {
+	if err := errors.Join(shardlog.RemoveRaftState(dir), h.wal.Drop(gid)); err != nil {
 		h.logger.Warn("cannot remove a frozen shard's raft log", "group", gid, "err", err)
 	}
 	h.logger.Info("shard frozen: raft group stopped, serving reads from its segments",

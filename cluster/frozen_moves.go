@@ -249,7 +249,7 @@ func (h *Host) copyFrozenReplica(streamID, index uint64, gid string, end uint64,
 		if err == nil {
 			// A directory left by an earlier replica of the group here
 			// (one that moved away) is stale: the copy replaces it.
-			err = os.RemoveAll(dir)
+			err = h.removeShardData(gid)
 		}
 		if err == nil {
 			err = os.Rename(staging, dir)

@@ -14,13 +14,15 @@ import (
 
 	internalv1 "github.com/riffle-streams/riffle/proto/riffle/internalapi/v1"
 	"github.com/riffle-streams/riffle/shardlog"
+	"github.com/riffle-streams/riffle/shardlog/wal"
 )
 
 // HostOptions configures the part of a node that runs raft groups.
 type HostOptions struct {
 	// NodeID is this node's id and raft server id.
 	NodeID string
-	// DataDir holds meta/ and shards/<group>/.
+	// DataDir holds meta/, shards/<group>/ and wal/ (the raft log entries
+	// of every shard replica here).
 	DataDir string
 	// Transports gives each group its raft transport. Raft addresses are
 	// node ids; the transport resolves them through membership.
@@ -74,6 +76,7 @@ type HostOptions struct {
 type Host struct {
 	opts   HostOptions
 	meta   *Meta
+	wal    *wal.WAL   // every shard replica's raft log entries
 	peers  *peerConns // forwarded requests
 	bulk   *peerConns // catch-up copies
 	logger *slog.Logger
@@ -163,6 +166,10 @@ func StartHost(opts HostOptions) (*Host, error) {
 	if opts.ModeSwitchesPerDay == 0 {
 		opts.ModeSwitchesPerDay = DefaultModeSwitchesPerDay
 	}
+	nodeWAL, err := openNodeWAL(opts.DataDir, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
 	meta, err := OpenMeta(MetaOptions{
 		Dir:       metaDir(opts.DataDir),
 		LocalID:   serverID(opts.NodeID),
@@ -171,9 +178,10 @@ func StartHost(opts HostOptions) (*Host, error) {
 		Logger:    opts.Logger,
 	})
 	if err != nil {
+		nodeWAL.Close()
 		return nil, err
 	}
-	h := &Host{opts: opts, meta: meta, logger: opts.Logger,
+	h := &Host{opts: opts, meta: meta, wal: nodeWAL, logger: opts.Logger,
 		peers:  &peerConns{dialOpts: opts.DialOptions, conns: map[string]*grpc.ClientConn{}},
 		bulk:   &peerConns{dialOpts: opts.DialOptions, conns: map[string]*grpc.ClientConn{}},
 		shards: map[string]*shardlog.Shard{}, removing: map[string]bool{}, copies: map[string]bool{}, failed: map[string]error{}, rebuilds: map[string]bool{},
@@ -272,7 +280,8 @@ func (h *Host) metaLeaderID() string {
 	return string(id)
 }
 
-// Close stops the loops, every shard replica and the metadata replica.
+// Close stops the loops, every shard replica, the node's WAL and the
+// metadata replica.
 func (h *Host) Close() error {
 	h.cancel()
 	h.wg.Wait()
@@ -284,7 +293,7 @@ func (h *Host) Close() error {
 	}
 	h.shards = map[string]*shardlog.Shard{}
 	h.mu.Unlock()
-	errs = append(errs, h.meta.Close())
+	errs = append(errs, h.wal.Close(), h.meta.Close())
 	h.opts.Transports.Release(metaGroupID)
 	errs = append(errs, h.peers.close(), h.bulk.close())
 	return errors.Join(errs...)

@@ -179,6 +179,12 @@ func TestSweepWaitsForCurrentMetadata(t *testing.T) {
 		shards: map[string]*shardlog.Shard{}, removing: map[string]bool{}, copies: map[string]bool{}, failed: map[string]error{},
 		rebuilds: map[string]bool{}, sealReports: map[string]*shardlog.Shard{}, moveReports: map[string]*shardlog.Shard{},
 		isCurrent: func() bool { return false }}
+	w, err := openNodeWAL(h.opts.DataDir, h.logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	h.wal = w
 	frozen := &Shard{Index: 5, Replicas: []string{"elsewhere"}, Frozen: true}
 	s := &Stream{Name: "old", ID: 1, Status: StreamActive, Shards: []*Shard{frozen}, NextShardIndex: 6}
 	st := &State{Streams: map[string]*Stream{"old": s}, NextStreamID: 2}

@@ -178,7 +178,7 @@ func (h *Host) sweepStrayReplicas(st *State) {
 		if _, err := os.Stat(h.shardDir(gid)); err != nil {
 			continue
 		}
-		if err := os.RemoveAll(h.shardDir(gid)); err != nil {
+		if err := h.removeShardData(gid); err != nil {
 			h.logger.Warn("removing a stray shard replica", "group", gid, "err", err)
 			continue
 		}
@@ -237,7 +237,7 @@ func (h *Host) stopOrphan(gid string) {
 		}
 	}
 	h.opts.Transports.Release(gid)
-	if err := os.RemoveAll(h.shardDir(gid)); err != nil {
+	if err := h.removeShardData(gid); err != nil {
 		h.logger.Error("removing an orphaned shard replica", "group", gid, "err", err)
 		return
 	}
@@ -258,6 +258,7 @@ func (h *Host) startReplica(s *Stream, sh *Shard) {
 	r, err := shardlog.OpenShard(shardlog.ShardOptions{
 		GroupID:         gid,
 		Dir:             h.shardDir(gid),
+		WAL:             h.wal,
 		LocalID:         serverID(h.opts.NodeID),
 		Transport:       h.opts.Transports.Transport(gid),
 		Bootstrap:       servers,
@@ -334,7 +335,7 @@ func (h *Host) removeReplica(s *Stream, sh *Shard, running *shardlog.Shard) {
 		}
 		h.opts.Transports.Release(gid)
 	}
-	if err := os.RemoveAll(h.shardDir(gid)); err != nil {
+	if err := h.removeShardData(gid); err != nil {
 		h.logger.Error("removing deleted shard data", "group", gid, "err", err)
 		return
 	}

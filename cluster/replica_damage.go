@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"os"
 	"slices"
 	"time"
 
@@ -103,7 +102,7 @@ func (h *Host) requestRebuild(st *State, s *Stream, sh *Shard) {
 // no longer places it on this node, or forgets a failed replica whose
 // group is gone.
 func (h *Host) dropFailedReplica(gid string) {
-	if err := os.RemoveAll(h.shardDir(gid)); err != nil {
+	if err := h.removeShardData(gid); err != nil {
 		h.logger.Warn("removing a failed shard replica", "group", gid, "err", err)
 		return
 	}

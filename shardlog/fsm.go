@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/riffle-streams/riffle/shardlog/wal"
 )
 
 // fsm applies a shard group's committed entries to its segment log. The log
@@ -32,7 +34,9 @@ type fsm struct {
 
 	// raftLog is the group's log store, which a snapshot install is
 	// checked against; nil for a frozen replica.
-	raftLog *RaftLog
+	raftLog *wal.Group
+	// dir is the replica's directory, where a refused install is recorded.
+	dir string
 	// installing is the snapshot raft opened to restore (snapshotStore).
 	installing atomic.Pointer[raft.SnapshotMeta]
 	// reopen asks the owner to restart the replica: an install the log
@@ -135,9 +139,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	// Refused before anything changes: raft then leaves its log and state
 	// as they were, and the replica restarts on a log reconciled with the
-	// snapshot, which is stored by now (RaftLog.ReconcileSnapshot).
+	// snapshot, which is stored by now (reconcileSnapshot).
 	if meta := f.installing.Swap(nil); meta != nil && f.raftLog != nil {
-		if err := f.raftLog.CheckInstall(meta.Index, meta.Term); err != nil {
+		if err := checkInstall(f.raftLog, f.dir, meta.Index, meta.Term); err != nil {
 			f.logger.Warn("shardlog: snapshot install refused", "snapshot", meta.ID, "err", err)
 			if errors.Is(err, ErrLogConflictsWithSnapshot) && f.reopen != nil {
 				f.reopen(err) // the next open drops the conflicting log

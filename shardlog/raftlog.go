@@ -18,8 +18,11 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// RaftLog is a shard's raft log store: entries appended to files, one
-// write and one fdatasync per StoreLogs call.
+// RaftLog is the raft log store a replica had to itself before the node's
+// write-ahead log (package wal) held every replica's entries: entries
+// appended to files, one write and one fdatasync per StoreLogs call. A
+// replica opened now moves such a log into the WAL (importOldLog) and
+// deletes it; the writing half stays for the tests that make one.
 //
 // Why not raft-boltdb, which still holds the group's term and vote: a
 // bbolt commit of one 300 KiB entry took 9 to 12 ms here against 1.3 ms to
@@ -50,10 +53,6 @@ type RaftLog struct {
 	first uint64         // first live index; 0 when empty
 	last  uint64         // last index; 0 when empty
 	buf   []byte         // encoding buffer reused by StoreLogs
-	// keepFrom, when set, is the end of a snapshot being installed over
-	// a log that holds it (CheckInstall): compaction keeps it and what
-	// follows, until the next entries are stored.
-	keepFrom uint64
 
 	fileBytes int64 // roll past this size; raftLogFileBytes but in tests
 }
@@ -313,113 +312,8 @@ func (l *RaftLog) StoreLog(log *raft.Log) error { return l.StoreLogs([]*raft.Log
 // matches the leader's next AppendEntries against entries it no longer
 // has, stores the ones after them with a hole before, and panics applying
 // the hole ("log not found"). A fault run's replica did. Without it, raft
-// only compacts a prefix after an install, so the store and raft agree;
-// CheckInstall and ReconcileSnapshot do the rest of what the Raft paper
-// asks of an install (keep the entries after a matching snapshot index,
-// drop a log that conflicts with it).
+// only compacts a prefix after an install, so the store and raft agree.
 func (l *RaftLog) IsMonotonic() bool { return false }
-
-// ErrLogConflictsWithSnapshot: a snapshot to install ends at an index this
-// log holds with another term, or that it does not hold while it goes past
-// it. Either way every entry after the snapshot here is one the leader
-// walked back over (raft sends a snapshot only after a follower rejected
-// every entry it offered, from the leader's last down past the first this
-// log holds), so none is committed, and Raft's rule is to drop the log.
-// hashicorp/raft cannot while it runs: the replica must restart, and the
-// next open drops the log (ReconcileSnapshot). Raft installing such a
-// snapshot instead would panic ("log not found") applying entries the log
-// no longer holds, or loop sending it again.
-var ErrLogConflictsWithSnapshot = errors.New("shardlog: raft log conflicts with the snapshot to install")
-
-// installConflictFile records, in the raft log's directory, the snapshot
-// an install was refused for with ErrLogConflictsWithSnapshot: its index
-// and term, 8 bytes each, little-endian.
-const installConflictFile = "install-conflict"
-
-// CheckInstall is called before raft installs a snapshot ending at index
-// and term. A log that ends at or before index needs nothing: raft goes on
-// after the snapshot. A log holding index with that term keeps it, and
-// the entries after it: the compaction that follows the install leaves
-// index in place, so that the leader's next AppendEntries, which names it
-// as the previous entry, matches. A log that conflicts with the snapshot
-// records that, for the next open, and returns
-// ErrLogConflictsWithSnapshot.
-func (l *RaftLog) CheckInstall(index, term uint64) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.last == 0 || l.last <= index {
-		return nil
-	}
-	why := fmt.Sprintf("the log [%d, %d] goes past the snapshot's end %d without it", l.first, l.last, index)
-	if index >= l.first {
-		var e raft.Log
-		if err := l.getLocked(index, &e); err != nil {
-			return err
-		}
-		if e.Term == term {
-			l.keepFrom = index
-			return nil
-		}
-		why = fmt.Sprintf("entry %d has term %d, the snapshot %d (log [%d, %d])", index, e.Term, term, l.first, l.last)
-	}
-	var b [16]byte
-	le.PutUint64(b[0:8], index)
-	le.PutUint64(b[8:16], term)
-	if err := writeFileSynced(filepath.Join(l.dir, installConflictFile), b[:]); err != nil {
-		return fmt.Errorf("shardlog: raft log: recording a conflicting install: %w", err)
-	}
-	return fmt.Errorf("%w: %s", ErrLogConflictsWithSnapshot, why)
-}
-
-// ReconcileSnapshot brings the log in line with the latest snapshot, which
-// ends at index and term (0 for none), before raft starts on it. First, a
-// log that conflicted with an install (CheckInstall) is dropped unless it
-// holds that snapshot's end with its term by now. Then, as the Raft paper's
-// install rules do: entries after a matching index stay; a log that holds
-// index with another term conflicts with the snapshot (committed) and
-// goes whole; entries that all end before index are left (raft skips
-// them). A log that starts after index+1 has a hole raft would panic on
-// and is ErrRaftLogCorrupt.
-func (l *RaftLog) ReconcileSnapshot(index, term uint64) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	conflictPath := filepath.Join(l.dir, installConflictFile)
-	if b, err := os.ReadFile(conflictPath); err == nil && len(b) == 16 {
-		ci, ct := le.Uint64(b[0:8]), le.Uint64(b[8:16])
-		var e raft.Log
-		if l.last != 0 && !(l.getLocked(ci, &e) == nil && e.Term == ct) {
-			l.logger.Warn("shardlog: dropping the raft log that conflicted with an installed snapshot",
-				"snapshotIndex", ci, "snapshotTerm", ct, "first", l.first, "last", l.last)
-			if err := l.restartAtLocked(ci + 1); err != nil {
-				return err
-			}
-		}
-		if err := os.Remove(conflictPath); err != nil {
-			return fmt.Errorf("shardlog: raft log: %w", err)
-		}
-	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("shardlog: raft log: %w", err)
-	}
-	if l.last == 0 || index == 0 || l.last <= index {
-		return nil
-	}
-	if l.first > index+1 {
-		return fmt.Errorf("%w: entries [%d, %d] follow the snapshot at %d with a hole", ErrRaftLogCorrupt, l.first, l.last, index)
-	}
-	if l.first == index+1 {
-		return nil
-	}
-	var e raft.Log
-	if err := l.getLocked(index, &e); err != nil {
-		return err
-	}
-	if e.Term == term {
-		return nil
-	}
-	l.logger.Warn("shardlog: raft log conflicts with the latest snapshot; dropping it",
-		"snapshotIndex", index, "snapshotTerm", term, "entryTerm", e.Term, "first", l.first, "last", l.last)
-	return l.restartAtLocked(index + 1)
-}
 
 // writeFileSynced writes b to path and makes it and its name durable.
 func writeFileSynced(path string, b []byte) error {
@@ -502,7 +396,6 @@ func (l *RaftLog) StoreLogs(logs []*raft.Log) error {
 		l.first = next
 	}
 	l.last = logs[len(logs)-1].Index
-	l.keepFrom = 0
 	return nil
 }
 
@@ -561,11 +454,6 @@ func (l *RaftLog) removeFiles(files []*raftLogFile) error {
 func (l *RaftLog) DeleteRange(min, max uint64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.keepFrom != 0 && min <= l.first && max >= l.keepFrom && max < l.last {
-		// A compaction (a prefix) after an install keeps the snapshot's
-		// end; a conflicting suffix (up to the last entry) still goes.
-		max = l.keepFrom - 1
-	}
 	if l.last == 0 || max < l.first || min > l.last || max < min {
 		return nil
 	}

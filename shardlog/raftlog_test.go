@@ -18,7 +18,7 @@ func raftEntry(i uint64) *raft.Log {
 		AppendedAt: time.Unix(1700000000, int64(i))}
 }
 
-func storeRange(t *testing.T, l *RaftLog, from, to uint64) {
+func storeRange(t *testing.T, l raft.LogStore, from, to uint64) {
 	t.Helper()
 	var batch []*raft.Log
 	for i := from; i <= to; i++ {
@@ -31,7 +31,7 @@ func storeRange(t *testing.T, l *RaftLog, from, to uint64) {
 
 // checkRange checks that the log holds exactly first..last, each entry as
 // stored.
-func checkRange(t *testing.T, l *RaftLog, first, last uint64) {
+func checkRange(t *testing.T, l raft.LogStore, first, last uint64) {
 	t.Helper()
 	if f, _ := l.FirstIndex(); f != first {
 		t.Fatalf("FirstIndex %d, want %d", f, first)
@@ -275,36 +275,6 @@ func TestRaftLogReadDetectsCorruption(t *testing.T) {
 	}
 }
 
-// TestMoveBoltLog: a replica whose entries an earlier version kept in
-// raft.db gets them in its RaftLog, once.
-func TestMoveBoltLog(t *testing.T) {
-	dir := t.TempDir()
-	store, err := OpenRaftStore(filepath.Join(dir, RaftStateFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	var batch []*raft.Log
-	for i := uint64(5); i <= 12; i++ {
-		batch = append(batch, raftEntry(i))
-	}
-	if err := store.StoreLogs(batch); err != nil {
-		t.Fatal(err)
-	}
-	logDir := filepath.Join(dir, RaftLogDir)
-	if err := moveBoltLog(store, logDir); err != nil {
-		t.Fatal(err)
-	}
-	if last, _ := store.LastIndex(); last != 0 {
-		t.Fatalf("raft.db still holds entries up to %d", last)
-	}
-	l := openTestRaftLog(t, logDir, 0)
-	checkRange(t, l, 5, 12)
-	if err := moveBoltLog(store, logDir); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func BenchmarkRaftLogStore(b *testing.B) {
 	for _, size := range []int{1 << 10, 64 << 10, 256 << 10} {
 		data := bytes.Repeat([]byte{'x'}, size)
@@ -341,126 +311,4 @@ func BenchmarkRaftLogStore(b *testing.B) {
 			}
 		})
 	}
-}
-
-// TestRaftLogCheckInstall: before a snapshot install, a log that ends at
-// or before the snapshot needs nothing; one holding the snapshot's last
-// entry with its term keeps that entry and the ones after it through the
-// compaction raft does next (so the leader's next AppendEntries, whose
-// previous entry it is, matches), while a suffix deletion still goes
-// through; a conflicting term, or a log that goes past the snapshot's end
-// without holding it, is ErrLogConflictsWithSnapshot. The store is not
-// monotonic, so raft compacts a prefix rather than emptying it
-// (hashicorp/raft#697).
-func TestRaftLogCheckInstall(t *testing.T) {
-	l := openTestRaftLog(t, t.TempDir(), 300)
-	if l.IsMonotonic() {
-		t.Fatal("the raft log says it is monotonic: raft would empty it on installs")
-	}
-	storeRange(t, l, 1, 40) // terms 1..5: entry i has term 1+i/10
-	if err := l.CheckInstall(40, 5); err != nil {
-		t.Fatalf("install at the log's end: %v", err)
-	}
-	if err := l.CheckInstall(55, 6); err != nil {
-		t.Fatalf("install past the log's end: %v", err)
-	}
-	if err := l.CheckInstall(25, 9); !errors.Is(err, ErrLogConflictsWithSnapshot) {
-		t.Fatalf("install whose end has another term here: %v, want ErrLogConflictsWithSnapshot", err)
-	}
-	if err := l.CheckInstall(25, 3); err != nil {
-		t.Fatalf("install whose end matches: %v", err)
-	}
-	// raft's compaction after the install: up to the snapshot's end.
-	if err := l.DeleteRange(1, 25); err != nil {
-		t.Fatal(err)
-	}
-	checkRange(t, l, 25, 40)
-	storeRange(t, l, 41, 41) // stored entries end the install's hold
-	if err := l.DeleteRange(25, 30); err != nil {
-		t.Fatal(err)
-	}
-	checkRange(t, l, 31, 41)
-	if err := l.CheckInstall(20, 3); !errors.Is(err, ErrLogConflictsWithSnapshot) {
-		t.Fatalf("install ending before the log's first entry, which goes past it: %v, want ErrLogConflictsWithSnapshot", err)
-	}
-	if err := l.CheckInstall(30, 3); !errors.Is(err, ErrLogConflictsWithSnapshot) {
-		t.Fatalf("install ending right before the log, which goes past it: %v, want ErrLogConflictsWithSnapshot", err)
-	}
-
-	// A conflicting suffix still goes whole while an install holds its end.
-	if err := l.CheckInstall(35, 4); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.DeleteRange(31, 41); err != nil {
-		t.Fatal(err)
-	}
-	checkRange(t, l, 0, 0)
-}
-
-// TestRaftLogReconcileSnapshot: at start, against the latest snapshot, a
-// log holding the snapshot's end with its term is kept whole; one holding
-// it with another term is dropped, ready to take the entry after the
-// snapshot; one that ends before it is left; one that starts after the
-// entry following it has a hole raft would panic on, and is corrupt.
-func TestRaftLogReconcileSnapshot(t *testing.T) {
-	l := openTestRaftLog(t, t.TempDir(), 300)
-	storeRange(t, l, 1, 40)
-	if err := l.ReconcileSnapshot(25, 3); err != nil {
-		t.Fatal(err)
-	}
-	checkRange(t, l, 1, 40)
-	if err := l.ReconcileSnapshot(60, 7); err != nil {
-		t.Fatal(err)
-	}
-	checkRange(t, l, 1, 40)
-	if err := l.ReconcileSnapshot(25, 8); err != nil {
-		t.Fatal(err)
-	}
-	checkRange(t, l, 0, 0)
-	storeRange(t, l, 26, 30)
-	l = reopen(t, l, 300)
-	checkRange(t, l, 26, 30)
-	if err := l.ReconcileSnapshot(25, 8); err != nil {
-		t.Fatalf("a log starting right after the snapshot: %v", err)
-	}
-	if err := l.ReconcileSnapshot(20, 2); !errors.Is(err, ErrRaftLogCorrupt) {
-		t.Fatalf("a log starting after a hole past the snapshot: %v, want ErrRaftLogCorrupt", err)
-	}
-	checkRange(t, l, 26, 30)
-}
-
-// TestRaftLogDropsLogThatConflictedWithInstall: an install the log
-// conflicted with is recorded on disk, and the next open's reconcile drops
-// the log (its entries past the snapshot were never committed), once; a
-// log that holds the snapshot's end with its term by then is kept.
-func TestRaftLogDropsLogThatConflictedWithInstall(t *testing.T) {
-	l := openTestRaftLog(t, t.TempDir(), 300)
-	storeRange(t, l, 1, 40)
-	if err := l.CheckInstall(25, 9); !errors.Is(err, ErrLogConflictsWithSnapshot) {
-		t.Fatal(err)
-	}
-	checkRange(t, l, 1, 40) // nothing changes while raft runs
-	l = reopen(t, l, 300)
-	if err := l.ReconcileSnapshot(25, 9); err != nil {
-		t.Fatal(err)
-	}
-	checkRange(t, l, 0, 0)
-	storeRange(t, l, 26, 30)
-	l = reopen(t, l, 300)
-	if err := l.ReconcileSnapshot(25, 9); err != nil {
-		t.Fatal(err)
-	}
-	checkRange(t, l, 26, 30) // recorded once: the next opens keep the log
-
-	// A log that starts right after the snapshot's end and goes past it,
-	// refused (it could never match the leader's next AppendEntries, whose
-	// previous entry is that end): dropped at the next open too.
-	if err := l.CheckInstall(25, 3); !errors.Is(err, ErrLogConflictsWithSnapshot) {
-		t.Fatal(err)
-	}
-	l = reopen(t, l, 300)
-	if err := l.ReconcileSnapshot(25, 3); err != nil {
-		t.Fatal(err)
-	}
-	checkRange(t, l, 0, 0)
 }

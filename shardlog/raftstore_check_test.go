@@ -1,6 +1,7 @@
 package shardlog
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/riffle-streams/riffle/shardlog/wal"
 )
 
 // Guarantee (issue 6): a replica whose raft store (term, vote, log) is
@@ -55,9 +58,9 @@ func TestShardRefusesDamagedRaftStore(t *testing.T) {
 	}
 }
 
-// Guarantee: a replica whose raft log file is damaged before its end (not
-// a torn last write) does not start its group either, with the same error
-// as a damaged raft.db, so the host handles both alike.
+// Guarantee: a replica whose entries in the WAL are damaged before its end
+// (not a torn last write) does not start its group either, with the same
+// error as a damaged raft.db, so the host handles both alike.
 func TestShardRefusesDamagedRaftLog(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestShard(t, dir)
@@ -65,16 +68,19 @@ func TestShardRefusesDamagedRaftLog(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	l, err := OpenRaftLog(filepath.Join(dir, RaftLogDir), nil)
+	segs, _ := filepath.Glob(filepath.Join(dir, walDir, "*.wal"))
+	if len(segs) != 1 {
+		t.Fatalf("WAL segments %v, want one", segs)
+	}
+	data, err := os.ReadFile(segs[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(l.files) == 0 || len(l.files[0].offsets) < 3 {
-		t.Fatalf("the test wants a raft log file with 3 entries or more")
+	at := bytes.Index(data, []byte("v-100"))
+	if at < 0 {
+		t.Fatal("record v-100 is not in the WAL")
 	}
-	path, at := l.files[0].path, l.files[0].offsets[1]+raftFrameHeader+2
-	l.Close()
-	flipByte(t, path, at)
+	flipByte(t, segs[0], int64(at+2))
 	_, tr := raft.NewInmemTransport("n1")
 	s, err = OpenShard(ShardOptions{GroupID: "g", Dir: dir, LocalID: "n1", Transport: tr, Timing: testTiming,
 		Logger: slog.New(slog.DiscardHandler)})
@@ -82,7 +88,7 @@ func TestShardRefusesDamagedRaftLog(t *testing.T) {
 		s.Close()
 		t.Fatal("OpenShard started a group on a damaged raft log")
 	}
-	if !errors.Is(err, ErrRaftStateDamaged) || !errors.Is(err, ErrRaftLogCorrupt) {
-		t.Fatalf("OpenShard = %v, want ErrRaftStateDamaged and ErrRaftLogCorrupt", err)
+	if !errors.Is(err, ErrRaftStateDamaged) || !errors.Is(err, wal.ErrCorrupt) {
+		t.Fatalf("OpenShard = %v, want ErrRaftStateDamaged and wal.ErrCorrupt", err)
 	}
 }

@@ -17,6 +17,8 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+
+	"github.com/riffle-streams/riffle/shardlog/wal"
 )
 
 // Errors callers branch on.
@@ -36,6 +38,10 @@ type ShardOptions struct {
 	GroupID string
 	// Dir holds raft.db, snapshots/ and segments/.
 	Dir string
+	// WAL holds the group's raft log entries, as the group named GroupID:
+	// the node's write-ahead log, shared by all its replicas. Nil: the
+	// replica opens one of its own in Dir/wal and closes it with itself.
+	WAL *wal.WAL
 	// LocalID is this node's raft server id.
 	LocalID raft.ServerID
 	// Transport carries the group's raft RPCs.
@@ -109,7 +115,8 @@ type Shard struct {
 	log     *Log
 	raft    *raft.Raft
 	store   *raftboltdb.BoltStore // term, vote and configuration
-	entries *RaftLog              // raft's log entries
+	entries *wal.Group            // raft's log entries
+	ownWAL  *wal.WAL              // the WAL opened for this replica alone, or nil
 	logger  *slog.Logger
 	seal    *sealState
 
@@ -135,7 +142,7 @@ func (s *Shard) RequestReopen(why error) { s.reopen.CompareAndSwap(nil, &why) }
 
 // NeedsReopen returns why raft cannot go on with this replica's state
 // until it is closed and opened again, or nil: a snapshot install its log
-// conflicts with (see RaftLog.CheckInstall).
+// conflicts with (see checkInstall).
 func (s *Shard) NeedsReopen() error {
 	if p := s.reopen.Load(); p != nil {
 		return *p
@@ -195,26 +202,21 @@ func OpenShard(opts ShardOptions) (*Shard, error) {
 
 func (s *Shard) startRaft() error {
 	o := s.opts
-	store, err := OpenCheckedRaftStore(filepath.Join(o.Dir, RaftStateFile))
+	statePath := filepath.Join(o.Dir, RaftStateFile)
+	_, err := os.Stat(statePath)
+	fresh := errors.Is(err, os.ErrNotExist)
+	store, err := OpenCheckedRaftStore(statePath)
 	if err != nil {
 		return fmt.Errorf("shardlog: open raft state: %w", err)
 	}
-	if err := moveBoltLog(store, filepath.Join(o.Dir, RaftLogDir)); err != nil {
-		store.Close()
-		return err
-	}
-	entries, err := OpenRaftLog(filepath.Join(o.Dir, RaftLogDir), s.logger)
+	entries, err := s.openEntries(store, fresh)
 	if err != nil {
 		store.Close()
-		if errors.Is(err, ErrRaftLogCorrupt) {
-			// Handled as a damaged raft.db is: the group stays stopped.
-			return fmt.Errorf("%w: %w", ErrRaftStateDamaged, err)
-		}
 		return err
 	}
 	closeStores := func() {
-		entries.Close()
 		store.Close()
+		s.closeOwnWAL()
 	}
 	hlog := NewHCLogger("raft", s.logger)
 	files, err := raft.NewFileSnapshotStoreWithLogger(o.Dir, 2, hlog)
@@ -223,7 +225,7 @@ func (s *Shard) startRaft() error {
 		return fmt.Errorf("shardlog: snapshot store: %w", err)
 	}
 	machine := &fsm{log: s.log, logger: s.logger, seal: s.seal, fetch: o.Fetch, leader: s.knownLeader, ctx: s.fetchCtx,
-		raftLog: entries, reopen: s.RequestReopen}
+		raftLog: entries, dir: o.Dir, reopen: s.RequestReopen}
 	snaps := snapshotStore{SnapshotStore: files, machine: machine}
 	list, err := files.List()
 	if err != nil {
@@ -238,11 +240,8 @@ func (s *Shard) startRaft() error {
 		}
 		snapIndex, snapTerm = list[0].Index, list[0].Term
 	}
-	if err := entries.ReconcileSnapshot(snapIndex, snapTerm); err != nil {
+	if err := reconcileSnapshot(entries, o.Dir, s.logger, snapIndex, snapTerm); err != nil {
 		closeStores()
-		if errors.Is(err, ErrRaftLogCorrupt) {
-			return fmt.Errorf("%w: %w", ErrRaftStateDamaged, err)
-		}
 		return err
 	}
 	cfg := raft.DefaultConfig()
@@ -402,10 +401,10 @@ func (s *Shard) Close() error {
 	s.cancelFetch()
 	<-s.done
 	err := s.raft.Shutdown().Error()
-	if cerr := s.entries.Close(); err == nil {
+	if cerr := s.store.Close(); err == nil {
 		err = cerr
 	}
-	if cerr := s.store.Close(); err == nil {
+	if cerr := s.closeOwnWAL(); err == nil {
 		err = cerr
 	}
 	if cerr := s.log.Close(); err == nil {
@@ -414,53 +413,49 @@ func (s *Shard) Close() error {
 	return err
 }
 
-// moveBoltLog moves raft entries that an earlier version kept in
-// raft.db into a RaftLog at dir, so that a replica upgraded in place keeps
-// its uncompacted entries. The copy is built beside dir and renamed into
-// place, then removed from raft.db; a crash in between repeats it.
-func moveBoltLog(store *raftboltdb.BoltStore, dir string) error {
-	last, err := store.LastIndex()
-	if err != nil || last == 0 {
-		return err
-	}
-	if _, err := os.Stat(dir); err == nil {
-		// Already moved; raft.db's copy is stale. Drop it.
-		first, _ := store.FirstIndex()
-		return store.DeleteRange(first, last)
-	}
-	first, err := store.FirstIndex()
-	if err != nil {
-		return err
-	}
-	tmp := dir + ".tmp"
-	if err := os.RemoveAll(tmp); err != nil {
-		return err
-	}
-	moved, err := OpenRaftLog(tmp, nil)
-	if err != nil {
-		return err
-	}
-	for i := first; i <= last; i++ {
-		var e raft.Log
-		if err := store.GetLog(i, &e); err != nil {
-			moved.Close()
-			return fmt.Errorf("shardlog: moving raft entry %d out of raft.db: %w", i, err)
+// walDir is where a replica opened without a node's WAL keeps its own.
+const walDir = "wal"
+
+// openEntries returns the replica's raft log: its group in the node's WAL
+// (or in a WAL of its own), with a log an earlier version kept beside the
+// replica moved into it. A replica without raft state yet starts with an
+// empty group, whatever a replica of the same group that was once here
+// and deleted left. A group whose records are damaged is
+// ErrRaftStateDamaged, as a damaged raft.db is: the replica forgot
+// entries it may have acknowledged.
+func (s *Shard) openEntries(store *raftboltdb.BoltStore, fresh bool) (*wal.Group, error) {
+	w := s.opts.WAL
+	if w == nil {
+		own, err := wal.Open(wal.Options{Dir: filepath.Join(s.opts.Dir, walDir), Logger: s.logger})
+		if err != nil {
+			return nil, fmt.Errorf("shardlog: %w", err)
 		}
-		if err := moved.StoreLogs([]*raft.Log{&e}); err != nil {
-			moved.Close()
-			return err
+		w, s.ownWAL = own, own
+	}
+	g, err := w.Group(s.opts.GroupID)
+	if fresh && g != nil {
+		err = g.Reset()
+	}
+	if err == nil {
+		err = importOldLog(store, s.opts.Dir, g, s.logger)
+	}
+	if err != nil {
+		s.closeOwnWAL()
+		if errors.Is(err, wal.ErrCorrupt) || errors.Is(err, ErrRaftLogCorrupt) {
+			return nil, fmt.Errorf("%w: %w", ErrRaftStateDamaged, err)
 		}
+		return nil, err
 	}
-	if err := moved.Close(); err != nil {
-		return err
+	return g, nil
+}
+
+func (s *Shard) closeOwnWAL() error {
+	if s.ownWAL == nil {
+		return nil
 	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return err
-	}
-	if err := syncDir(filepath.Dir(dir)); err != nil {
-		return err
-	}
-	return store.DeleteRange(first, last)
+	err := s.ownWAL.Close()
+	s.ownWAL = nil
+	return err
 }
 
 // OpenRaftStore opens a raft log and stable store in bbolt. The freelist
