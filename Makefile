@@ -31,7 +31,7 @@ vet:
 # third the fault workload's parts that need no cluster.
 test: vet
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
-	CGO_ENABLED=1 $(GO) test -race -count=1 -tags '$(FAULT_TAGS)' -run 'FaultClock|Unsynced' ./node ./shardlog
+	CGO_ENABLED=1 $(GO) test -race -count=1 -tags '$(FAULT_TAGS)' -run 'FaultClock|Unsynced' ./node ./shardlog ./shardlog/wal
 	CGO_ENABLED=1 $(GO) test -race -count=1 -tags fault -run 'TestEndShard' ./tests/fault
 
 test-short:
