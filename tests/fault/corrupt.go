@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/riffle-streams/riffle/shardlog"
 )
 
 // File damage for the corrupt-files nemesis. It works on a stopped node's
@@ -104,66 +106,112 @@ func flipByteAt(path string, pos int64, mask byte) error {
 	return errors.Join(err, f.Close())
 }
 
-// raftFrameHeader is the shard raft log's frame header: payload length and
-// CRC-32C, 4 bytes each (shardlog/raftlog.go).
-const raftFrameHeader = 8
+// The node's write-ahead log (shardlog/wal/record.go) keeps every shard
+// replica's raft log entries in DataDir/wal/*.wal as frames of
+//
+//	hcrc uint32 | length uint32 | type uint8 | nameLen uint8 | name | body
+//
+// where name is the replica's group id and an append's body is a run of
+// entries, each "length uint32 | crc32c uint32 | payload".
+const (
+	walFrameFixed  = 10
+	walEntryHeader = 8
+	walAppend      = 1
+	walCheckpoint  = 4
+)
 
-// corruptRaftLog damages the raft log of one shard replica of the stopped
-// node: one byte of the first entry of a raftlog file that holds a later
-// entry too, so the damage is inside the log, not a torn tail a crash
-// could leave (which the store cuts, since raft acknowledged nothing in
-// it). The node must refuse to start that replica (it could vote and lead
-// with a log missing entries it acknowledged) and the cluster must rebuild
-// it on a node holding none of the shard. It returns the replica's group
-// id (its directory under shards/) and what it did; "" when no replica has
-// such a file.
-func corruptRaftLog(dataDir string, rng *rand.Rand) (group, did string, err error) {
-	files, err := filepath.Glob(filepath.Join(dataDir, "shards", "*", "raftlog", "*.raftlog"))
+// walFrame is where one whole frame lies in a WAL segment.
+type walFrame struct {
+	seg        int    // index into the node's segments, oldest first
+	typ        byte   // record type
+	group      string // the replica's group id
+	body       int64  // offset of the body in the segment
+	firstEntry int64  // payload bytes of the body's first entry; 0 for none
+}
+
+// walFrames walks the node's WAL segments, oldest first, and returns
+// their whole frames; a frame cut short by a crash ends its segment's
+// walk. Checksums are the node's to check: the harness only needs where
+// frames are.
+func walFrames(dataDir string) (segs []string, frames []walFrame, err error) {
+	segs, err = filepath.Glob(filepath.Join(dataDir, "wal", "*.wal"))
+	if err != nil {
+		return nil, nil, err
+	}
+	slices.Sort(segs) // zero-padded numbers: lexical order is log order
+	for i, path := range segs {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		for off := 0; off+walFrameFixed <= len(data); {
+			nameLen := int(data[off+9])
+			bodyAt := off + walFrameFixed + nameLen
+			length := int(binary.LittleEndian.Uint32(data[off+4:]))
+			if bodyAt+length > len(data) {
+				break
+			}
+			f := walFrame{seg: i, typ: data[off+8], group: string(data[off+walFrameFixed : bodyAt]), body: int64(bodyAt)}
+			if f.typ == walAppend && length >= walEntryHeader {
+				f.firstEntry = int64(binary.LittleEndian.Uint32(data[bodyAt:]))
+			}
+			frames = append(frames, f)
+			off = bodyAt + length
+		}
+	}
+	return segs, frames, nil
+}
+
+// corruptWAL damages the raft log of one shard replica of the stopped
+// node: one byte in the first entry of an append record of the replica's
+// WAL group, so that the entry fails its checksum. The record is one the
+// node must see as damage inside the log, not a torn tail a crash could
+// leave (which it cuts, since raft acknowledged nothing in it): a whole
+// frame follows it in its segment, or its segment is not the newest. And
+// the damage must still count at the next start: the group holds a raft
+// store (a group without one is dropped as a removed replica's) and no
+// later checkpoint restates the group's log. The node must refuse to
+// start that replica (it could vote and lead with a log missing entries
+// it acknowledged) and the cluster must rebuild it on a node holding none
+// of the shard. It returns the replica's group id and what it did; ""
+// when no record qualifies.
+func corruptWAL(dataDir string, rng *rand.Rand) (group, did string, err error) {
+	segs, frames, err := walFrames(dataDir)
 	if err != nil {
 		return "", "", err
 	}
-	slices.Sort(files)
-	rng.Shuffle(len(files), func(i, j int) { files[i], files[j] = files[j], files[i] })
-	for _, path := range files {
-		first, size, err := firstFrame(path)
-		if err != nil {
-			return "", "", err
+	checkpointed := map[string]int{} // group -> its last checkpoint's frame
+	for i, f := range frames {
+		if f.typ == walCheckpoint {
+			checkpointed[f.group] = i
 		}
-		if first == 0 || raftFrameHeader+first+raftFrameHeader > size {
-			continue // empty, or one entry only
+	}
+	var candidates []int
+	for i, f := range frames {
+		if f.typ != walAppend || f.firstEntry == 0 {
+			continue
 		}
-		pos := raftFrameHeader + rng.Int64N(first)
-		if err := flipByteAt(path, pos, byte(1+rng.IntN(255))); err != nil {
-			return "", "", err
+		if last, ok := checkpointed[f.group]; ok && last > i {
+			continue
 		}
-		rel, _ := filepath.Rel(dataDir, path)
-		group = filepath.Base(filepath.Dir(filepath.Dir(path)))
-		return group, fmt.Sprintf("%s: byte %d of its first entry flipped", rel, pos), nil
+		if f.seg == len(segs)-1 && (i == len(frames)-1 || frames[i+1].seg != f.seg) {
+			continue // the newest segment's last frame: a tail
+		}
+		if _, err := os.Stat(filepath.Join(dataDir, "shards", f.group, shardlog.RaftStateFile)); err != nil {
+			continue
+		}
+		candidates = append(candidates, i)
 	}
-	return "", "", nil
-}
-
-// firstFrame returns the payload length of a raftlog file's first frame
-// (0 when the file has none) and the file's size.
-func firstFrame(path string) (length, size int64, err error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, 0, err
+	if len(candidates) == 0 {
+		return "", "", nil
 	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return 0, 0, err
+	f := frames[candidates[rng.IntN(len(candidates))]]
+	pos := f.body + walEntryHeader + rng.Int64N(f.firstEntry)
+	if err := flipByteAt(segs[f.seg], pos, byte(1+rng.IntN(255))); err != nil {
+		return "", "", err
 	}
-	var hdr [raftFrameHeader]byte
-	if _, err := f.ReadAt(hdr[:], 0); err != nil {
-		return 0, info.Size(), nil
-	}
-	n := int64(binary.LittleEndian.Uint32(hdr[0:4]))
-	if raftFrameHeader+n > info.Size() {
-		return 0, info.Size(), nil
-	}
-	return n, info.Size(), nil
+	rel, _ := filepath.Rel(dataDir, segs[f.seg])
+	return f.group, fmt.Sprintf("%s: byte %d, in an entry of group %s, flipped", rel, pos, f.group), nil
 }
 
 // bbolt's meta pages (go.etcd.io/bbolt, db.go), as the raft store keeps

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/riffle-streams/riffle/shardlog"
+	"github.com/riffle-streams/riffle/shardlog/wal"
 )
 
 // TestCorruptSegments checks the corrupt-files nemesis's file damage on a
@@ -106,43 +107,78 @@ func TestCorruptSegments(t *testing.T) {
 	}
 }
 
-// TestCorruptRaftLog checks the raft-log damage on logs written by the
-// real store: a replica with a single entry is left alone (its only
-// frame is the tail), and a damaged log is one the store refuses to open
-// as corrupt, rather than cutting it as a torn tail.
-func TestCorruptRaftLog(t *testing.T) {
+// TestCorruptWAL checks the raft-log damage on a WAL written by the real
+// one: a group whose only record is the log's last frame is left alone
+// (it is the tail), as are a group without a raft store and one
+// checkpointed since; the damage it does is one the WAL reports as the
+// chosen group's, on its next open, and no other group's.
+func TestCorruptWAL(t *testing.T) {
 	dir := t.TempDir()
-	write := func(group string, entries int) {
-		l, err := shardlog.OpenRaftLog(filepath.Join(dir, "shards", group, shardlog.RaftLogDir), nil)
+	open := func() *wal.WAL {
+		w, err := wal.Open(wal.Options{Dir: filepath.Join(dir, "wal")})
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i := 1; i <= entries; i++ {
-			if err := l.StoreLogs([]*raft.Log{{Index: uint64(i), Term: 1, Type: raft.LogCommand, Data: bytes.Repeat([]byte{byte(i)}, 100)}}); err != nil {
+		return w
+	}
+	write := func(w *wal.WAL, group string, from, to int) {
+		g, err := w.Group(group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := from; i <= to; i++ {
+			if err := g.StoreLogs([]*raft.Log{{Index: uint64(i), Term: 1, Type: raft.LogCommand, Data: bytes.Repeat([]byte{byte(i)}, 100)}}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := l.Close(); err != nil {
+	}
+	replica := func(group string) {
+		if err := os.MkdirAll(filepath.Join(dir, "shards", group), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "shards", group, shardlog.RaftStateFile), []byte("store"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write("s1-0", 1)
 	rng := rand.New(rand.NewPCG(3, 3))
-	if group, did, err := corruptRaftLog(dir, rng); err != nil || group != "" {
-		t.Fatalf("a one-entry log was damaged: %q %q %v", group, did, err)
+	w := open()
+	write(w, "s9-0", 1, 3) // no raft store: a removed replica's
+	write(w, "s1-0", 1, 1)
+	w.Close()
+	replica("s1-0")
+	if group, did, err := corruptWAL(dir, rng); err != nil || group != "" {
+		t.Fatalf("the tail or a removed replica's group was damaged: %q %q %v", group, did, err)
 	}
-	write("s1-1", 5)
-	group, did, err := corruptRaftLog(dir, rng)
-	if err != nil || group != "s1-1" {
-		t.Fatalf("corruptRaftLog = %q %q %v, want group s1-1", group, did, err)
+
+	w = open()
+	write(w, "s1-1", 1, 4)
+	g, err := w.Group("s1-1")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := shardlog.OpenRaftLog(filepath.Join(dir, "shards", "s1-1", shardlog.RaftLogDir), nil); !errors.Is(err, shardlog.ErrRaftLogCorrupt) {
-		t.Fatalf("opening the damaged log (%s): %v, want ErrRaftLogCorrupt", did, err)
+	if err := g.Reset(); err != nil { // checkpointed: its appends are behind it
+		t.Fatal(err)
 	}
-	if l, err := shardlog.OpenRaftLog(filepath.Join(dir, "shards", "s1-0", shardlog.RaftLogDir), nil); err != nil {
-		t.Fatalf("the untouched log does not open: %v", err)
-	} else {
-		l.Close()
+	write(w, "s1-2", 1, 4)
+	write(w, "s1-0", 2, 2) // the tail, after s1-2's records
+	w.Close()
+	for _, r := range []string{"s1-1", "s1-2"} {
+		replica(r)
+	}
+	group, did, err := corruptWAL(dir, rng)
+	if err != nil || (group != "s1-0" && group != "s1-2") {
+		t.Fatalf("corruptWAL = %q %q %v, want group s1-0 or s1-2", group, did, err)
+	}
+	w = open()
+	defer w.Close()
+	for _, name := range []string{"s1-0", "s1-1", "s1-2", "s9-0"} {
+		_, err := w.Group(name)
+		if name == group && !errors.Is(err, wal.ErrCorrupt) {
+			t.Errorf("the damaged group %s (%s) opens: %v, want ErrCorrupt", name, did, err)
+		}
+		if name != group && err != nil {
+			t.Errorf("group %s was not damaged (%s) but opens with %v", name, did, err)
+		}
 	}
 }
 

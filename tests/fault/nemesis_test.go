@@ -165,7 +165,7 @@ var nemeses = map[string]nemesis{
 		if err == nil && spareIn.Load() && rng.IntN(2) == 0 {
 			var group, what string
 			if rng.IntN(2) == 0 {
-				group, what, err = corruptRaftLog(dir, rng)
+				group, what, err = corruptWAL(dir, rng)
 			} else {
 				group, what, err = corruptRaftStore(dir, rng)
 			}
