@@ -25,6 +25,10 @@ type Options struct {
 	// for groups that pin them; past it, at each roll, the groups holding
 	// entries in the oldest are checkpointed into the new one. 4 when 0.
 	CheckpointAfter int
+	// CheckpointBytes caps the entries copied by the checkpoints of one
+	// roll; a group whose live log is larger is left to raft's
+	// compaction. SegmentBytes/8 when 0.
+	CheckpointBytes int64
 	// MaxWriteBytes caps one group-commit write; 16 MiB when 0. A single
 	// record larger than it is written alone.
 	MaxWriteBytes int
@@ -99,6 +103,9 @@ func Open(opts Options) (*WAL, error) {
 	}
 	if opts.CheckpointAfter <= 0 {
 		opts.CheckpointAfter = 4
+	}
+	if opts.CheckpointBytes <= 0 {
+		opts.CheckpointBytes = opts.SegmentBytes / 8
 	}
 	if opts.MaxWriteBytes <= 0 {
 		opts.MaxWriteBytes = 16 << 20
@@ -386,10 +393,18 @@ func (w *WAL) newSegment(id uint64) error {
 }
 
 // checkpointPinned, once more than CheckpointAfter segments precede the
-// newest, builds a checkpoint of every whole group holding entries in the
-// oldest: its live entries, copied, which free that segment once written.
-// The writer applies them before anything else it writes with them, so no
-// other record of the group can come between the copy and its apply.
+// newest, builds a checkpoint of the whole groups holding entries in the
+// oldest: their live entries, copied, which free that segment once
+// written. The writer applies them before anything else it writes with
+// them, so no other record of the group can come between the copy and its
+// apply.
+//
+// Only small logs are copied, up to CheckpointBytes in all per roll: a
+// group idle with a few entries is what pins old segments for good. A
+// busy group's log may span many segments between two raft snapshots
+// (hundreds of MiB at full speed); copying it would stall every group's
+// writes for seconds, and raft's next snapshot frees those segments
+// anyway.
 func (w *WAL) checkpointPinned() []*request {
 	w.mu.Lock()
 	if len(w.segs)-1 <= w.opts.CheckpointAfter {
@@ -403,9 +418,11 @@ func (w *WAL) checkpointPinned() []*request {
 	}
 	w.mu.Unlock()
 	var reqs []*request
+	budget := w.opts.CheckpointBytes
 	for _, g := range groups {
-		if r := g.checkpoint(oldest); r != nil {
+		if r := g.checkpoint(oldest, budget); r != nil {
 			reqs = append(reqs, r)
+			budget -= int64(len(r.frame))
 		}
 	}
 	w.stats.checkpoints.Add(uint64(len(reqs)))
@@ -413,14 +430,22 @@ func (w *WAL) checkpointPinned() []*request {
 }
 
 // checkpoint returns a record stating the group's whole live log, when
-// its first entry lies in segment oldest and its records are whole.
-func (g *Group) checkpoint(oldest uint64) *request {
+// its first entry lies in segment oldest, its records are whole and its
+// entries take at most budget bytes.
+func (g *Group) checkpoint(oldest uint64, budget int64) *request {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	if len(g.locs) == 0 || g.locs[0].seg.id != oldest || g.damaged != nil || g.dropped {
 		return nil
 	}
-	frame := appendFrameHeader(nil, recCheckpoint, g.name)
+	var size int64
+	for _, l := range g.locs {
+		size += int64(l.n)
+	}
+	if size > budget {
+		return nil
+	}
+	frame := appendFrameHeader(make([]byte, 0, frameFixed+len(g.name)+int(size)), recCheckpoint, g.name)
 	bodyAt := len(frame)
 	spans := make([]entrySpan, len(g.locs))
 	for i, l := range g.locs {

@@ -232,7 +232,9 @@ func TestWALMatchesModel(t *testing.T) {
 		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, seed*31))
 			dir := t.TempDir()
-			opts := Options{SegmentBytes: 16 << 10, CheckpointAfter: 2}
+			// Checkpoints may copy any log here: the model's groups are
+			// compacted at random, not as raft bounds them.
+			opts := Options{SegmentBytes: 16 << 10, CheckpointAfter: 2, CheckpointBytes: 1 << 20}
 			w := openTest(t, dir, opts)
 			const ngroups = 5
 			models := make([]*model, ngroups)
@@ -387,6 +389,38 @@ func TestWALReclaimsSegmentsAnIdleGroupPins(t *testing.T) {
 	w = openTest(t, dir, opts)
 	expectLog(t, group(t, w, "idle"), 1, 3, term1, 1000)
 	expectLog(t, group(t, w, "busy"), 1991, 2000, term1, 1000)
+}
+
+// TestWALLeavesLargeLogsToCompaction: a group whose live log spans many
+// segments (a busy shard between two raft snapshots) is not copied at a
+// roll, which would hold every group's writes while it is, and the
+// segments it pins go once it is compacted.
+func TestWALLeavesLargeLogsToCompaction(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{SegmentBytes: 64 << 10, CheckpointAfter: 2}
+	w := openTest(t, dir, opts)
+	busy := group(t, w, "busy")
+	for i := uint64(1); i <= 600; i++ {
+		if err := busy.StoreLogs(entries(i, i, 1, 1000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := w.Stats()
+	if st.Checkpoints != 0 || st.Segments < 8 {
+		t.Fatalf("%d checkpoints, %d segments: a 600 KiB live log was copied at a roll (budget %d)", st.Checkpoints, st.Segments, opts.SegmentBytes/8)
+	}
+	if err := busy.DeleteRange(1, 590); err != nil { // raft's snapshot
+		t.Fatal(err)
+	}
+	for i := uint64(601); i <= 700; i++ { // rolls, which reclaim
+		if err := busy.StoreLogs(entries(i, i, 1, 1000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := w.Stats(); st.Segments > opts.CheckpointAfter+2 {
+		t.Fatalf("%d segments after the compaction", st.Segments)
+	}
+	expectLog(t, busy, 591, 700, term1, 1000)
 }
 
 func segmentFiles(t *testing.T, dir string) []string {
