@@ -9,6 +9,7 @@ import (
 
 	"github.com/riffle-streams/riffle/cluster"
 	rifflev1 "github.com/riffle-streams/riffle/proto/riffle/v1"
+	"github.com/riffle-streams/riffle/shardlog/wal"
 )
 
 // nodesServer implements riffle.v1.Nodes, Riffle's own extension for
@@ -161,5 +162,33 @@ func registerMoveMetrics(reg prometheus.Registerer, host *cluster.Host) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "riffle_replicas_failed", Help: "Shard replicas this node refuses to start because their raft state is damaged."},
 			func() float64 { return float64(len(host.FailedReplicas())) }),
+	)
+	// The node's write-ahead log (docs/wal.md): writes/records is how much
+	// group commit shares each fdatasync.
+	walStat := func(f func(s wal.Stats) float64) func() float64 {
+		return func() float64 { return f(host.WALStats()) }
+	}
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "riffle_wal_writes_total", Help: "Group-commit writes of the node's write-ahead log, each one write and one fdatasync."},
+			walStat(func(s wal.Stats) float64 { return float64(s.Writes) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "riffle_wal_records_total", Help: "Records (appends, truncations, checkpoints of every shard replica) the write-ahead log wrote."},
+			walStat(func(s wal.Stats) float64 { return float64(s.Records) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "riffle_wal_bytes_total", Help: "Bytes the write-ahead log wrote."},
+			walStat(func(s wal.Stats) float64 { return float64(s.Bytes) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "riffle_wal_checkpoints_total", Help: "Idle replicas' logs copied forward so that old segments could be deleted."},
+			walStat(func(s wal.Stats) float64 { return float64(s.Checkpoints) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "riffle_wal_segments_deleted_total", Help: "Write-ahead log segments deleted once no replica needed them."},
+			walStat(func(s wal.Stats) float64 { return float64(s.SegmentsDeleted) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "riffle_wal_segments", Help: "Write-ahead log segment files on disk."},
+			walStat(func(s wal.Stats) float64 { return float64(s.Segments) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "riffle_wal_groups", Help: "Shard replicas with entries in the write-ahead log."},
+			walStat(func(s wal.Stats) float64 { return float64(s.Groups) })),
 	)
 }
