@@ -163,32 +163,26 @@ func registerMoveMetrics(reg prometheus.Registerer, host *cluster.Host) {
 			Name: "riffle_replicas_failed", Help: "Shard replicas this node refuses to start because their raft state is damaged."},
 			func() float64 { return float64(len(host.FailedReplicas())) }),
 	)
-	// The node's write-ahead log (docs/wal.md): writes/records is how much
-	// group commit shares each fdatasync.
-	walStat := func(f func(s wal.Stats) float64) func() float64 {
-		return func() float64 { return f(host.WALStats()) }
+	// The node's write-ahead log (docs/wal.md): records/writes is how many
+	// replica writes share each fdatasync.
+	for _, m := range []struct {
+		name, help string
+		counter    bool
+		value      func(wal.Stats) float64
+	}{
+		{"riffle_wal_writes_total", "Group-commit writes of the node's write-ahead log, each one write and one fdatasync.", true, func(s wal.Stats) float64 { return float64(s.Writes) }},
+		{"riffle_wal_records_total", "Records (appends, truncations, checkpoints of every shard replica) the write-ahead log wrote.", true, func(s wal.Stats) float64 { return float64(s.Records) }},
+		{"riffle_wal_bytes_total", "Bytes the write-ahead log wrote.", true, func(s wal.Stats) float64 { return float64(s.Bytes) }},
+		{"riffle_wal_checkpoints_total", "Idle replicas' logs copied forward so that old segments could be deleted.", true, func(s wal.Stats) float64 { return float64(s.Checkpoints) }},
+		{"riffle_wal_segments_deleted_total", "Write-ahead log segments deleted once no replica needed them.", true, func(s wal.Stats) float64 { return float64(s.SegmentsDeleted) }},
+		{"riffle_wal_segments", "Write-ahead log segment files on disk.", false, func(s wal.Stats) float64 { return float64(s.Segments) }},
+		{"riffle_wal_groups", "Shard replicas with entries in the write-ahead log.", false, func(s wal.Stats) float64 { return float64(s.Groups) }},
+	} {
+		value := func() float64 { return m.value(host.WALStats()) }
+		if m.counter {
+			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: m.name, Help: m.help}, value))
+		} else {
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: m.name, Help: m.help}, value))
+		}
 	}
-	reg.MustRegister(
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "riffle_wal_writes_total", Help: "Group-commit writes of the node's write-ahead log, each one write and one fdatasync."},
-			walStat(func(s wal.Stats) float64 { return float64(s.Writes) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "riffle_wal_records_total", Help: "Records (appends, truncations, checkpoints of every shard replica) the write-ahead log wrote."},
-			walStat(func(s wal.Stats) float64 { return float64(s.Records) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "riffle_wal_bytes_total", Help: "Bytes the write-ahead log wrote."},
-			walStat(func(s wal.Stats) float64 { return float64(s.Bytes) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "riffle_wal_checkpoints_total", Help: "Idle replicas' logs copied forward so that old segments could be deleted."},
-			walStat(func(s wal.Stats) float64 { return float64(s.Checkpoints) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "riffle_wal_segments_deleted_total", Help: "Write-ahead log segments deleted once no replica needed them."},
-			walStat(func(s wal.Stats) float64 { return float64(s.SegmentsDeleted) })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "riffle_wal_segments", Help: "Write-ahead log segment files on disk."},
-			walStat(func(s wal.Stats) float64 { return float64(s.Segments) })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "riffle_wal_groups", Help: "Shard replicas with entries in the write-ahead log."},
-			walStat(func(s wal.Stats) float64 { return float64(s.Groups) })),
-	)
 }
