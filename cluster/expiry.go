@@ -115,6 +115,7 @@ func (h *Host) sweepShardDirs(st *State) {
 		}
 		h.mu.RLock()
 		_, running := h.shards[e.Name()]
+		running = running || h.hib.asleep[e.Name()] != nil
 		h.mu.RUnlock()
 		if running || h.removing[e.Name()] {
 			continue

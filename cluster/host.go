@@ -65,6 +65,10 @@ type HostOptions struct {
 	// and 2, the defaults when zero); negative: no limit. The metadata
 	// leader's setting applies.
 	ScalingOpsPerDay, ModeSwitchesPerDay int
+	// HibernateAfter is how long a shard must go without writes and
+	// readers before its raft group closes on every replica until the next
+	// request (hibernate.go); zero: DefaultHibernateAfter; negative: never.
+	HibernateAfter time.Duration
 	// Logger receives structured logs.
 	Logger *slog.Logger
 }
@@ -119,6 +123,10 @@ type Host struct {
 	// leader.
 	movesCompleted atomic.Uint64
 
+	// hib holds the hibernating replicas and when each replica was last
+	// used (hibernate.go).
+	hib hibernation
+
 	// throttles hold the per-shard limits' buckets of groups running here.
 	throttles throttles
 	// meters count the writes of ON_DEMAND shards this node leads.
@@ -156,6 +164,9 @@ func StartHost(opts HostOptions) (*Host, error) {
 	if opts.BalanceInterval <= 0 {
 		opts.BalanceInterval = defaultBalanceInterval
 	}
+	if opts.HibernateAfter == 0 {
+		opts.HibernateAfter = DefaultHibernateAfter
+	}
 	if opts.BootstrapExpect <= 0 {
 		opts.BootstrapExpect = 1
 	}
@@ -186,9 +197,11 @@ func StartHost(opts HostOptions) (*Host, error) {
 		bulk:   &peerConns{dialOpts: opts.DialOptions, conns: map[string]*grpc.ClientConn{}},
 		shards: map[string]*shardlog.Shard{}, removing: map[string]bool{}, copies: map[string]bool{}, failed: map[string]error{}, rebuilds: map[string]bool{},
 		sealReports: map[string]*shardlog.Shard{}, moveReports: map[string]*shardlog.Shard{}}
+	h.hib.asleep, h.hib.refused = map[string]*sleeper{}, map[string]time.Time{}
 	h.isCurrent = h.metaCurrent
 	h.ctx, h.cancel = context.WithCancel(context.Background())
-	h.wg.Add(6)
+	h.wg.Add(7)
+	go h.runHibernator()
 	go h.runOnDemand()
 	go h.runBalancer()
 	go h.runFormation()
@@ -211,8 +224,31 @@ func (h *Host) Meta() *Meta { return h.meta }
 // NodeID is this node's id.
 func (h *Host) NodeID() string { return h.opts.NodeID }
 
-// Shard returns the local replica of a stream's shard.
+// Shard returns the local replica of a stream's shard, for a request: it
+// counts as a use of the replica, and wakes it if it hibernates.
 func (h *Host) Shard(s *Stream, sh *Shard) (*shardlog.Shard, error) {
+	gid := s.GroupID(sh)
+	h.mu.RLock()
+	r, asleep := h.shards[gid], h.hib.asleep[gid] != nil
+	if r != nil {
+		// Under mu, so that sleep, which checks use under the write lock,
+		// never closes a replica a request has just been handed.
+		h.touch(gid)
+	}
+	h.mu.RUnlock()
+	if r != nil {
+		return r, nil
+	}
+	if asleep {
+		return h.wake(s, sh, true)
+	}
+	return nil, ErrNoReplica
+}
+
+// runningShard returns the local replica of a shard if it runs, for the
+// node's own background work: it neither counts as a use nor wakes a
+// hibernating replica.
+func (h *Host) runningShard(s *Stream, sh *Shard) (*shardlog.Shard, error) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if r, ok := h.shards[s.GroupID(sh)]; ok {
@@ -247,6 +283,9 @@ func (h *Host) NotReady() error {
 			}
 			gid := s.GroupID(sh)
 			r := h.shards[gid]
+			if r == nil && h.hib.asleep[gid] != nil {
+				continue // at rest, ready to wake
+			}
 			if r == nil {
 				if reason, failed := h.failed[gid]; failed {
 					return fmt.Errorf("replica %s failed: %s", gid, reason)

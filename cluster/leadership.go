@@ -67,7 +67,7 @@ func (h *Host) balanceLeaders() {
 				sh.Moving != nil || st.IsDraining(sh.Replicas[0]) {
 				continue
 			}
-			r, err := h.Shard(s, sh)
+			r, err := h.runningShard(s, sh)
 			if err != nil || !r.IsLeader() {
 				continue
 			}
@@ -89,7 +89,7 @@ func (h *Host) balanceLeaders() {
 func (h *Host) handOffDraining(st *State, settled map[string]bool) {
 	for _, s := range st.Streams {
 		for _, sh := range s.Shards {
-			r, err := h.Shard(s, sh)
+			r, err := h.runningShard(s, sh)
 			if err != nil || !r.IsLeader() || (sh.Moving != nil && sh.Moving.From == h.opts.NodeID) {
 				continue // a move off this node hands over by itself
 			}

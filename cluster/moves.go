@@ -400,7 +400,7 @@ func (h *Host) advanceMoves(ctx context.Context) {
 			if sh.Moving == nil {
 				continue
 			}
-			r, err := h.Shard(s, sh)
+			r, err := h.runningShard(s, sh)
 			if err != nil || !r.IsLeader() {
 				continue
 			}

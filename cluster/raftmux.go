@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -32,6 +33,9 @@ type RaftMux struct {
 	dialOpts  []grpc.DialOption
 	ctx       context.Context // parent of every outgoing RPC; cancelled by Close
 	cancelCtx context.CancelFunc
+
+	// wake opens a hibernating group for an RPC addressed to it (SetWake).
+	wake atomic.Pointer[func(groupID string) bool]
 
 	mu     sync.Mutex
 	closed bool
@@ -154,6 +158,11 @@ func (m *RaftMux) Release(groupID string) {
 		g.Close()
 	}
 }
+
+// SetWake sets what is called for an RPC addressed to a group this node
+// does not serve: fn opens the group if it hibernates here and reports
+// whether it now runs, and the RPC is then delivered to it.
+func (m *RaftMux) SetWake(fn func(groupID string) bool) { m.wake.Store(&fn) }
 
 // LocalAddress is this node's raft address as peers dial it.
 func (m *RaftMux) LocalAddress() raft.ServerAddress { return m.opts.LocalAddress }

@@ -28,14 +28,21 @@ type raftServer struct {
 }
 
 // serving returns the transport of the group a request is routed to. It
-// never blocks: an unknown group is an error at once.
+// waits only while a hibernating group opens (SetWake): any other unknown
+// group is an error at once.
 func (m *RaftMux) serving(route *internalv1.RaftRoute) (*groupTransport, error) {
 	if t := route.GetTarget(); t != "" && raft.ServerAddress(t) != m.opts.LocalAddress {
 		return nil, fmt.Errorf("%w: meant for %s, this is %s", errWrongNode, t, m.opts.LocalAddress)
 	}
+	gid := route.GetGroupId()
 	m.mu.Lock()
-	g := m.groups[route.GetGroupId()]
+	g := m.groups[gid]
 	m.mu.Unlock()
+	if wake := m.wake.Load(); g == nil && wake != nil && (*wake)(gid) {
+		m.mu.Lock()
+		g = m.groups[gid]
+		m.mu.Unlock()
+	}
 	if g == nil {
 		return nil, fmt.Errorf("%w: %q", errGroupNotServed, route.GetGroupId())
 	}

@@ -66,8 +66,16 @@ func (h *Host) reconcile(st *State) {
 			gid := s.GroupID(sh)
 			live[gid] = true
 			h.mu.RLock()
-			running := h.shards[gid]
+			running, asleep := h.shards[gid], h.hib.asleep[gid] != nil
 			h.mu.RUnlock()
+			if asleep {
+				if h.mayHibernate(s, sh) {
+					continue
+				}
+				// The shard changed (a move, a seal, a deletion): the
+				// replica takes part awake.
+				running, _ = h.wake(s, sh, false)
+			}
 			if h.closeIfDamaged(gid, running) {
 				running = nil
 			}
@@ -104,6 +112,11 @@ func (h *Host) reconcile(st *State) {
 	h.mu.RLock()
 	var orphans []string
 	for gid := range h.shards {
+		if !live[gid] {
+			orphans = append(orphans, gid)
+		}
+	}
+	for gid := range h.hib.asleep {
 		if !live[gid] {
 			orphans = append(orphans, gid)
 		}
@@ -226,9 +239,13 @@ func (h *Host) maybeReportSealed(s *Stream, sh *Shard, gid string) {
 // stopOrphan stops and removes a replica whose stream or shard no longer
 // exists (a deleted stream, an expired closed shard).
 func (h *Host) stopOrphan(gid string) {
+	m := h.transition(gid)
+	m.Lock()
+	defer m.Unlock()
 	h.mu.Lock()
 	r := h.shards[gid]
 	delete(h.shards, gid)
+	delete(h.hib.asleep, gid)
 	h.mu.Unlock()
 	h.throttles.drop(gid)
 	if r != nil {
@@ -245,6 +262,27 @@ func (h *Host) stopOrphan(gid string) {
 }
 
 func (h *Host) startReplica(s *Stream, sh *Shard) {
+	gid := s.GroupID(sh)
+	r, err := h.openReplica(s, sh)
+	if err != nil {
+		return
+	}
+	h.touch(gid) // a new or restarted replica stays awake a while
+	h.mu.Lock()
+	h.shards[gid] = r
+	h.mu.Unlock()
+	// A replica removed from here earlier (moved away) may come back.
+	delete(h.removing, gid)
+	h.logger.Info("shard replica started", "stream", s.Name, "shard", sh.ID(), "group", gid)
+	if !sh.Ready {
+		h.wg.Add(1)
+		go h.reportReady(r, ShardReadyCmd{StreamID: s.ID, ShardIndex: sh.Index})
+	}
+}
+
+// openReplica opens this node's replica of sh and starts its raft group;
+// a failure is logged and noted (noteStartFailure).
+func (h *Host) openReplica(s *Stream, sh *Shard) (*shardlog.Shard, error) {
 	gid := s.GroupID(sh)
 	// Every initial replica of a new shard bootstraps with the same
 	// configuration, which hashicorp/raft allows; raft addresses are node
@@ -274,18 +312,9 @@ func (h *Host) startReplica(s *Stream, sh *Shard) {
 		h.logger.Error("cannot start shard replica", "stream", s.Name, "shard", sh.ID(), "group", gid, "err", err)
 		h.opts.Transports.Release(gid)
 		h.noteStartFailure(gid, err)
-		return
+		return nil, err
 	}
-	h.mu.Lock()
-	h.shards[gid] = r
-	h.mu.Unlock()
-	// A replica removed from here earlier (moved away) may come back.
-	delete(h.removing, gid)
-	h.logger.Info("shard replica started", "stream", s.Name, "shard", sh.ID(), "group", gid)
-	if !sh.Ready {
-		h.wg.Add(1)
-		go h.reportReady(r, ShardReadyCmd{StreamID: s.ID, ShardIndex: sh.Index})
-	}
+	return r, nil
 }
 
 // reportReady tells the metadata that a new shard's group has a leader.

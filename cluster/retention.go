@@ -31,7 +31,12 @@ func (h *Host) applyRetention(now time.Time) {
 	for _, s := range st.Streams {
 		cutoff := now.Add(-time.Duration(s.RetentionHours) * time.Hour).UnixMilli()
 		for _, sh := range s.Shards {
-			r, err := h.Shard(s, sh)
+			r, err := h.runningShard(s, sh)
+			if err != nil && h.expiresAsleep(s.GroupID(sh), cutoff) {
+				// A hibernating replica wakes once it holds a segment
+				// retention may delete.
+				r, err = h.wake(s, sh, false)
+			}
 			if err != nil {
 				continue
 			}
@@ -45,4 +50,13 @@ func (h *Host) applyRetention(now time.Time) {
 			}
 		}
 	}
+}
+
+// expiresAsleep reports whether gid hibernates with a segment whose
+// records are all older than cutoff.
+func (h *Host) expiresAsleep(gid string, cutoff int64) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	z := h.hib.asleep[gid]
+	return z != nil && z.expires != 0 && z.expires < cutoff
 }

@@ -246,6 +246,15 @@ func (h *Host) LeaderTip(ctx context.Context, s *Stream, sh *Shard) (uint64, err
 		// A frozen replica holds the sealed shard whole: it is its own tip.
 		return r.Log().NextOffset(), nil
 	}
+	if r.Leader() == "" {
+		// An election under way (a group just woken from hibernation
+		// learns its leader with the first append): wait for it, within
+		// the caller's deadline, rather than answer from this replica.
+		_ = r.WaitLeader(ctx)
+	}
+	if r.IsLeader() {
+		return r.Log().NextOffset(), nil
+	}
 	leader := string(r.Leader())
 	if leader == "" {
 		return 0, ErrNotLeader

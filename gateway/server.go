@@ -2,12 +2,15 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/riffle-streams/riffle/cluster"
 	rifflev1 "github.com/riffle-streams/riffle/proto/riffle/v1"
@@ -108,7 +111,9 @@ func (s *Server) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	if err != nil {
 		e := asError(err)
 		s.metrics.errors.WithLabelValues(op, e.Exception).Inc()
-		if e.Exception == InternalFailure {
+		// A stream its caller cancelled (a raft pipeline whose leader
+		// stepped down or hibernated) is no failure of this node.
+		if e.Exception == InternalFailure && !errors.Is(err, context.Canceled) && status.Code(err) != codes.Canceled {
 			s.logger.Warn("request failed", "operation", op, "err", err)
 		}
 		return toStatus(err)

@@ -185,4 +185,23 @@ func registerMoveMetrics(reg prometheus.Registerer, host *cluster.Host) {
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: m.name, Help: m.help}, value))
 		}
 	}
+	for _, m := range []struct {
+		name, help string
+		counter    bool
+		value      func(cluster.HibernationStats) float64
+	}{
+		{"riffle_shards_hibernating", "Shard replicas on this node whose raft group sleeps until the next request (docs/hibernation.md).", false, func(s cluster.HibernationStats) float64 { return float64(s.Asleep) }},
+		{"riffle_hibernations_total", "Shard replicas this node put to sleep.", true, func(s cluster.HibernationStats) float64 { return float64(s.Sleeps) }},
+		{"riffle_hibernation_refusals_total", "Attempts of this node, as shard leader, to put an idle shard to sleep that a replica refused.", true, func(s cluster.HibernationStats) float64 { return float64(s.Refusals) }},
+		{"riffle_wakes_total", "Hibernating shard replicas this node opened again, for a request or a raft message.", true, func(s cluster.HibernationStats) float64 { return float64(s.Wakes) }},
+		{"riffle_request_wakes_total", "Wakes for a client's request, which start an election here.", true, func(s cluster.HibernationStats) float64 { return float64(s.RequestWakes) }},
+		{"riffle_request_wake_seconds_total", "Time from a request finding its replica asleep to the group knowing a leader, summed over riffle_request_wakes_total.", true, func(s cluster.HibernationStats) float64 { return s.RequestWakeSeconds }},
+	} {
+		value := func() float64 { return m.value(host.HibernationStats()) }
+		if m.counter {
+			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: m.name, Help: m.help}, value))
+		} else {
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: m.name, Help: m.help}, value))
+		}
+	}
 }

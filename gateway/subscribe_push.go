@@ -49,6 +49,8 @@ var errConsumerGone = errors.New("gateway: consumer gone")
 // hold on the shard and pushes events until the subscription ends.
 func (s *Server) serveSubscription(ctx context.Context, st *cluster.Stream, c *cluster.Consumer, sh *cluster.Shard, replica *shardlog.Shard,
 	pos *rifflev1.StartingPosition, ss grpc.ServerStreamingServer[rifflev1.SubscribeToShardEvent]) error {
+	// A subscriber is a reader: the replica it reads stays awake.
+	defer s.host.KeepAwake(st, sh)()
 	start, err := s.startingOffset(ctx, st, sh, pos.Type, pos.SequenceNumber, pos.Timestamp)
 	if err != nil {
 		return err

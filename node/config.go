@@ -56,6 +56,10 @@ type Config struct {
 	// DeadNodeGrace is how long a node may be gone before its replicas are
 	// rebuilt elsewhere; 60s when zero.
 	DeadNodeGrace time.Duration
+	// HibernateAfter is how long a shard goes without writes and readers
+	// before its raft group sleeps (zero: cluster.DefaultHibernateAfter;
+	// negative: never).
+	HibernateAfter time.Duration
 	// BalanceInterval is how often shard leaderships move to preferred
 	// replicas; 5s when zero.
 	BalanceInterval time.Duration

@@ -126,6 +126,7 @@ func (n *Node) start() error {
 		Logger:      n.logger,
 	})
 	n.host, err = cluster.StartHost(cluster.HostOptions{
+		HibernateAfter:         cfg.HibernateAfter,
 		NodeID:                 cfg.NodeID,
 		DataDir:                cfg.DataDir,
 		Transports:             n.mux,
@@ -148,6 +149,7 @@ func (n *Node) start() error {
 	if err != nil {
 		return err
 	}
+	n.mux.SetWake(n.host.WakeGroup)
 
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	gw := gateway.New(gateway.Options{Host: n.host, Registerer: n.registry, Logger: n.logger, Now: cfg.Clock,

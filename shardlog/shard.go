@@ -303,6 +303,21 @@ func (s *Shard) campaign() {
 	if self == "" {
 		return
 	}
+	s.campaignAt(self)
+}
+
+// Campaign starts an election on this replica now (see campaign), for a
+// group woken from hibernation: its replicas all stopped at the same
+// entry, so any of them may lead, and raft's timeout would cost a second
+// or more. self is this replica's raft address.
+func (s *Shard) Campaign(self raft.ServerAddress) {
+	if s.raft == nil {
+		return
+	}
+	s.campaignAt(self)
+}
+
+func (s *Shard) campaignAt(self raft.ServerAddress) {
 	req := &raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{
 		ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(s.opts.LocalID), Addr: []byte(self),
 	}}

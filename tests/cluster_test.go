@@ -51,6 +51,9 @@ type testCluster struct {
 	scalingOpsPerDay int
 	// segmentMaxBytes sets when shard segments roll; zero keeps the default.
 	segmentMaxBytes int64
+	// hibernateAfter is every node's node.Config.HibernateAfter; zero
+	// keeps the default.
+	hibernateAfter time.Duration
 	// logs keeps each node's latest log lines (all of its runs), printed
 	// when the test fails; with -v the lines go to the test log as written.
 	logs   []*logTail
@@ -122,6 +125,7 @@ func (c *testCluster) startNode(i int) *testNode {
 		SubscriptionHeartbeat:  c.subHeartbeat,
 		RetentionCheckInterval: c.retentionCheck,
 		SegmentMaxBytes:        c.segmentMaxBytes,
+		HibernateAfter:         c.hibernateAfter,
 		Clock:                  c.clock.nowFunc(),
 		OnDemand:               c.onDemand,
 		ScalingOpsPerDay:       c.scalingOpsPerDay,

@@ -45,6 +45,7 @@ func runServe(args []string) error {
 	fs.IntVar(&cfg.OnDemand.MaxShards, "ondemand-max-shards", envInt("RIFFLE_ONDEMAND_MAX_SHARDS", cluster.DefaultOnDemandMaxShards), "ON_DEMAND streams: most open shards the cluster splits a stream into (RIFFLE_ONDEMAND_MAX_SHARDS)")
 	fs.IntVar(&cfg.ScalingOpsPerDay, "scaling-ops-per-day", envInt("RIFFLE_SCALING_OPS_PER_DAY", cluster.DefaultScalingOpsPerDay), "UpdateShardCount calls allowed per stream in a rolling 24 hours; negative: no limit (RIFFLE_SCALING_OPS_PER_DAY)")
 	fs.IntVar(&cfg.ModeSwitchesPerDay, "mode-switches-per-day", envInt("RIFFLE_MODE_SWITCHES_PER_DAY", cluster.DefaultModeSwitchesPerDay), "UpdateStreamMode calls allowed per stream in a rolling 24 hours; negative: no limit (RIFFLE_MODE_SWITCHES_PER_DAY)")
+	fs.DurationVar(&cfg.HibernateAfter, "hibernate-after", envDuration("RIFFLE_HIBERNATE_AFTER", cluster.DefaultHibernateAfter), "how long a shard goes without writes and readers before its raft group sleeps on every replica, costing no CPU until the next request; 0 never (RIFFLE_HIBERNATE_AFTER)")
 	fs.IntVar(&raftMultiplier, "raft-multiplier", envInt("RIFFLE_RAFT_MULTIPLIER", 1), "scales every raft group's heartbeat, election, lease and commit timeouts (1 s, 1 s, 500 ms, 50 ms at 1), 1 to 10: higher spends less CPU on idle shards, takes longer to replace a failed leader, and lets reads served by followers see the last write before a pause later (RIFFLE_RAFT_MULTIPLIER)")
 	fs.StringVar(&logLevel, "log-level", envString("RIFFLE_LOG_LEVEL", "info"), "debug, info, warn or error (RIFFLE_LOG_LEVEL)")
 	fs.StringVar(&logFormat, "log-format", envString("RIFFLE_LOG_FORMAT", "text"), "text or json (RIFFLE_LOG_FORMAT)")
@@ -59,6 +60,12 @@ func runServe(args []string) error {
 	}
 	if cfg.SubscriptionLifetime <= 0 {
 		return usageError{fmt.Errorf("--subscription-lifetime must be positive, got %v", cfg.SubscriptionLifetime)}
+	}
+	switch {
+	case cfg.HibernateAfter < 0:
+		return usageError{fmt.Errorf("--hibernate-after must be 0 (never) or positive, got %v", cfg.HibernateAfter)}
+	case cfg.HibernateAfter == 0:
+		cfg.HibernateAfter = -1 // node.Config: negative is never
 	}
 	if err := checkOnDemand(cfg); err != nil {
 		return usageError{err}

@@ -1180,6 +1180,139 @@ func (x *ShardWriteRatesResponse) GetShards() []*ShardWriteCount {
 	return nil
 }
 
+type HibernateRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	StreamId   uint64                 `protobuf:"varint,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	ShardIndex uint64                 `protobuf:"varint,2,opt,name=shard_index,json=shardIndex,proto3" json:"shard_index,omitempty"`
+	// The leader's node id and raft term, and the index of its last entry,
+	// which it has committed and applied.
+	Leader    string `protobuf:"bytes,3,opt,name=leader,proto3" json:"leader,omitempty"`
+	Term      uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	LastIndex uint64 `protobuf:"varint,5,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	// Only check that the follower would agree; close nothing.
+	Prepare       bool `protobuf:"varint,6,opt,name=prepare,proto3" json:"prepare,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HibernateRequest) Reset() {
+	*x = HibernateRequest{}
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HibernateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HibernateRequest) ProtoMessage() {}
+
+func (x *HibernateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HibernateRequest.ProtoReflect.Descriptor instead.
+func (*HibernateRequest) Descriptor() ([]byte, []int) {
+	return file_riffle_internalapi_v1_forward_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *HibernateRequest) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *HibernateRequest) GetShardIndex() uint64 {
+	if x != nil {
+		return x.ShardIndex
+	}
+	return 0
+}
+
+func (x *HibernateRequest) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *HibernateRequest) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *HibernateRequest) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *HibernateRequest) GetPrepare() bool {
+	if x != nil {
+		return x.Prepare
+	}
+	return false
+}
+
+type HibernateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty when the follower agreed (and, without prepare, closed its
+	// group); else why it refused.
+	Refused       string `protobuf:"bytes,1,opt,name=refused,proto3" json:"refused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HibernateResponse) Reset() {
+	*x = HibernateResponse{}
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HibernateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HibernateResponse) ProtoMessage() {}
+
+func (x *HibernateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_internalapi_v1_forward_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HibernateResponse.ProtoReflect.Descriptor instead.
+func (*HibernateResponse) Descriptor() ([]byte, []int) {
+	return file_riffle_internalapi_v1_forward_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *HibernateResponse) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
 var File_riffle_internalapi_v1_forward_proto protoreflect.FileDescriptor
 
 const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
@@ -1279,7 +1412,18 @@ const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
 	"\x05bytes\x18\x05 \x01(\x04R\x05bytes\x12&\n" +
 	"\x0fmedian_hash_key\x18\x06 \x01(\tR\rmedianHashKey\"V\n" +
 	"\x17ShardWriteRatesResponse\x12;\n" +
-	"\x06shards\x18\x01 \x03(\v2#.riffle.internal.v1.ShardWriteCountR\x06shards2\x93\x05\n" +
+	"\x06shards\x18\x01 \x03(\v2#.riffle.internal.v1.ShardWriteCountR\x06shards\"\xb5\x01\n" +
+	"\x10HibernateRequest\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\x04R\bstreamId\x12\x1f\n" +
+	"\vshard_index\x18\x02 \x01(\x04R\n" +
+	"shardIndex\x12\x16\n" +
+	"\x06leader\x18\x03 \x01(\tR\x06leader\x12\x12\n" +
+	"\x04term\x18\x04 \x01(\x04R\x04term\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\x05 \x01(\x04R\tlastIndex\x12\x18\n" +
+	"\aprepare\x18\x06 \x01(\bR\aprepare\"-\n" +
+	"\x11HibernateResponse\x12\x18\n" +
+	"\arefused\x18\x01 \x01(\tR\arefused2\xed\x05\n" +
 	"\aForward\x12^\n" +
 	"\vProposeMeta\x12&.riffle.internal.v1.ProposeMetaRequest\x1a'.riffle.internal.v1.ProposeMetaResponse\x12O\n" +
 	"\x06Append\x12!.riffle.internal.v1.AppendRequest\x1a\".riffle.internal.v1.AppendResponse\x12U\n" +
@@ -1287,7 +1431,8 @@ const file_riffle_internalapi_v1_forward_proto_rawDesc = "" +
 	"\tMetaIndex\x12$.riffle.internal.v1.MetaIndexRequest\x1a%.riffle.internal.v1.MetaIndexResponse\x12`\n" +
 	"\fFetchRecords\x12'.riffle.internal.v1.FetchRecordsRequest\x1a%.riffle.internal.v1.FetchRecordsChunk0\x01\x12X\n" +
 	"\tSealShard\x12$.riffle.internal.v1.SealShardRequest\x1a%.riffle.internal.v1.SealShardResponse\x12j\n" +
-	"\x0fShardWriteRates\x12*.riffle.internal.v1.ShardWriteRatesRequest\x1a+.riffle.internal.v1.ShardWriteRatesResponseBIZGgithub.com/riffle-streams/riffle/proto/riffle/internalapi/v1;internalv1b\x06proto3"
+	"\x0fShardWriteRates\x12*.riffle.internal.v1.ShardWriteRatesRequest\x1a+.riffle.internal.v1.ShardWriteRatesResponse\x12X\n" +
+	"\tHibernate\x12$.riffle.internal.v1.HibernateRequest\x1a%.riffle.internal.v1.HibernateResponseBIZGgithub.com/riffle-streams/riffle/proto/riffle/internalapi/v1;internalv1b\x06proto3"
 
 var (
 	file_riffle_internalapi_v1_forward_proto_rawDescOnce sync.Once
@@ -1302,7 +1447,7 @@ func file_riffle_internalapi_v1_forward_proto_rawDescGZIP() []byte {
 }
 
 var file_riffle_internalapi_v1_forward_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_riffle_internalapi_v1_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_riffle_internalapi_v1_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_riffle_internalapi_v1_forward_proto_goTypes = []any{
 	(ForwardError_Kind)(0),          // 0: riffle.internal.v1.ForwardError.Kind
 	(*ForwardError)(nil),            // 1: riffle.internal.v1.ForwardError
@@ -1323,6 +1468,8 @@ var file_riffle_internalapi_v1_forward_proto_goTypes = []any{
 	(*ShardWriteRatesRequest)(nil),  // 16: riffle.internal.v1.ShardWriteRatesRequest
 	(*ShardWriteCount)(nil),         // 17: riffle.internal.v1.ShardWriteCount
 	(*ShardWriteRatesResponse)(nil), // 18: riffle.internal.v1.ShardWriteRatesResponse
+	(*HibernateRequest)(nil),        // 19: riffle.internal.v1.HibernateRequest
+	(*HibernateResponse)(nil),       // 20: riffle.internal.v1.HibernateResponse
 }
 var file_riffle_internalapi_v1_forward_proto_depIdxs = []int32{
 	0,  // 0: riffle.internal.v1.ForwardError.kind:type_name -> riffle.internal.v1.ForwardError.Kind
@@ -1341,15 +1488,17 @@ var file_riffle_internalapi_v1_forward_proto_depIdxs = []int32{
 	7,  // 13: riffle.internal.v1.Forward.FetchRecords:input_type -> riffle.internal.v1.FetchRecordsRequest
 	12, // 14: riffle.internal.v1.Forward.SealShard:input_type -> riffle.internal.v1.SealShardRequest
 	16, // 15: riffle.internal.v1.Forward.ShardWriteRates:input_type -> riffle.internal.v1.ShardWriteRatesRequest
-	3,  // 16: riffle.internal.v1.Forward.ProposeMeta:output_type -> riffle.internal.v1.ProposeMetaResponse
-	6,  // 17: riffle.internal.v1.Forward.Append:output_type -> riffle.internal.v1.AppendResponse
-	11, // 18: riffle.internal.v1.Forward.ShardTip:output_type -> riffle.internal.v1.ShardTipResponse
-	15, // 19: riffle.internal.v1.Forward.MetaIndex:output_type -> riffle.internal.v1.MetaIndexResponse
-	9,  // 20: riffle.internal.v1.Forward.FetchRecords:output_type -> riffle.internal.v1.FetchRecordsChunk
-	13, // 21: riffle.internal.v1.Forward.SealShard:output_type -> riffle.internal.v1.SealShardResponse
-	18, // 22: riffle.internal.v1.Forward.ShardWriteRates:output_type -> riffle.internal.v1.ShardWriteRatesResponse
-	16, // [16:23] is the sub-list for method output_type
-	9,  // [9:16] is the sub-list for method input_type
+	19, // 16: riffle.internal.v1.Forward.Hibernate:input_type -> riffle.internal.v1.HibernateRequest
+	3,  // 17: riffle.internal.v1.Forward.ProposeMeta:output_type -> riffle.internal.v1.ProposeMetaResponse
+	6,  // 18: riffle.internal.v1.Forward.Append:output_type -> riffle.internal.v1.AppendResponse
+	11, // 19: riffle.internal.v1.Forward.ShardTip:output_type -> riffle.internal.v1.ShardTipResponse
+	15, // 20: riffle.internal.v1.Forward.MetaIndex:output_type -> riffle.internal.v1.MetaIndexResponse
+	9,  // 21: riffle.internal.v1.Forward.FetchRecords:output_type -> riffle.internal.v1.FetchRecordsChunk
+	13, // 22: riffle.internal.v1.Forward.SealShard:output_type -> riffle.internal.v1.SealShardResponse
+	18, // 23: riffle.internal.v1.Forward.ShardWriteRates:output_type -> riffle.internal.v1.ShardWriteRatesResponse
+	20, // 24: riffle.internal.v1.Forward.Hibernate:output_type -> riffle.internal.v1.HibernateResponse
+	17, // [17:25] is the sub-list for method output_type
+	9,  // [9:17] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -1366,7 +1515,7 @@ func file_riffle_internalapi_v1_forward_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_riffle_internalapi_v1_forward_proto_rawDesc), len(file_riffle_internalapi_v1_forward_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

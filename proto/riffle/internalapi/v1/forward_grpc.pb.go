@@ -30,6 +30,7 @@ const (
 	Forward_FetchRecords_FullMethodName    = "/riffle.internal.v1.Forward/FetchRecords"
 	Forward_SealShard_FullMethodName       = "/riffle.internal.v1.Forward/SealShard"
 	Forward_ShardWriteRates_FullMethodName = "/riffle.internal.v1.Forward/ShardWriteRates"
+	Forward_Hibernate_FullMethodName       = "/riffle.internal.v1.Forward/Hibernate"
 )
 
 // ForwardClient is the client API for Forward service.
@@ -63,6 +64,12 @@ type ForwardClient interface {
 	// of ON_DEMAND streams' shards; the metadata leader polls it to decide
 	// splits and merges (docs/resharding.md).
 	ShardWriteRates(ctx context.Context, in *ShardWriteRatesRequest, opts ...grpc.CallOption) (*ShardWriteRatesResponse, error)
+	// Hibernate asks a follower of an idle shard to close its raft group, as
+	// its leader has done (docs/hibernation.md). The follower agrees only if
+	// it follows that leader in that term and has applied exactly
+	// last_index, which is then the shard's committed end; with prepare it
+	// only checks. Any raft message or request for the shard wakes it again.
+	Hibernate(ctx context.Context, in *HibernateRequest, opts ...grpc.CallOption) (*HibernateResponse, error)
 }
 
 type forwardClient struct {
@@ -152,6 +159,16 @@ func (c *forwardClient) ShardWriteRates(ctx context.Context, in *ShardWriteRates
 	return out, nil
 }
 
+func (c *forwardClient) Hibernate(ctx context.Context, in *HibernateRequest, opts ...grpc.CallOption) (*HibernateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HibernateResponse)
+	err := c.cc.Invoke(ctx, Forward_Hibernate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ForwardServer is the server API for Forward service.
 // All implementations must embed UnimplementedForwardServer
 // for forward compatibility.
@@ -183,6 +200,12 @@ type ForwardServer interface {
 	// of ON_DEMAND streams' shards; the metadata leader polls it to decide
 	// splits and merges (docs/resharding.md).
 	ShardWriteRates(context.Context, *ShardWriteRatesRequest) (*ShardWriteRatesResponse, error)
+	// Hibernate asks a follower of an idle shard to close its raft group, as
+	// its leader has done (docs/hibernation.md). The follower agrees only if
+	// it follows that leader in that term and has applied exactly
+	// last_index, which is then the shard's committed end; with prepare it
+	// only checks. Any raft message or request for the shard wakes it again.
+	Hibernate(context.Context, *HibernateRequest) (*HibernateResponse, error)
 	mustEmbedUnimplementedForwardServer()
 }
 
@@ -213,6 +236,9 @@ func (UnimplementedForwardServer) SealShard(context.Context, *SealShardRequest) 
 }
 func (UnimplementedForwardServer) ShardWriteRates(context.Context, *ShardWriteRatesRequest) (*ShardWriteRatesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ShardWriteRates not implemented")
+}
+func (UnimplementedForwardServer) Hibernate(context.Context, *HibernateRequest) (*HibernateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Hibernate not implemented")
 }
 func (UnimplementedForwardServer) mustEmbedUnimplementedForwardServer() {}
 func (UnimplementedForwardServer) testEmbeddedByValue()                 {}
@@ -354,6 +380,24 @@ func _Forward_ShardWriteRates_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Forward_Hibernate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HibernateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ForwardServer).Hibernate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Forward_Hibernate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ForwardServer).Hibernate(ctx, req.(*HibernateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Forward_ServiceDesc is the grpc.ServiceDesc for Forward service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -384,6 +428,10 @@ var Forward_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ShardWriteRates",
 			Handler:    _Forward_ShardWriteRates_Handler,
+		},
+		{
+			MethodName: "Hibernate",
+			Handler:    _Forward_Hibernate_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
