@@ -155,6 +155,9 @@ docker-image:
 
 cluster-up cluster-down e2e fault jepsen: export RIFFLE_IMAGE = $(DOCKER_IMAGE)
 e2e fault jepsen: DOCKER_TAGS = $(FAULT_TAGS)
+# Shards idle for a second hibernate, so that the workload's lulls put them
+# to sleep and the nemeses hit sleeping and waking groups (docs/hibernation.md).
+e2e fault jepsen: export RIFFLE_HIBERNATE_AFTER = 1s
 
 # Three nodes (deploy/docker-compose.yml), waiting until all are healthy.
 # On failure it prints the nodes' logs and leaves them for inspection.

@@ -172,6 +172,12 @@ func runFaults(t *testing.T, name string, next schedule) {
 	}
 	stopClients()
 	w.wait()
+	if lulls, asleep := w.Lulls(); lulls > 0 {
+		t.Logf("%d lulls in the workload; at most %d replicas hibernating in one", lulls, asleep)
+		if asleep == 0 {
+			t.Errorf("%d lulls put no shard to sleep: hibernation went untested", lulls)
+		}
+	}
 	if spareIn.Load() {
 		// The spare holds replicas: its reads are judged too.
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)

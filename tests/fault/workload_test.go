@@ -6,8 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +36,12 @@ const (
 	// keyPool is how many partition keys writers choose from: few enough
 	// that every key has records on both sides of a reshard (contract 5).
 	keyPool = 256
+	// Every lullEvery, all clients go silent for lullLength (subscribers
+	// end their subscriptions), so that the cluster's shards hibernate
+	// (the fault runs' nodes have RIFFLE_HIBERNATE_AFTER=1s) and wake
+	// again under whatever fault is in force (docs/hibernation.md).
+	lullEvery  = 40 * time.Second
+	lullLength = 5 * time.Second
 )
 
 // workload runs the clients of a fault run and records every operation.
@@ -51,6 +61,14 @@ type workload struct {
 	mu      sync.Mutex
 	ended   map[string]bool // "n1/shardId" for readers, "sub/shardId" for subscribers
 	started map[string]bool
+	// lullUntil is when the current lull ends (zero: none yet), and
+	// lullStarted is closed when it began; under mu.
+	lullUntil   time.Time
+	lullStarted chan struct{}
+	lulls       int
+	// asleep is the most replicas seen hibernating (over every node)
+	// near the end of a lull; under mu.
+	asleep int
 }
 
 // setUp connects to every node, creates the stream (unlimited, so the
@@ -156,9 +174,77 @@ func (w *workload) close() {
 	}
 }
 
+// runLulls silences the clients for lullLength every lullEvery.
+func (w *workload) runLulls(ctx context.Context) {
+	for {
+		pause(ctx, lullEvery)
+		if ctx.Err() != nil {
+			return
+		}
+		w.mu.Lock()
+		w.lullUntil = time.Now().Add(lullLength)
+		close(w.lullStarted)
+		w.lullStarted = make(chan struct{})
+		w.lulls++
+		w.mu.Unlock()
+		pause(ctx, lullLength-time.Second)
+		n := hibernating()
+		w.mu.Lock()
+		w.asleep = max(w.asleep, n)
+		w.mu.Unlock()
+	}
+}
+
+// hibernating sums riffle_shards_hibernating over the nodes that answer.
+func hibernating() int {
+	hc := http.Client{Timeout: 2 * time.Second}
+	n := 0
+	for _, node := range clusterNodes {
+		resp, err := hc.Get("http://" + node.admin + "/metrics")
+		if err != nil {
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, "riffle_shards_hibernating "); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				n += int(f)
+			}
+		}
+	}
+	return n
+}
+
+// awaitLoud waits until no lull is in force, and returns a channel closed
+// when the next one starts.
+func (w *workload) awaitLoud(ctx context.Context) <-chan struct{} {
+	for {
+		w.mu.Lock()
+		left, next := time.Until(w.lullUntil), w.lullStarted
+		w.mu.Unlock()
+		if left <= 0 || ctx.Err() != nil {
+			return next
+		}
+		pause(ctx, left)
+	}
+}
+
+// Lulls is how many lulls the workload has had, and the most replicas
+// seen hibernating in one.
+func (w *workload) Lulls() (lulls, asleep int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lulls, w.asleep
+}
+
 // start launches every client; they stop when ctx ends, and wait returns
 // once they have.
 func (w *workload) start(ctx context.Context) {
+	w.mu.Lock()
+	w.lullStarted = make(chan struct{})
+	w.mu.Unlock()
+	w.wg.Go(func() { w.runLulls(ctx) })
 	for ni, n := range clusterNodes {
 		for i := range writersPerNode {
 			proc := fmt.Sprintf("w%d", ni*writersPerNode+i)
@@ -234,6 +320,7 @@ func (w *workload) writer(ctx context.Context, proc, node string, rng *rand.Rand
 			return
 		case <-tick.C:
 		}
+		w.awaitLoud(ctx)
 		value := fmt.Sprintf("%s-%d", proc, i)
 		key := fmt.Sprintf("k%03d", rng.IntN(keyPool))
 		w.rec.Record(Op{Type: Invoke, F: FPut, Process: proc, Node: node, Value: value, Key: key})
@@ -280,6 +367,7 @@ func (w *workload) reader(ctx context.Context, proc, node, shard string) {
 			}
 			it = out.GetShardIterator()
 		}
+		w.awaitLoud(ctx)
 		w.rec.Record(Op{Type: Invoke, F: FRead, Process: proc, Node: node, Shard: shard})
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
 		out, err := streams.GetRecords(cctx, &rifflev1.GetRecordsRequest{ShardIterator: it, Limit: 1000})
@@ -321,9 +409,19 @@ func (w *workload) subscriber(ctx context.Context, proc, shard string) {
 		if cont != "" {
 			pos = &rifflev1.StartingPosition{Type: rifflev1.ShardIteratorType_SHARD_ITERATOR_TYPE_AFTER_SEQUENCE_NUMBER, SequenceNumber: cont}
 		}
+		lull := w.awaitLoud(ctx)
 		w.rec.Record(Op{Type: Invoke, F: FSub, Process: proc, Node: node, Shard: shard})
 		sctx, cancel := context.WithCancel(ctx)
 		silence := time.AfterFunc(subSilence, cancel)
+		// A lull ends the subscription: a subscriber keeps its shard awake.
+		// The goroutine ends with the attempt (cancel below).
+		go func() {
+			select {
+			case <-lull:
+				cancel()
+			case <-sctx.Done():
+			}
+		}()
 		stream, err := w.clients[node].Streams().SubscribeToShard(sctx, &rifflev1.SubscribeToShardRequest{
 			ConsumerArn: w.consumerARN, ShardId: shard, StartingPosition: pos})
 		for err == nil {
