@@ -172,7 +172,21 @@ func (h *Host) wake(s *Stream, sh *Shard, byRequest bool) (*shardlog.Shard, erro
 		h.logger.Debug("shard woke for its group", "group", gid, "took", time.Since(start))
 		return r, nil
 	}
-	r.Campaign(raft.ServerAddress(h.opts.NodeID))
+	// One campaigner per group, the preferred replica (where the balancer
+	// would move the leadership anyway), so that requests waking the same
+	// group on several nodes do not split its votes; this replica if the
+	// preferred one cannot be reached.
+	campaigner := h.opts.NodeID
+	if len(sh.Replicas) > 0 && sh.Replicas[0] != campaigner {
+		if pref := sh.Replicas[0]; r.CampaignOn(serverID(pref), raft.ServerAddress(pref)) == nil {
+			campaigner = ""
+		}
+	}
+	if campaigner != "" {
+		if err := r.CampaignOn(serverID(campaigner), raft.ServerAddress(campaigner)); err != nil {
+			h.logger.Debug("could not start an election at once; raft's timeout will", "group", gid, "err", err)
+		}
+	}
 	ctx, cancel := context.WithTimeout(h.ctx, wakeLeaderWait)
 	err = r.WaitLeader(ctx)
 	cancel()

@@ -306,15 +306,19 @@ func (s *Shard) campaign() {
 	s.campaignAt(self)
 }
 
-// Campaign starts an election on this replica now (see campaign), for a
+// CampaignOn has the replica id at addr (this one or a peer) start an
+// election now, by the TimeoutNow RPC a leader handing over sends, for a
 // group woken from hibernation: its replicas all stopped at the same
 // entry, so any of them may lead, and raft's timeout would cost a second
-// or more. self is this replica's raft address.
-func (s *Shard) Campaign(self raft.ServerAddress) {
+// or more. A peer's replica that sleeps wakes for the RPC.
+func (s *Shard) CampaignOn(id raft.ServerID, addr raft.ServerAddress) error {
 	if s.raft == nil {
-		return
+		return ErrShardClosed
 	}
-	s.campaignAt(self)
+	req := &raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{
+		ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(s.opts.LocalID), Addr: []byte(s.opts.Transport.LocalAddr()),
+	}}
+	return s.opts.Transport.TimeoutNow(id, addr, req, &raft.TimeoutNowResponse{})
 }
 
 func (s *Shard) campaignAt(self raft.ServerAddress) {
