@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -226,20 +224,7 @@ func TestSubscriptionKeepsShardAwake(t *testing.T) {
 func TestHibernationMetrics(t *testing.T) {
 	tn := startNodeConfig(t, node.Config{DataDir: tempDataDir(t), HibernateAfter: hibernateAfter})
 	createStream(t, tn.client, "hibm", 2)
-	metric := func(name string) float64 {
-		t.Helper()
-		for _, line := range strings.Split(adminMetrics(t, tn), "\n") {
-			if v, ok := strings.CutPrefix(line, name+" "); ok {
-				f, err := strconv.ParseFloat(v, 64)
-				if err != nil {
-					t.Fatalf("%s: %v", line, err)
-				}
-				return f
-			}
-		}
-		t.Fatalf("/metrics lacks %s", name)
-		return 0
-	}
+	metric := func(name string) float64 { t.Helper(); return adminMetric(t, tn, name) }
 	waitFor(t, 30*time.Second, "two replicas hibernating", func() error {
 		if n := metric("riffle_shards_hibernating"); n != 2 {
 			return fmt.Errorf("riffle_shards_hibernating %v", n)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -666,4 +667,20 @@ func TestStreamLimitOverrides(t *testing.T) {
 	if _, err := c.DescribeStreamSummary(ctx, &rifflev1.DescribeStreamSummaryRequest{StreamName: "negative"}); status.Code(err) != codes.NotFound {
 		t.Errorf("a refused CreateStream left a stream behind: %v", err)
 	}
+}
+
+// adminMetric is the value of an unlabelled metric on tn's /metrics.
+func adminMetric(t *testing.T, tn *testNode, name string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(adminMetrics(t, tn), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics lacks %s", name)
+	return 0
 }

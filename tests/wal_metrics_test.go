@@ -3,8 +3,6 @@ package tests
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 	"testing"
 
 	rifflev1 "github.com/riffle-streams/riffle/proto/riffle/v1"
@@ -18,20 +16,7 @@ func TestWALMetrics(t *testing.T) {
 	tn := startNode(t, tempDataDir(t))
 	c, ctx := tn.client, context.Background()
 	createStream(t, c, "walm", 4)
-	metric := func(name string) float64 {
-		t.Helper()
-		for _, line := range strings.Split(adminMetrics(t, tn), "\n") {
-			if v, ok := strings.CutPrefix(line, name+" "); ok {
-				f, err := strconv.ParseFloat(v, 64)
-				if err != nil {
-					t.Fatalf("%s: %v", line, err)
-				}
-				return f
-			}
-		}
-		t.Fatalf("/metrics lacks %s", name)
-		return 0
-	}
+	metric := func(name string) float64 { t.Helper(); return adminMetric(t, tn, name) }
 	records0, bytes0 := metric("riffle_wal_records_total"), metric("riffle_wal_bytes_total")
 	const calls, per, size = 20, 50, 1000
 	for i := range calls {
