@@ -42,7 +42,6 @@ const wakeLeaderWait = 2 * time.Second
 
 // sleeper is what a hibernating replica leaves in memory.
 type sleeper struct {
-	since time.Time
 	// expires is the newest record timestamp (ms) of the replica's oldest
 	// segment, when it has more than one: retention wakes the replica once
 	// that segment may go. Zero: nothing can expire before a write.
@@ -258,7 +257,7 @@ func (h *Host) sleep(gid string, r *shardlog.Shard, check func() string) string 
 		h.mu.Unlock()
 		return why
 	}
-	z := &sleeper{since: time.Now()}
+	z := &sleeper{}
 	if segs := r.Log().Segments(); len(segs) > 1 {
 		z.expires = segs[0].LastTimestamp
 	}

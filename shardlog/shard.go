@@ -303,7 +303,9 @@ func (s *Shard) campaign() {
 	if self == "" {
 		return
 	}
-	s.campaignAt(self)
+	if err := s.CampaignOn(s.opts.LocalID, self); err != nil {
+		s.logger.Debug("could not start the first election at once; raft's timeout will", "err", err)
+	}
 }
 
 // CampaignOn has the replica id at addr (this one or a peer) start an
@@ -319,15 +321,6 @@ func (s *Shard) CampaignOn(id raft.ServerID, addr raft.ServerAddress) error {
 		ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(s.opts.LocalID), Addr: []byte(s.opts.Transport.LocalAddr()),
 	}}
 	return s.opts.Transport.TimeoutNow(id, addr, req, &raft.TimeoutNowResponse{})
-}
-
-func (s *Shard) campaignAt(self raft.ServerAddress) {
-	req := &raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{
-		ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(s.opts.LocalID), Addr: []byte(self),
-	}}
-	if err := s.opts.Transport.TimeoutNow(s.opts.LocalID, self, req, &raft.TimeoutNowResponse{}); err != nil {
-		s.logger.Debug("could not start the first election at once; raft's timeout will", "err", err)
-	}
 }
 
 // knownLeader is the leader as far as this replica knows, for the state
