@@ -108,6 +108,7 @@ type benchVerb struct {
 	keys         string
 	keyCount     int
 	zipfS        float64
+	shardBatches bool
 	mode         string
 	// rate is records per second, open loop; 0 is closed loop (produce and
 	// mixed modes).
@@ -137,6 +138,7 @@ func (c *benchVerb) bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.rate, "rate", 0, "records per second on a fixed schedule (open loop); 0: as fast as possible (produce, mixed), 1000 (fanout)")
 	fs.StringVar(&c.keys, "keys", "uniform", "partition key distribution: uniform or zipf (zipf needs --key-count)")
 	fs.IntVar(&c.keyCount, "key-count", 0, "pick each record's partition key from this many keys (0: a new random key per record)")
+	fs.BoolVar(&c.shardBatches, "shard-batches", false, "every record of a PutRecords call goes to one shard, as the SDK producer and the KPL batch: one random explicit hash key per call, partition keys still random; without it every record's key picks its own shard")
 	fs.Float64Var(&c.zipfS, "zipf-s", defaultZipfS, "exponent of --keys zipf, above 1: larger is hotter")
 	fs.IntVar(&c.getLimit, "get-limit", maxGetRecordsLimit, "consume and mixed modes: records per GetRecords call, 1 to 10000")
 	fs.DurationVar(&c.pollInterval, "poll-interval", 200*time.Millisecond, "consume and mixed modes: pause after a GetRecords call that returned nothing")
@@ -187,6 +189,12 @@ func (c *benchVerb) check() error {
 		return fmt.Errorf("--rate must be between 0 (as fast as possible) and 10000000, got %d", c.rate)
 	case c.mode == "consume" && c.rate != 0:
 		return errors.New("--rate goes with --mode produce, mixed or fanout: consume reads as fast as it can")
+	case c.shardBatches && c.batch < 2:
+		return errors.New("--shard-batches sends each call's records to one shard: it needs --batch of 2 or more")
+	case c.shardBatches && (c.keys != "uniform" || c.keyCount != 0):
+		return errors.New("--shard-batches routes each call by a random hash key: --keys and --key-count, which route by partition key, do not go with it")
+	case c.shardBatches && c.mode != "produce" && c.mode != "mixed":
+		return errors.New("--shard-batches goes with --mode produce or mixed")
 	case c.keys != "uniform" && c.keys != "zipf":
 		return fmt.Errorf("--keys must be uniform or zipf, got %q", c.keys)
 	case c.keyCount < 0:
@@ -277,6 +285,8 @@ func (c *benchVerb) keyDescription() string {
 		return fmt.Sprintf("zipf(s=%g) over %d", c.zipfS, c.keyCount)
 	case c.keyCount > 0:
 		return fmt.Sprintf("uniform over %d", c.keyCount)
+	case c.shardBatches:
+		return "random, one shard per call"
 	}
 	return "random"
 }
@@ -372,6 +382,7 @@ func (c *benchVerb) measure(ctx context.Context, producers []*client.Client, rea
 	for _, p := range producers {
 		for range c.inFlight {
 			w := newBenchWorker(p.Streams(), c.stream, payload, c.batch, c.recordSize, c.timeout, c.newKeyPicker(keys), runID)
+			w.shardBatches = c.shardBatches
 			workers = append(workers, w)
 			if jobs != nil {
 				wg.Go(func() { w.runScheduled(callsCtx, jobs) })
@@ -501,6 +512,8 @@ type benchWorker struct {
 	recordSize int
 	timeout    time.Duration
 	keys       *keyPicker
+	// shardBatches gives every record of a call one explicit hash key.
+	shardBatches bool
 	// runID, in mixed mode, is stamped with each call's scheduled time at
 	// the head of every record (the worker then owns its payload).
 	runID      *[8]byte
@@ -584,8 +597,13 @@ func (w *benchWorker) put(ctx context.Context, when time.Time) bool {
 		w.stamp(w.putRecord.Data, when)
 		_, err = w.streams.PutRecord(callCtx, w.putRecord)
 	} else {
+		var hashKey string
+		if w.shardBatches {
+			hashKey = w.keys.hashKey()
+		}
 		for _, r := range w.putRecords.Records {
 			r.PartitionKey = w.keys.next()
+			r.ExplicitHashKey = hashKey
 			w.stamp(r.Data, when)
 		}
 		var resp *rifflev1.PutRecordsResponse
@@ -660,6 +678,8 @@ type benchReport struct {
 	RecordSize int    `json:"record_size"`
 	Keys       string `json:"keys"`
 	KeyCount   int    `json:"key_count"`
+	// ShardBatches: every call's records went to one shard.
+	ShardBatches bool `json:"shard_batches"`
 	// Rate is the records per second asked for, 0 for as fast as possible;
 	// ScheduledRecords is how many records the schedule sent out.
 	Rate             int               `json:"rate"`
@@ -690,7 +710,7 @@ type latencyReport struct {
 // report sums the workers; they have all returned.
 func (c *benchVerb) report(workers []*benchWorker, elapsed time.Duration, interrupted bool) benchReport {
 	r := benchReport{
-		Mode: c.mode, Keys: c.keys, KeyCount: c.keyCount, Rate: c.rate,
+		Mode: c.mode, Keys: c.keys, KeyCount: c.keyCount, ShardBatches: c.shardBatches, Rate: c.rate,
 		Stream: c.stream, Producers: c.producers, InFlight: c.inFlight, Batch: c.batch, RecordSize: c.recordSize,
 		ElapsedSeconds: elapsed.Seconds(), Interrupted: interrupted, Errors: make(map[string]uint64),
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math/big"
 	"math/rand/v2"
 )
 
@@ -38,6 +39,16 @@ func (p *keyPicker) index() int {
 		return int(p.zipf.Uint64())
 	}
 	return p.rng.IntN(len(p.keys))
+}
+
+// hashKey is a uniformly random explicit hash key: a decimal in
+// [0, 2^128-1], so the shard that owns it is picked in proportion to its
+// share of the key space.
+func (p *keyPicker) hashKey() string {
+	var k big.Int
+	k.SetUint64(p.rng.Uint64())
+	k.Lsh(&k, 64)
+	return k.Or(&k, new(big.Int).SetUint64(p.rng.Uint64())).String()
 }
 
 // next is the next record's partition key.

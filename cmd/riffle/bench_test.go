@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +55,61 @@ func TestBenchCreatesStreamAndStops(t *testing.T) {
 				t.Errorf("no progress line on stderr:\n%s", stderr)
 			}
 		})
+	}
+}
+
+// --shard-batches sends each call's records to one shard: every record of
+// a call carries the same explicit hash key, a decimal in the 128-bit key
+// space, new for each call, while partition keys stay random.
+func TestBenchShardBatches(t *testing.T) {
+	f := newFakeBroker()
+	addr, _ := f.start(t)
+	code, _, stderr := runCLI(t, "", "bench", "--stream", "b", "--create-shards", "4", "--producers", "1", "--in-flight", "2",
+		"--batch", "20", "--record-size", "10", "--duration", "300ms", "--shard-batches", "--json", "--addr", addr)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.putCalls) < 2 {
+		t.Fatalf("%d PutRecords calls, want several", len(f.putCalls))
+	}
+	maxKey := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 128), big.NewInt(1))
+	seen := map[string]bool{}
+	for i, recs := range f.putCalls {
+		hashKey := recs[0].GetExplicitHashKey()
+		k, ok := new(big.Int).SetString(hashKey, 10)
+		if !ok || k.Sign() < 0 || k.Cmp(maxKey) > 0 {
+			t.Fatalf("call %d: explicit hash key %q is not a decimal in [0, 2^128-1]", i, hashKey)
+		}
+		if seen[hashKey] {
+			t.Errorf("call %d reuses hash key %s", i, hashKey)
+		}
+		seen[hashKey] = true
+		keys := map[string]bool{}
+		for _, r := range recs {
+			if r.GetExplicitHashKey() != hashKey {
+				t.Fatalf("call %d mixes hash keys %s and %s", i, hashKey, r.GetExplicitHashKey())
+			}
+			keys[r.GetPartitionKey()] = true
+		}
+		if len(keys) != len(recs) {
+			t.Errorf("call %d: %d partition keys for %d records, want a new one per record", i, len(keys), len(recs))
+		}
+	}
+}
+
+// --shard-batches refuses what it cannot honour.
+func TestBenchShardBatchesRefused(t *testing.T) {
+	for _, args := range [][]string{
+		{"--batch", "1"},
+		{"--key-count", "10"},
+		{"--mode", "consume"},
+	} {
+		code, _, stderr := runCLI(t, "", append([]string{"bench", "--stream", "b", "--shard-batches", "--addr", "127.0.0.1:1"}, args...)...)
+		if code != exitUsage || !strings.Contains(stderr, "--shard-batches") {
+			t.Errorf("%v: exit %d, stderr %q", args, code, stderr)
+		}
 	}
 }
 

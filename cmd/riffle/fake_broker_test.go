@@ -42,6 +42,8 @@ type fakeBroker struct {
 	// whose data asks to be throttled once ("throttle-once...").
 	seenData map[string]int
 	calls    map[string]int
+	// putCalls holds every PutRecords call's records, in arrival order.
+	putCalls [][]*rifflev1.PutRecordsRequestEntry
 }
 
 type fakeStream struct {
@@ -310,6 +312,7 @@ func (f *fakeBroker) PutRecords(_ context.Context, req *rifflev1.PutRecordsReque
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls["PutRecords"]++
+	f.putCalls = append(f.putCalls, req.GetRecords())
 	s, err := f.stream(req.GetStreamName())
 	if err != nil {
 		return nil, err
