@@ -65,12 +65,14 @@ bench: build
 # nodes of each on loopback, R3, fsync before ack, the same produce
 # workloads, one table with the ratio. The comparison and nats-server are
 # built from their own module, tests/benchcompare, so the broker's go.mod
-# never depends on NATS. RUNS=3 prints medians of three runs; the other
+# never depends on NATS. RUNS=3 prints medians of three runs; SHARDS=16
+# gives Riffle's stream 16 shards and NATS 16 R3 streams; the other
 # knobs are the program's flags (go run ./tests/benchcompare -h).
 RUNS          ?= 1
 SIZES         ?= 1024,128
 PRODUCERS     ?= 4
 IN_FLIGHT     ?= 500
+SHARDS        ?= 1
 BENCH_COMPARE_FLAGS ?=
 NATS_SERVER   := $(BIN)/nats-server
 
@@ -80,7 +82,7 @@ nats-server:
 bench-compare: build nats-server
 	cd tests/benchcompare && $(GO) build -trimpath -o $(BIN)/benchcompare .
 	$(BIN)/benchcompare -riffle $(RIFFLE) -nats-server $(NATS_SERVER) -runs $(RUNS) -duration $(or $(DURATION),30s) \
-		-sizes $(SIZES) -producers $(PRODUCERS) -in-flight $(IN_FLIGHT) $(BENCH_COMPARE_FLAGS)
+		-sizes $(SIZES) -producers $(PRODUCERS) -in-flight $(IN_FLIGHT) -shards $(SHARDS) $(BENCH_COMPARE_FLAGS)
 
 clean:
 	rm -rf $(BIN) $(TOOLS)

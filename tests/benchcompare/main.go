@@ -9,7 +9,9 @@
 // for the same duration. Riffle's producers are `riffle bench --json` (a
 // separate process, PutRecords batches: M records in flight are M/batch
 // calls of batch records); NATS's are nats.go JetStream async publishes,
-// at most M pending per producer.
+// at most M pending per producer. With -shards N, Riffle's stream has N
+// shards and NATS has N R3 streams, with max(producers, N) publishers, each
+// on one stream, sharing the same records in flight.
 //
 // It lives in its own module so that the broker's go.mod never depends on
 // NATS. `make bench-compare` builds both binaries and runs it.
@@ -39,11 +41,13 @@ type options struct {
 	inFlight  int
 	batch     int
 	shards    int
-	runs      int
-	warmup    time.Duration
-	portBase  int
-	systems   []string
-	keep      bool
+	// shardBatches makes each Riffle call carry one shard's records.
+	shardBatches bool
+	runs         int
+	warmup       time.Duration
+	portBase     int
+	systems      []string
+	keep         bool
 }
 
 func main() {
@@ -65,7 +69,8 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.producers, "producers", 4, "producers (clients), each with its own connection")
 	fs.IntVar(&o.inFlight, "in-flight", 500, "records each producer keeps in flight")
 	fs.IntVar(&o.batch, "riffle-batch", 100, "records per Riffle PutRecords call; --in-flight must be a multiple")
-	fs.IntVar(&o.shards, "riffle-shards", 1, "shards of the Riffle stream (NATS has one stream, one raft group)")
+	fs.IntVar(&o.shards, "shards", 1, "raft groups on each side: shards of the Riffle stream, R3 streams on NATS")
+	fs.BoolVar(&o.shardBatches, "shard-batches", false, "each Riffle PutRecords call carries records of one shard (riffle bench --shard-batches), as the SDK producer and the KPL batch; NATS publishes are one message each either way")
 	fs.IntVar(&o.runs, "runs", 1, "runs of every workload; the table shows the median of each figure")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "an uncounted run of each workload on its new stream before the measured one; 0 skips it")
 	fs.IntVar(&o.portBase, "port-base", 19400, "first of the loopback ports used: base..base+8 Riffle, base+20..base+22 and base+30..base+32 NATS")
@@ -101,7 +106,7 @@ func parseOptions(args []string) (options, error) {
 	case o.inFlight < 1 || o.inFlight%o.batch != 0:
 		return o, fmt.Errorf("-in-flight must be a positive multiple of -riffle-batch %d, got %d", o.batch, o.inFlight)
 	case o.shards < 1:
-		return o, fmt.Errorf("-riffle-shards must be at least 1, got %d", o.shards)
+		return o, fmt.Errorf("-shards must be at least 1, got %d", o.shards)
 	case o.runs < 1:
 		return o, fmt.Errorf("-runs must be at least 1, got %d", o.runs)
 	case o.warmup < 0:
@@ -178,9 +183,9 @@ func run(ctx context.Context, args []string) error {
 				var res result
 				switch s {
 				case "riffle":
-					res, err = riffle.produce(ctx, stream, w, o.batch, o.shards, o.warmup)
+					res, err = riffle.produce(ctx, stream, w, o.batch, o.shards, o.shardBatches, o.warmup)
 				case "nats":
-					res, err = nats.produce(ctx, stream, w, o.warmup)
+					res, err = nats.produce(ctx, stream, o.shards, w, o.warmup)
 				}
 				if err != nil {
 					return fmt.Errorf("%s, %s: %w", s, w, err)
@@ -193,7 +198,11 @@ func run(ctx context.Context, args []string) error {
 			}
 		}
 	}
-	fmt.Printf("%d producers x %d records in flight, %s per workload, median of %d run(s); Riffle: %d shard(s), PutRecords of %d; NATS: R3 file stream, sync_interval always\n\n",
-		o.producers, o.inFlight, o.duration, o.runs, o.shards, o.batch)
+	calls := "random keys"
+	if o.shardBatches {
+		calls = "one shard per call"
+	}
+	fmt.Printf("%d producers x %d records in flight, %s per workload, median of %d run(s); Riffle: %d shard(s), PutRecords of %d, %s; NATS: %d R3 file stream(s), sync_interval always, publishers spread over them\n\n",
+		o.producers, o.inFlight, o.duration, o.runs, o.shards, o.batch, calls, o.shards)
 	return writeTable(os.Stdout, summarize(results))
 }

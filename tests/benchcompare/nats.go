@@ -118,11 +118,12 @@ func (c *natsCluster) stop() {
 	}
 }
 
-// produce creates an R3 file stream, runs the workload against it and
-// deletes it: each producer has its own connection and keeps at most
-// inFlight async publishes waiting for their acks. A warm-up run of the
-// same workload, not counted, comes first.
-func (c *natsCluster) produce(ctx context.Context, stream string, w workload, warmup time.Duration) (result, error) {
+// produce creates streams R3 file streams, runs the workload against them
+// and deletes them. Each publisher has its own connection and stream and
+// keeps at most its share of the workload's records in flight as async
+// publishes waiting for their acks. A warm-up run of the same workload,
+// not counted, comes first.
+func (c *natsCluster) produce(ctx context.Context, stream string, streams int, w workload, warmup time.Duration) (result, error) {
 	url := strings.Join(c.urls, ",")
 	admin, err := nats.Connect(url)
 	if err != nil {
@@ -133,46 +134,46 @@ func (c *natsCluster) produce(ctx context.Context, stream string, w workload, wa
 	if err != nil {
 		return result{}, err
 	}
-	subject := stream + ".records"
-	cfg := jetstream.StreamConfig{Name: stream, Subjects: []string{subject}, Storage: jetstream.FileStorage, Replicas: 3}
-	// The meta group may still be placing peers just after start: retry.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err = js.CreateStream(callCtx, cfg)
-		if err == nil {
-			// The first publish waits for the stream's leader.
-			_, err = js.Publish(callCtx, subject, []byte("ready"))
-		}
-		cancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return result{}, fmt.Errorf("create stream %s: %w", stream, err)
-		}
-		pause(ctx, 500*time.Millisecond)
+	var names, subjects []string
+	for i := range streams {
+		name := fmt.Sprintf("%s-%d", stream, i)
+		names, subjects = append(names, name), append(subjects, name+".records")
 	}
 	defer func() {
-		delCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		delCtx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		_ = js.DeleteStream(delCtx, stream)
+		for _, name := range names {
+			_ = js.DeleteStream(delCtx, name)
+		}
 	}()
+	for i, name := range names {
+		if err := createNATSStream(ctx, js, name, subjects[i]); err != nil {
+			return result{}, err
+		}
+	}
+	if streams > 1 {
+		fmt.Fprintf(os.Stderr, "benchcompare: nats: %d streams ready\n", streams)
+	}
 
 	payload := make([]byte, w.size)
 	crand.Read(payload)
-	producers := make([]*natsProducer, w.producers)
+	// One publisher set per stream: at least one publisher a stream, each
+	// on its own connection and subject, sharing the workload's records in
+	// flight (nats bench, run once per stream, measured the same here).
+	publishers := max(w.producers, streams)
+	inFlight := max(1, w.producers*w.inFlight/publishers)
+	producers := make([]*natsProducer, publishers)
 	for i := range producers {
 		nc, err := nats.Connect(url)
 		if err != nil {
 			return result{}, err
 		}
 		defer nc.Close()
-		pjs, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(w.inFlight), jetstream.WithPublishAsyncTimeout(30*time.Second))
+		pjs, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(inFlight), jetstream.WithPublishAsyncTimeout(30*time.Second))
 		if err != nil {
 			return result{}, err
 		}
-		producers[i] = &natsProducer{js: pjs, subject: subject, payload: payload, inFlight: w.inFlight}
+		producers[i] = &natsProducer{js: pjs, subject: subjects[i%streams], payload: payload, inFlight: inFlight}
 	}
 	if warmup > 0 {
 		fmt.Fprintf(os.Stderr, "benchcompare: nats: warming up for %s\n", warmup)
@@ -200,6 +201,30 @@ func (c *natsCluster) produce(ctx context.Context, stream string, w workload, wa
 	return res, nil
 }
 
+// createNATSStream creates one R3 file stream and waits until it takes a
+// publish. The meta group may still be placing peers just after start, so
+// it retries for a minute.
+func createNATSStream(ctx context.Context, js jetstream.JetStream, name, subject string) error {
+	cfg := jetstream.StreamConfig{Name: name, Subjects: []string{subject}, Storage: jetstream.FileStorage, Replicas: 3}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := js.CreateStream(callCtx, cfg)
+		if err == nil {
+			// The first publish waits for the stream's leader.
+			_, err = js.Publish(callCtx, subject, []byte("ready"))
+		}
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("create stream %s: %w", name, err)
+		}
+		pause(ctx, 500*time.Millisecond)
+	}
+}
+
 // runNATSProducers runs the producers for d, from zeroed counts, and
 // returns how long they took to stop (calls in flight at d finish and
 // count).
@@ -217,9 +242,9 @@ func runNATSProducers(ctx context.Context, producers []*natsProducer, d time.Dur
 	return time.Since(start)
 }
 
-// natsProducer publishes as fast as its acks come back, with at most
-// inFlight publishes unacknowledged. Acks of one stream come back in
-// order, so one goroutine waits for them in publish order.
+// natsProducer publishes to one subject as fast as its acks come back,
+// with at most inFlight publishes unacknowledged. Acks of one stream come
+// back in order, so one goroutine waits for them in publish order.
 type natsProducer struct {
 	js       jetstream.JetStream
 	subject  string

@@ -92,7 +92,7 @@ type riffleBenchReport struct {
 // of shards shards that the bench creates without limits. A warm-up run of
 // the same workload, not counted, first lets the shards elect leaders and
 // the connections open. The stream is deleted afterwards.
-func (c *riffleCluster) produce(ctx context.Context, stream string, w workload, batch, shards int, warmup time.Duration) (result, error) {
+func (c *riffleCluster) produce(ctx context.Context, stream string, w workload, batch, shards int, shardBatches bool, warmup time.Duration) (result, error) {
 	defer func() {
 		del := exec.Command(c.bin, "stream", "delete", stream, "--addr", strings.Join(c.addrs, ","))
 		del.Stdout, del.Stderr = os.Stderr, os.Stderr
@@ -103,18 +103,22 @@ func (c *riffleCluster) produce(ctx context.Context, stream string, w workload, 
 		warm := w
 		warm.duration = warmup
 		// A warm-up with nothing acknowledged (exit 1) still warmed up.
-		if _, err := c.bench(ctx, stream, warm, batch, shards); err != nil && !errors.As(err, new(*exec.ExitError)) {
+		if _, err := c.bench(ctx, stream, warm, batch, shards, shardBatches); err != nil && !errors.As(err, new(*exec.ExitError)) {
 			return result{}, fmt.Errorf("warm-up: %w", err)
 		}
 	}
-	return c.bench(ctx, stream, w, batch, shards)
+	return c.bench(ctx, stream, w, batch, shards, shardBatches)
 }
 
 // bench runs `riffle bench --json` once and reads its report.
-func (c *riffleCluster) bench(ctx context.Context, stream string, w workload, batch, shards int) (result, error) {
-	cmd := exec.CommandContext(ctx, c.bin, "bench", "--addr", strings.Join(c.addrs, ","), "--stream", stream, "--create-shards", strconv.Itoa(shards),
-		"--producers", strconv.Itoa(w.producers), "--in-flight", strconv.Itoa(w.inFlight/batch), "--batch", strconv.Itoa(batch),
-		"--record-size", strconv.Itoa(w.size), "--duration", w.duration.String(), "--timeout", "30s", "--json")
+func (c *riffleCluster) bench(ctx context.Context, stream string, w workload, batch, shards int, shardBatches bool) (result, error) {
+	args := []string{"bench", "--addr", strings.Join(c.addrs, ","), "--stream", stream, "--create-shards", strconv.Itoa(shards),
+		"--producers", strconv.Itoa(w.producers), "--in-flight", strconv.Itoa(w.inFlight / batch), "--batch", strconv.Itoa(batch),
+		"--record-size", strconv.Itoa(w.size), "--duration", w.duration.String(), "--timeout", "30s", "--json"}
+	if shardBatches {
+		args = append(args, "--shard-batches")
+	}
+	cmd := exec.CommandContext(ctx, c.bin, args...)
 	var stdout bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
 	runErr := cmd.Run()
