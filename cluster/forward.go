@@ -131,7 +131,7 @@ func toForwardError(err error, leader string) *internalv1.ForwardError {
 		kind = internalv1.ForwardError_KIND_CONSUMER_LIMIT
 	case errors.Is(err, ErrStreamHasConsumers):
 		kind = internalv1.ForwardError_KIND_STREAM_HAS_CONSUMERS
-	case errors.Is(err, ErrNoReplica), errors.Is(err, shardlog.ErrShardClosed):
+	case errors.Is(err, ErrNoReplica), errors.Is(err, ErrReplicaOpening), errors.Is(err, shardlog.ErrShardClosed):
 		kind = internalv1.ForwardError_KIND_NO_REPLICA
 	case errors.Is(err, ErrThrottled):
 		kind = internalv1.ForwardError_KIND_THROTTLED
@@ -219,6 +219,9 @@ func (s forwardServer) ShardTip(ctx context.Context, req *internalv1.ShardTipReq
 	}
 	if !r.IsLeader() {
 		return &internalv1.ShardTipResponse{Error: toForwardError(shardlog.ErrNotLeader, string(r.Leader()))}, nil
+	}
+	if err := r.WaitCurrent(ctx); err != nil {
+		return &internalv1.ShardTipResponse{Error: toForwardError(err, string(r.Leader()))}, nil
 	}
 	return &internalv1.ShardTipResponse{NextOffset: r.Log().NextOffset()}, nil
 }

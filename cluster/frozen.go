@@ -124,7 +124,7 @@ func (h *Host) freezeReplica(s *Stream, sh *Shard, running *shardlog.Shard) {
 		return
 	}
 	h.mu.Lock()
-	h.shards[gid] = f
+	h.setShardLocked(gid, f)
 	delete(h.failed, gid) // a frozen replica no longer needs its raft state
 	h.mu.Unlock()
 	if err := errors.Join(shardlog.RemoveRaftState(dir), h.wal.Drop(gid)); err != nil {

@@ -265,7 +265,7 @@ func (h *Host) copyFrozenReplica(streamID, index uint64, gid string, end uint64,
 			continue
 		}
 		h.mu.Lock()
-		h.shards[gid] = f
+		h.setShardLocked(gid, f)
 		h.mu.Unlock()
 		logger.Info("frozen replica copied from a peer", "records", end-f.Log().TrimOffset(),
 			"elapsed", time.Since(start).Round(time.Millisecond), "repair", repair)

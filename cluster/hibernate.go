@@ -163,7 +163,7 @@ func (h *Host) wake(s *Stream, sh *Shard, byRequest bool) (*shardlog.Shard, erro
 	}
 	h.touch(gid)
 	h.mu.Lock()
-	h.shards[gid] = r
+	h.setShardLocked(gid, r)
 	delete(h.hib.asleep, gid)
 	h.mu.Unlock()
 	h.hib.wakes.Add(1)

@@ -87,6 +87,9 @@ type Host struct {
 
 	mu     sync.RWMutex
 	shards map[string]*shardlog.Shard // by group id; owned by the reconciler
+	// added is closed, and replaced, whenever a replica joins shards
+	// (setShardLocked); under mu. WaitShard waits on it.
+	added chan struct{}
 	// copies holds the groups whose frozen replica is being copied here
 	// (frozen_moves.go); under mu.
 	copies map[string]bool
@@ -145,6 +148,46 @@ type Host struct {
 // ErrNoReplica: this node holds no replica of the shard.
 var ErrNoReplica = errors.New("cluster: no local replica of the shard")
 
+// ErrReplicaOpening: the metadata places a replica of the shard on this
+// node and it has not opened yet (the node has just started, or the
+// replica is being added here). It is not ErrNoReplica: a call for it
+// waits here (WaitShard) instead of being passed to another node, which
+// after a restart may be this one.
+var ErrReplicaOpening = errors.New("cluster: this node's replica of the shard is still opening")
+
+// replicaOpenWait bounds WaitShard.
+const replicaOpenWait = 10 * time.Second
+
+// setShardLocked records a replica that now serves on this node and
+// wakes the calls waiting for it. h.mu is held.
+func (h *Host) setShardLocked(gid string, r *shardlog.Shard) {
+	h.shards[gid] = r
+	close(h.added)
+	h.added = make(chan struct{})
+}
+
+// WaitShard is Shard, except that for a replica this node is assigned but
+// has not opened yet it waits until the replica runs, ctx ends or
+// replicaOpenWait passes, and then returns ErrReplicaOpening.
+func (h *Host) WaitShard(ctx context.Context, s *Stream, sh *Shard) (*shardlog.Shard, error) {
+	ctx, cancel := context.WithTimeout(ctx, replicaOpenWait)
+	defer cancel()
+	for {
+		h.mu.RLock()
+		added := h.added
+		h.mu.RUnlock()
+		r, err := h.Shard(s, sh)
+		if !errors.Is(err, ErrReplicaOpening) {
+			return r, err
+		}
+		select {
+		case <-added:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (%s)", err, sh.ID())
+		}
+	}
+}
+
 // StartHost opens the metadata replica and starts the host's loops: cluster
 // formation (a new cluster), reconciliation, the leader's controller and
 // retention.
@@ -195,7 +238,7 @@ func StartHost(opts HostOptions) (*Host, error) {
 	h := &Host{opts: opts, meta: meta, wal: nodeWAL, logger: opts.Logger,
 		peers:  &peerConns{dialOpts: opts.DialOptions, conns: map[string]*grpc.ClientConn{}},
 		bulk:   &peerConns{dialOpts: opts.DialOptions, conns: map[string]*grpc.ClientConn{}},
-		shards: map[string]*shardlog.Shard{}, removing: map[string]bool{}, copies: map[string]bool{}, failed: map[string]error{}, rebuilds: map[string]bool{},
+		shards: map[string]*shardlog.Shard{}, added: make(chan struct{}), removing: map[string]bool{}, copies: map[string]bool{}, failed: map[string]error{}, rebuilds: map[string]bool{},
 		sealReports: map[string]*shardlog.Shard{}, moveReports: map[string]*shardlog.Shard{}}
 	h.hib.asleep, h.hib.refused = map[string]*sleeper{}, map[string]time.Time{}
 	h.isCurrent = h.metaCurrent
@@ -242,7 +285,24 @@ func (h *Host) Shard(s *Stream, sh *Shard) (*shardlog.Shard, error) {
 	if asleep {
 		return h.wake(s, sh, true)
 	}
+	if h.assignedHere(s, sh) {
+		return nil, ErrReplicaOpening
+	}
 	return nil, ErrNoReplica
+}
+
+// assignedHere reports whether the metadata places a replica of the shard
+// on this node that is about to open: not one this node refuses to start,
+// nor a frozen one still being copied here (its peers serve it meanwhile).
+func (h *Host) assignedHere(s *Stream, sh *Shard) bool {
+	if s.Status == StreamDeleting || !slices.Contains(sh.Replicas, h.opts.NodeID) {
+		return false
+	}
+	gid := s.GroupID(sh)
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	_, failed := h.failed[gid]
+	return !failed && !h.copies[gid]
 }
 
 // runningShard returns the local replica of a shard if it runs, for the

@@ -269,7 +269,7 @@ func (h *Host) startReplica(s *Stream, sh *Shard) {
 	}
 	h.touch(gid) // a new or restarted replica stays awake a while
 	h.mu.Lock()
-	h.shards[gid] = r
+	h.setShardLocked(gid, r)
 	h.mu.Unlock()
 	// A replica removed from here earlier (moved away) may come back.
 	delete(h.removing, gid)

@@ -191,7 +191,7 @@ func transportError(peer string, err error) error {
 // it can be sent again.
 func notApplied(err error) bool {
 	return errors.Is(err, ErrNotLeader) || errors.Is(err, shardlog.ErrNotLeader) ||
-		errors.Is(err, ErrNoReplica) || errors.Is(err, errPeerUnreachable)
+		errors.Is(err, ErrNoReplica) || errors.Is(err, ErrReplicaOpening) || errors.Is(err, errPeerUnreachable)
 }
 
 func retryDelay(attempt int) time.Duration {
@@ -242,17 +242,22 @@ func (h *Host) LeaderTip(ctx context.Context, s *Stream, sh *Shard) (uint64, err
 	if err != nil {
 		return 0, err
 	}
-	if r.IsLeader() || r.Raft() == nil {
+	if r.Raft() == nil {
 		// A frozen replica holds the sealed shard whole: it is its own tip.
 		return r.Log().NextOffset(), nil
 	}
-	if r.Leader() == "" {
+	if !r.IsLeader() && r.Leader() == "" {
 		// An election under way (a group just woken from hibernation
 		// learns its leader with the first append): wait for it, within
 		// the caller's deadline, rather than answer from this replica.
 		_ = r.WaitLeader(ctx)
 	}
 	if r.IsLeader() {
+		// A new leader's log ends where the shard does only once it has
+		// applied what its predecessor committed.
+		if err := r.WaitCurrent(ctx); err != nil {
+			return 0, err
+		}
 		return r.Log().NextOffset(), nil
 	}
 	leader := string(r.Leader())

@@ -116,6 +116,10 @@ func asError(err error) *Error {
 		return newError(LimitExceeded, "%v", err)
 	case errors.Is(err, cluster.ErrInvalidCommand):
 		return invalidArgument("%v", err)
+	case errors.Is(err, cluster.ErrReplicaOpening):
+		e := unavailable("%v: retry", err)
+		e.Transient, e.RetryAfter = true, 200*time.Millisecond
+		return e
 	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, shardlog.ErrNotLeader),
 		errors.Is(err, cluster.ErrNoReplica), errors.Is(err, shardlog.ErrShardClosed),
 		errors.Is(err, shardlog.ErrShardSealed):

@@ -20,7 +20,9 @@ const proxiedHeader = "x-riffle-proxied"
 // viaReplica calls a replica of sh with call when this node holds none.
 // handled is false when the read can be served here.
 func viaReplica[T any](ctx context.Context, s *Server, st *cluster.Stream, sh *cluster.Shard, call func(context.Context, rifflev1.StreamsClient) (T, error)) (resp T, handled bool, err error) {
-	if _, err := s.host.Shard(st, sh); !errors.Is(err, cluster.ErrNoReplica) {
+	// A replica this node is assigned but still opening (just after a
+	// restart) is waited for: passed on, the call could come back here.
+	if _, err := s.host.WaitShard(ctx, st, sh); !errors.Is(err, cluster.ErrNoReplica) {
 		return resp, false, nil
 	}
 	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(proxiedHeader)) > 0 {

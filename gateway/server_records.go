@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/riffle-streams/riffle/cluster"
@@ -293,22 +294,34 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 		return nil, err
 	}
 	log := replica.Log()
-	if it.offset >= log.NextOffset() && !replica.IsLeader() {
-		// A follower at its own tip may not have applied writes the leader
-		// already acknowledged: ask the leader where the shard ends and wait
-		// until this replica has applied that far (a read index). If the
-		// leader cannot be asked, serve what is here.
-		waitCtx, cancel := context.WithTimeout(ctx, followerCommitWait)
-		if tip, err := s.host.LeaderTip(waitCtx, st, sh); err == nil && tip > log.NextOffset() {
-			waitForOffset(waitCtx, log, tip-1)
-		}
+	// A follower's log can end before the shard's: it restarted, woke from
+	// hibernation, or has not learned the latest commit yet. Before it
+	// tells a reader at its end that nothing follows, it learns where the
+	// shard ends from the leader (a read index), and never answers "0
+	// behind" short of that (contract 7; issue 13).
+	var end shardEnd
+	if it.offset >= log.NextOffset() && replica.IsLeader() {
+		// A new leader first applies what its predecessor committed.
+		currentCtx, cancel := context.WithTimeout(ctx, followerCommitWait)
+		_ = replica.WaitCurrent(currentCtx)
 		cancel()
+	} else if it.offset >= log.NextOffset() {
+		// Wait, bounded, until this replica has applied that far; if it
+		// has not, the leader answers the read.
+		end = s.leaderEnd(ctx, st, sh, log, true)
+		if !end.covers(log.NextOffset()) {
+			if resp, handled, err := s.readFromLeader(ctx, replica, req); handled {
+				return resp, err
+			}
+		}
 	}
 	from := max(it.offset, log.TrimOffset()) // below the trim horizon starts at it
 	if from > log.NextOffset() {
 		// This replica has not applied the reader's position yet (the
-		// iterator came from a replica further ahead): nothing to read yet.
-		return &rifflev1.GetRecordsResponse{NextShardIterator: s.issueIterator(st, sh, from)}, nil
+		// iterator came from a replica further ahead): nothing to read yet,
+		// and the reader is behind.
+		return &rifflev1.GetRecordsResponse{NextShardIterator: s.issueIterator(st, sh, from),
+			MillisBehindLatest: millisBehindUnconfirmed(log, from, s.now())}, nil
 	}
 	// The shard's read limits on this node, shared by all its pollers,
 	// admit the call and are charged what it read.
@@ -359,21 +372,115 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 	}
 	resp.NextShardIterator = s.issueIterator(st, sh, next)
 	resp.MillisBehindLatest = millisBehind(log, next, s.now())
+	if next >= log.NextOffset() && !s.atShardEnd(ctx, st, sh, replica, &end, next) {
+		// The read reached this replica's end, which may not be the
+		// shard's: the records read go back, and the reader hears it is
+		// behind.
+		resp.MillisBehindLatest = millisBehindUnconfirmed(log, next, s.now())
+	}
 	s.throttled.millisBehind(st, sh, resp.MillisBehindLatest)
 	return resp, nil
 }
 
+// atShardEnd reports whether a read that ended at next, this replica's
+// end, has every record the shard acknowledged: on the leader once it is
+// current in its term, on a follower when its leader says so (asking it
+// unless end already holds its answer).
+func (s *Server) atShardEnd(ctx context.Context, st *cluster.Stream, sh *cluster.Shard, replica *shardlog.Shard, end *shardEnd, next uint64) bool {
+	if replica.Raft() == nil {
+		return true // frozen: the sealed shard is here whole
+	}
+	if replica.IsLeader() {
+		currentCtx, cancel := context.WithTimeout(ctx, followerCommitWait)
+		defer cancel()
+		return replica.WaitCurrent(currentCtx) == nil && next >= replica.Log().NextOffset()
+	}
+	if !end.asked {
+		*end = s.leaderEnd(ctx, st, sh, replica.Log(), false)
+	}
+	return end.covers(next)
+}
+
+// shardEnd is what a follower learned from its leader about where the
+// shard ends.
+type shardEnd struct {
+	asked bool
+	known bool
+	// next is the leader's next offset: every acknowledged record of the
+	// shard lies below it.
+	next uint64
+}
+
+// covers reports whether a read ending at next has every record the shard
+// had acknowledged when the leader was asked.
+func (e shardEnd) covers(next uint64) bool { return e.known && e.next <= next }
+
+// leaderEnd asks the shard's leader where the shard ends and, with
+// catchUp, waits for this replica to apply that far, all within
+// followerCommitWait.
+func (s *Server) leaderEnd(ctx context.Context, st *cluster.Stream, sh *cluster.Shard, log *shardlog.Log, catchUp bool) shardEnd {
+	ctx, cancel := context.WithTimeout(ctx, followerCommitWait)
+	defer cancel()
+	end := shardEnd{asked: true}
+	tip, err := s.host.LeaderTip(ctx, st, sh)
+	if err != nil {
+		return end // no leader known or reachable: the end is unknown
+	}
+	end.known, end.next = true, tip
+	if catchUp && tip > log.NextOffset() {
+		waitForOffset(ctx, log, tip-1)
+	}
+	return end
+}
+
+// readFromLeader passes a read that this follower cannot answer in full
+// to the shard's leader, which holds every acknowledged record. handled is
+// false when there is no leader to ask or it cannot be reached, and when
+// the call was already passed on once: the caller answers from here.
+func (s *Server) readFromLeader(ctx context.Context, replica *shardlog.Shard, req *rifflev1.GetRecordsRequest) (resp *rifflev1.GetRecordsResponse, handled bool, err error) {
+	leader := string(replica.Leader())
+	if leader == "" || leader == s.host.NodeID() || proxied(ctx) {
+		return nil, false, nil
+	}
+	conn, err := s.host.NodeConn(leader)
+	if err != nil {
+		return nil, false, nil
+	}
+	resp, err = rifflev1.NewStreamsClient(conn).GetRecords(metadata.AppendToOutgoingContext(ctx, proxiedHeader, "1"), req)
+	if err != nil && unreachable(err) {
+		return nil, false, nil
+	}
+	return resp, true, err
+}
+
 // millisBehind is the age of the oldest record the reader has not yet read,
-// zero when it is at the tip.
+// at least 1 ms while one is left here, zero at this replica's end.
 func millisBehind(log *shardlog.Log, next uint64, now time.Time) int64 {
 	if next >= log.NextOffset() {
 		return 0
 	}
+	// A record left unread is never "0 behind", even one written this
+	// millisecond (contract 7).
 	ts, err := log.TimestampAt(next)
 	if err != nil {
-		return 0
+		return 1
 	}
-	return max(0, now.UnixMilli()-ts)
+	return max(1, now.UnixMilli()-ts)
+}
+
+// millisBehindUnconfirmed is MillisBehindLatest for a reader at next on a
+// replica that cannot tell whether records follow: never 0, the age of
+// the next record here or else of the last one, at least 1 ms.
+func millisBehindUnconfirmed(log *shardlog.Log, next uint64, now time.Time) int64 {
+	if behind := millisBehind(log, next, now); behind > 0 {
+		return behind
+	}
+	if next > log.TrimOffset() && next <= log.NextOffset() {
+		if ts, err := log.TimestampAt(next - 1); err == nil {
+			return max(1, now.UnixMilli()-ts)
+		}
+	}
+	return 1
 }
 
 // closedEnd returns the exclusive end offset of a closed shard: a reader

@@ -63,7 +63,7 @@ func (s *Server) SubscribeToShard(req *rifflev1.SubscribeToShardRequest, ss grpc
 	if !ok {
 		return notFound("shard %s of stream %s not found", req.ShardId, st.Name)
 	}
-	replica, rerr := s.host.Shard(st, sh)
+	replica, rerr := s.host.WaitShard(ctx, st, sh)
 	if rerr != nil && !errors.Is(rerr, cluster.ErrNoReplica) {
 		return rerr
 	}

@@ -29,6 +29,7 @@ type subscription struct {
 	arn      string
 	streamID uint64
 	shard    *cluster.Shard // refreshed from the metadata
+	replica  *shardlog.Shard
 	log      *shardlog.Log
 	pace     *pacer
 	metrics  subscriptionMetrics
@@ -58,7 +59,7 @@ func (s *Server) serveSubscription(ctx context.Context, st *cluster.Stream, c *c
 	now := time.Now()
 	arn := c.ARN(st.Name)
 	sub := &subscription{
-		s: s, ss: ss, arn: arn, streamID: st.ID, shard: sh, log: replica.Log(), next: start,
+		s: s, ss: ss, arn: arn, streamID: st.ID, shard: sh, replica: replica, log: replica.Log(), next: start,
 		pace:         newPacer(s.host.Limits(st).FanOutBytes, now),
 		metrics:      s.fanout.metrics.forSubscription(st.Name, sh.ID(), c.Name),
 		reg:          &registration{started: now, replaced: make(chan struct{}), labels: [3]string{st.Name, sh.ID(), c.Name}},
@@ -252,6 +253,10 @@ func (sub *subscription) sendEnd(recs []*rifflev1.Record, bytes int) error {
 // send sends one event and accounts for it.
 func (sub *subscription) send(recs []*rifflev1.Record, bytes int, children []*rifflev1.ChildShard) error {
 	behind := millisBehind(sub.log, sub.next, sub.s.now())
+	if children == nil && sub.next >= sub.log.NextOffset() && !sub.current() {
+		// At this replica's end, which may not be the shard's (contract 7).
+		behind = millisBehindUnconfirmed(sub.log, sub.next, sub.s.now())
+	}
 	ev := &rifflev1.SubscribeToShardEvent{
 		Records:                    recs,
 		ContinuationSequenceNumber: sub.continuation,
@@ -266,6 +271,28 @@ func (sub *subscription) send(recs []*rifflev1.Record, bytes int, children []*ri
 	sub.metrics.bytes.Add(float64(bytes))
 	sub.metrics.behind.Set(float64(behind))
 	return nil
+}
+
+// current reports whether a subscription at its replica's end is at the
+// shard's end: the replica is frozen, or leads the shard and has applied
+// what its predecessors committed, or follows and its leader says nothing
+// lies beyond (a follower serves a subscription only when the leader was
+// unknown or unreachable, or the call was passed on to it).
+func (sub *subscription) current() bool {
+	if sub.replica.Raft() == nil {
+		return true
+	}
+	ctx := sub.ss.Context()
+	if sub.replica.IsLeader() {
+		ctx, cancel := context.WithTimeout(ctx, followerCommitWait)
+		defer cancel()
+		return sub.replica.WaitCurrent(ctx) == nil && sub.next >= sub.log.NextOffset()
+	}
+	st, ok := sub.s.host.Meta().State().StreamByID(sub.streamID)
+	if !ok {
+		return false
+	}
+	return sub.s.leaderEnd(ctx, st, sub.shard, sub.log, false).covers(sub.next)
 }
 
 func earliest(a, b time.Time) time.Time {

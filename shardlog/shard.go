@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -134,6 +135,10 @@ type Shard struct {
 	// reopen is why the replica must be closed and opened again, once
 	// something found that raft cannot go on with its state (NeedsReopen).
 	reopen atomic.Pointer[error]
+	// currentTerm is the term in which this replica, leading, applied a
+	// barrier (WaitCurrent); currentMu lets one caller at a time send it.
+	currentTerm atomic.Uint64
+	currentMu   sync.Mutex
 }
 
 // RequestReopen records why the replica must be closed and opened again;
@@ -375,6 +380,47 @@ func (s *Shard) Raft() *raft.Raft { return s.raft }
 // IsLeader reports whether this replica currently leads the group; a
 // frozen replica leads nothing.
 func (s *Shard) IsLeader() bool { return s.raft != nil && s.raft.State() == raft.Leader }
+
+// WaitCurrent returns once this replica, leading, has applied every entry
+// committed before its term began, so that its log ends where the shard
+// does. A newly elected leader may not have applied entries its
+// predecessor acknowledged (followers learn a commit with the next
+// append) until an entry of its own term commits. The first call in a term
+// sends a barrier through raft and waits for it; later calls in the term
+// return at once. It returns ErrNotLeader on a follower or once leadership
+// is lost, nil on a frozen replica, which holds its sealed shard whole.
+func (s *Shard) WaitCurrent(ctx context.Context) error {
+	r := s.raft
+	if r == nil {
+		return nil
+	}
+	term := r.CurrentTerm()
+	if r.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	if s.currentTerm.Load() == term {
+		return nil
+	}
+	s.currentMu.Lock()
+	defer s.currentMu.Unlock()
+	if s.currentTerm.Load() == term {
+		return nil
+	}
+	timeout := applyEnqueueTimeout
+	if deadline, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(deadline))
+	}
+	// Raft answers the barrier once applied, or fails it when leadership
+	// is lost; the timeout bounds only its wait to enter raft's queue.
+	if err := r.Barrier(timeout).Error(); err != nil {
+		return classifyApplyError(err)
+	}
+	if r.CurrentTerm() != term || r.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	s.currentTerm.Store(term)
+	return nil
+}
 
 // Leader returns the current leader's id, empty when unknown or frozen.
 func (s *Shard) Leader() raft.ServerID {

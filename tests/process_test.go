@@ -121,9 +121,19 @@ func portFree(addr string) bool {
 // durability, not throttling (tests/limits_test.go does that).
 func startProcess(t testing.TB, dir, addr string) *process {
 	t.Helper()
+	p := spawnServe(t, dir, addr, "--gossip-addr", freePort(t))
+	p.waitServing(t)
+	return p
+}
+
+// spawnServe starts `riffle serve` on dir and addr with extra flags (a
+// gossip address among them) and connects to it, without waiting.
+func spawnServe(t testing.TB, dir, addr string, extra ...string) *process {
+	t.Helper()
 	p := &process{addr: addr, logs: &bytes.Buffer{}}
-	p.cmd = exec.Command(riffleBinary, "serve", "--data-dir", dir, "--grpc-addr", addr,
-		"--admin-addr", freePort(t), "--gossip-addr", freePort(t), "--log-level", "info", "--shard-limits", "unlimited")
+	args := append([]string{"serve", "--data-dir", dir, "--grpc-addr", addr,
+		"--admin-addr", freePort(t), "--log-level", "info", "--shard-limits", "unlimited"}, extra...)
+	p.cmd = exec.Command(riffleBinary, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -134,7 +144,7 @@ func startProcess(t testing.TB, dir, addr string) *process {
 			p.cmd.Wait()
 		}
 		if t.Failed() {
-			t.Logf("riffle serve output:\n%s", p.logs.String())
+			t.Logf("riffle serve %s output:\n%s", addr, p.logs.String())
 		}
 	})
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -144,7 +154,13 @@ func startProcess(t testing.TB, dir, addr string) *process {
 	}
 	t.Cleanup(func() { conn.Close() })
 	p.conn, p.client = conn, rifflev1.NewStreamsClient(conn)
-	health := healthpb.NewHealthClient(conn)
+	return p
+}
+
+// waitServing waits until the node's health check reports SERVING.
+func (p *process) waitServing(t testing.TB) {
+	t.Helper()
+	health := healthpb.NewHealthClient(p.conn)
 	waitFor(t, 20*time.Second, "riffle serve healthy", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -157,7 +173,6 @@ func startProcess(t testing.TB, dir, addr string) *process {
 		}
 		return nil
 	})
-	return p
 }
 
 // kill sends SIGKILL and reaps the process.
