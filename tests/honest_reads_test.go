@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	rifflev1 "github.com/riffle-streams/riffle/proto/riffle/v1"
@@ -106,6 +107,20 @@ func TestLaggingFollowerNeverClaimsTheEnd(t *testing.T) {
 	}
 	leader := shardLeader(t, c, "lagging")
 	follower := c.nodes[(leader+1)%3]
+	reg, err := follower.client.RegisterStreamConsumer(context.Background(), &rifflev1.RegisterStreamConsumerRequest{StreamName: "lagging", ConsumerName: "lagging"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "consumer ACTIVE on the follower's node", func() error {
+		d, err := follower.client.DescribeStreamConsumer(context.Background(), &rifflev1.DescribeStreamConsumerRequest{ConsumerArn: reg.Consumer.ConsumerArn})
+		if err != nil {
+			return err
+		}
+		if s := d.ConsumerDescription.ConsumerStatus; s != rifflev1.ConsumerStatus_CONSUMER_STATUS_ACTIVE {
+			return fmt.Errorf("status %v", s)
+		}
+		return nil
+	})
 	var acked []string
 	for i := range 4 {
 		data := fmt.Sprintf("r-%d", i)
@@ -124,6 +139,32 @@ func TestLaggingFollowerNeverClaimsTheEnd(t *testing.T) {
 			t.Fatalf("write %d acknowledged at %s; the follower read %d records and then said it was at the end", i, out.SequenceNumber, len(recs))
 		}
 	}
+	// A subscription the follower serves itself (as it does for a call
+	// passed on to it, marked so by the gateway's header) says 0 behind
+	// only once it has pushed every acknowledged record.
+	subCtx, cancelSub := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "x-riffle-proxied", "1"), 30*time.Second)
+	defer cancelSub()
+	sub, err := follower.client.SubscribeToShard(subCtx, &rifflev1.SubscribeToShardRequest{ConsumerArn: reg.Consumer.ConsumerArn,
+		ShardId: "shardId-000000000000", StartingPosition: trimHorizon()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushed := 0
+	for {
+		ev, err := sub.Recv()
+		if err != nil {
+			t.Fatalf("subscription through the follower: %v after %d records", err, pushed)
+		}
+		pushed += len(ev.Records)
+		if ev.MillisBehindLatest == 0 {
+			if pushed != len(acked) {
+				t.Fatalf("the follower's subscription said 0 behind after %d of %d acknowledged records", pushed, len(acked))
+			}
+			break
+		}
+	}
+	cancelSub()
+
 	// A reader that is not at the end yet hears it is behind from every
 	// response until it is.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
