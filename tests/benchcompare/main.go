@@ -43,11 +43,13 @@ type options struct {
 	shards    int
 	// shardBatches makes each Riffle call carry one shard's records.
 	shardBatches bool
-	runs         int
-	warmup       time.Duration
-	portBase     int
-	systems      []string
-	keep         bool
+	// rate, when set, runs the open-loop latency workload instead.
+	rate     int
+	runs     int
+	warmup   time.Duration
+	portBase int
+	systems  []string
+	keep     bool
 }
 
 func main() {
@@ -71,6 +73,7 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.batch, "riffle-batch", 100, "records per Riffle PutRecords call; --in-flight must be a multiple")
 	fs.IntVar(&o.shards, "shards", 1, "raft groups on each side: shards of the Riffle stream, R3 streams on NATS")
 	fs.BoolVar(&o.shardBatches, "shard-batches", false, "each Riffle PutRecords call carries records of one shard (riffle bench --shard-batches), as the SDK producer and the KPL batch; NATS publishes are one message each either way")
+	fs.IntVar(&o.rate, "rate", 0, "the latency workload: this many records a second in all on a fixed schedule (open loop), one record a call (Riffle PutRecord, a NATS synchronous publish to a random stream), -in-flight callers per producer, latency from each call's scheduled time; 0 runs the throughput workload")
 	fs.IntVar(&o.runs, "runs", 1, "runs of every workload; the table shows the median of each figure")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "an uncounted run of each workload on its new stream before the measured one; 0 skips it")
 	fs.IntVar(&o.portBase, "port-base", 19400, "first of the loopback ports used: base..base+8 Riffle, base+20..base+22 and base+30..base+32 NATS")
@@ -103,8 +106,12 @@ func parseOptions(args []string) (options, error) {
 		return o, fmt.Errorf("-producers must be at least 1, got %d", o.producers)
 	case o.batch < 1 || o.batch > 500:
 		return o, fmt.Errorf("-riffle-batch must be between 1 and 500, got %d", o.batch)
-	case o.inFlight < 1 || o.inFlight%o.batch != 0:
+	case o.inFlight < 1 || (o.rate == 0 && o.inFlight%o.batch != 0):
 		return o, fmt.Errorf("-in-flight must be a positive multiple of -riffle-batch %d, got %d", o.batch, o.inFlight)
+	case o.rate < 0 || o.rate > 1_000_000:
+		return o, fmt.Errorf("-rate must be between 0 and 1000000, got %d", o.rate)
+	case o.rate > 0 && o.shardBatches:
+		return o, errors.New("-shard-batches groups a call's records: the -rate workload sends one record a call")
 	case o.shards < 1:
 		return o, fmt.Errorf("-shards must be at least 1, got %d", o.shards)
 	case o.runs < 1:
@@ -170,7 +177,7 @@ func run(ctx context.Context, args []string) error {
 	var results []result
 	for r := range o.runs {
 		for _, size := range o.sizes {
-			w := workload{size: size, producers: o.producers, inFlight: o.inFlight, duration: o.duration}
+			w := workload{size: size, producers: o.producers, inFlight: o.inFlight, duration: o.duration, rate: o.rate}
 			// Alternate which system goes first, so that neither always
 			// runs on the other's leftovers (page cache, compaction).
 			order := o.systems
@@ -197,6 +204,11 @@ func run(ctx context.Context, args []string) error {
 				results = append(results, res)
 			}
 		}
+	}
+	if o.rate > 0 {
+		fmt.Printf("%d records/s on a fixed schedule, %d producers x %d callers, one record a call, %s per workload, median of %d run(s); Riffle: %d shard(s), PutRecord; NATS: %d R3 file stream(s), synchronous publish to a random one; latency from each call's scheduled time\n\n",
+			o.rate, o.producers, o.inFlight, o.duration, o.runs, o.shards, o.shards)
+		return writeTable(os.Stdout, summarize(results))
 	}
 	calls := "random keys"
 	if o.shardBatches {

@@ -5,6 +5,7 @@ import (
 	crand "crypto/rand"
 	"fmt"
 	"math"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -162,6 +163,9 @@ func (c *natsCluster) produce(ctx context.Context, stream string, streams int, w
 	// flight (nats bench, run once per stream, measured the same here).
 	publishers := max(w.producers, streams)
 	inFlight := max(1, w.producers*w.inFlight/publishers)
+	if w.rate > 0 {
+		publishers, inFlight = w.producers, w.inFlight // callers per connection
+	}
 	producers := make([]*natsProducer, publishers)
 	for i := range producers {
 		nc, err := nats.Connect(url)
@@ -173,13 +177,19 @@ func (c *natsCluster) produce(ctx context.Context, stream string, streams int, w
 		if err != nil {
 			return result{}, err
 		}
-		producers[i] = &natsProducer{js: pjs, subject: subjects[i%streams], payload: payload, inFlight: inFlight}
+		producers[i] = &natsProducer{js: pjs, subject: subjects[i%streams], subjects: subjects, payload: payload, inFlight: inFlight}
+	}
+	run := runNATSProducers
+	if w.rate > 0 {
+		run = func(ctx context.Context, producers []*natsProducer, d time.Duration) time.Duration {
+			return runNATSSteady(ctx, producers, w.rate, d)
+		}
 	}
 	if warmup > 0 {
 		fmt.Fprintf(os.Stderr, "benchcompare: nats: warming up for %s\n", warmup)
-		runNATSProducers(ctx, producers, warmup)
+		run(ctx, producers, warmup)
 	}
-	elapsed := runNATSProducers(ctx, producers, w.duration)
+	elapsed := run(ctx, producers, w.duration)
 
 	res := result{system: "nats", workload: w, elapsed: elapsed}
 	var latencies []time.Duration
@@ -246,8 +256,11 @@ func runNATSProducers(ctx context.Context, producers []*natsProducer, d time.Dur
 // with at most inFlight publishes unacknowledged. Acks of one stream come
 // back in order, so one goroutine waits for them in publish order.
 type natsProducer struct {
-	js       jetstream.JetStream
-	subject  string
+	js      jetstream.JetStream
+	subject string
+	// subjects are every stream's, for the steady workload, whose calls
+	// go to a random one.
+	subjects []string
 	payload  []byte
 	inFlight int
 
@@ -297,6 +310,55 @@ func (p *natsProducer) run(stop *atomic.Bool) {
 		p.failed += n
 		p.errors[name] += n
 	}
+}
+
+// runNATSSteady is the open-loop workload: a schedule of rate publishes
+// a second in all, taken by each producer's inFlight callers as they come
+// free; each is a synchronous JetStream publish to a random stream, and
+// its latency runs from its scheduled time, so a backlog shows (no
+// coordinated omission). The queue holds a second of the schedule.
+func runNATSSteady(ctx context.Context, producers []*natsProducer, rate int, d time.Duration) time.Duration {
+	jobs := make(chan time.Time, rate)
+	start := time.Now()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, p := range producers {
+		p.acked, p.failed, p.errors, p.latencies = 0, 0, map[string]uint64{}, nil
+		for range p.inFlight {
+			wg.Go(func() {
+				rng := mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))
+				for when := range jobs {
+					callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+					_, err := p.js.Publish(callCtx, p.subjects[rng.IntN(len(p.subjects))], p.payload)
+					cancel()
+					latency := time.Since(when)
+					mu.Lock()
+					if err != nil {
+						p.failed++
+						p.errors[err.Error()]++
+					} else {
+						p.acked++
+						p.latencies = append(p.latencies, latency)
+					}
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	interval := time.Second / time.Duration(rate)
+	for i := 0; ; i++ {
+		when := start.Add(time.Duration(i) * interval)
+		if when.Sub(start) >= d || ctx.Err() != nil {
+			break
+		}
+		if wait := time.Until(when); wait > 0 {
+			pause(ctx, wait)
+		}
+		jobs <- when
+	}
+	close(jobs)
+	wg.Wait()
+	return time.Since(start)
 }
 
 // quantileMillis is the q quantile of sorted latencies in milliseconds:

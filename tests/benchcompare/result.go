@@ -15,9 +15,16 @@ type workload struct {
 	producers int
 	inFlight  int
 	duration  time.Duration
+	// rate, when set, is the open-loop workload: rate records a second in
+	// all, one record a call, inFlight callers per producer, latency from
+	// each call's scheduled time.
+	rate int
 }
 
 func (w workload) String() string {
+	if w.rate > 0 {
+		return fmt.Sprintf("%s records at %d/s, %d producers x %d callers, %s", sizeName(w.size), w.rate, w.producers, w.inFlight, w.duration)
+	}
 	return fmt.Sprintf("%s records, %d producers x %d in flight, %s", sizeName(w.size), w.producers, w.inFlight, w.duration)
 }
 

@@ -115,7 +115,12 @@ func (c *riffleCluster) bench(ctx context.Context, stream string, w workload, ba
 	args := []string{"bench", "--addr", strings.Join(c.addrs, ","), "--stream", stream, "--create-shards", strconv.Itoa(shards),
 		"--producers", strconv.Itoa(w.producers), "--in-flight", strconv.Itoa(w.inFlight / batch), "--batch", strconv.Itoa(batch),
 		"--record-size", strconv.Itoa(w.size), "--duration", w.duration.String(), "--timeout", "30s", "--json"}
-	if shardBatches {
+	if w.rate > 0 {
+		// One record a call on a fixed schedule: --in-flight is callers.
+		args = []string{"bench", "--addr", strings.Join(c.addrs, ","), "--stream", stream, "--create-shards", strconv.Itoa(shards),
+			"--producers", strconv.Itoa(w.producers), "--in-flight", strconv.Itoa(w.inFlight), "--batch", "1", "--rate", strconv.Itoa(w.rate),
+			"--record-size", strconv.Itoa(w.size), "--duration", w.duration.String(), "--timeout", "30s", "--json"}
+	} else if shardBatches {
 		args = append(args, "--shard-batches")
 	}
 	cmd := exec.CommandContext(ctx, c.bin, args...)
