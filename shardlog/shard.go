@@ -395,8 +395,8 @@ func (s *Shard) WaitCurrent(ctx context.Context) error {
 		return nil
 	}
 	term := r.CurrentTerm()
-	if r.State() != raft.Leader {
-		return ErrNotLeader
+	if r.State() != raft.Leader || r.CurrentTerm() != term {
+		return ErrNotLeader // or leading in a term that began meanwhile
 	}
 	if s.currentTerm.Load() == term {
 		return nil
