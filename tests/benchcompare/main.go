@@ -44,7 +44,9 @@ type options struct {
 	// shardBatches makes each Riffle call carry one shard's records.
 	shardBatches bool
 	// rate, when set, runs the open-loop latency workload instead.
-	rate     int
+	rate int
+	// idle, when set, measures the idle cost of that many groups instead.
+	idle     int
 	runs     int
 	warmup   time.Duration
 	portBase int
@@ -74,6 +76,7 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.shards, "shards", 1, "raft groups on each side: shards of the Riffle stream, R3 streams on NATS")
 	fs.BoolVar(&o.shardBatches, "shard-batches", false, "each Riffle PutRecords call carries records of one shard (riffle bench --shard-batches), as the SDK producer and the KPL batch; NATS publishes are one message each either way")
 	fs.IntVar(&o.rate, "rate", 0, "the latency workload: this many records a second in all on a fixed schedule (open loop), one record a call (Riffle PutRecord, a NATS synchronous publish to a random stream), -in-flight callers per producer, latency from each call's scheduled time; 0 runs the throughput workload")
+	fs.IntVar(&o.idle, "idle", 0, "the idle-cost workload instead: this many shards (Riffle, measured once every replica hibernates) and R3 streams (NATS, measured 10 s after they exist), nothing written or read; the servers' CPU over -duration and their RSS")
 	fs.IntVar(&o.runs, "runs", 1, "runs of every workload; the table shows the median of each figure")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "an uncounted run of each workload on its new stream before the measured one; 0 skips it")
 	fs.IntVar(&o.portBase, "port-base", 19400, "first of the loopback ports used: base..base+8 Riffle, base+20..base+22 and base+30..base+32 NATS")
@@ -112,6 +115,10 @@ func parseOptions(args []string) (options, error) {
 		return o, fmt.Errorf("-rate must be between 0 and 1000000, got %d", o.rate)
 	case o.rate > 0 && o.shardBatches:
 		return o, errors.New("-shard-batches groups a call's records: the -rate workload sends one record a call")
+	case o.idle < 0 || o.idle > 10_000:
+		return o, fmt.Errorf("-idle must be between 0 and 10000, got %d", o.idle)
+	case o.idle > 0 && (o.rate > 0 || o.shardBatches):
+		return o, errors.New("-idle measures streams nobody writes to: -rate and -shard-batches do not go with it")
 	case o.shards < 1:
 		return o, fmt.Errorf("-shards must be at least 1, got %d", o.shards)
 	case o.runs < 1:
@@ -174,6 +181,9 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 
+	if o.idle > 0 {
+		return runIdle(ctx, o, riffle, nats)
+	}
 	var results []result
 	for r := range o.runs {
 		for _, size := range o.sizes {
@@ -217,4 +227,34 @@ func run(ctx context.Context, args []string) error {
 	fmt.Printf("%d producers x %d records in flight, %s per workload, median of %d run(s); Riffle: %d shard(s), PutRecords of %d, %s; NATS: %d R3 file stream(s), sync_interval always, publishers spread over them\n\n",
 		o.producers, o.inFlight, o.duration, o.runs, o.shards, o.batch, calls, o.shards)
 	return writeTable(os.Stdout, summarize(results))
+}
+
+// runIdle measures both systems' idle cost, -runs times each, alternating.
+func runIdle(ctx context.Context, o options, riffle *riffleCluster, nats *natsCluster) error {
+	var results []idleResult
+	for r := range o.runs {
+		order := o.systems
+		if r%2 == 1 {
+			order = []string{o.systems[len(o.systems)-1], o.systems[0]}[:len(o.systems)]
+		}
+		for _, s := range order {
+			stream := fmt.Sprintf("idle-%d", r)
+			fmt.Fprintf(os.Stderr, "benchcompare: run %d/%d, %s, %d idle groups, %s window\n", r+1, o.runs, s, o.idle, o.duration)
+			var res idleResult
+			var err error
+			switch s {
+			case "riffle":
+				res, err = riffle.idle(ctx, stream, o.idle, o.duration)
+			case "nats":
+				res, err = nats.idle(ctx, stream, o.idle, o.duration)
+			}
+			if err != nil {
+				return fmt.Errorf("%s, %d idle groups: %w", s, o.idle, err)
+			}
+			fmt.Fprintf(os.Stderr, "benchcompare: %s: %.3f cores, %.1f MiB RSS per node (idle after %s)\n", s, res.cores, res.rssMiB, res.settled.Round(time.Second))
+			results = append(results, res)
+		}
+	}
+	fmt.Printf("%d idle groups (Riffle: shards of one stream, RF3, every replica hibernating; NATS: R3 file streams), CPU of the three servers over %s\n\n", o.idle, o.duration)
+	return writeIdleTable(os.Stdout, results)
 }

@@ -16,9 +16,10 @@ import (
 
 // riffleCluster is three `riffle serve` processes on loopback.
 type riffleCluster struct {
-	bin   string
-	addrs []string
-	nodes []*process
+	bin    string
+	addrs  []string
+	admins []string // each node's admin HTTP (health, metrics)
+	nodes  []*process
 }
 
 // startRiffle starts three nodes with data under dir, no per-shard limits,
@@ -36,9 +37,10 @@ func startRiffle(ctx context.Context, bin, dir string, portBase int) (*riffleClu
 		if err := os.MkdirAll(nodeDir, 0o755); err != nil {
 			return nil, err
 		}
+		c.admins = append(c.admins, fmt.Sprintf("127.0.0.1:%d", portBase+3*i+2))
 		p, err := startProcess(bin, filepath.Join(dir, fmt.Sprintf("n%d.log", i+1)),
 			"serve", "--node-id", fmt.Sprintf("n%d", i+1), "--data-dir", filepath.Join(nodeDir, "data"),
-			"--grpc-addr", c.addrs[i], "--gossip-addr", gossip[i], "--admin-addr", fmt.Sprintf("127.0.0.1:%d", portBase+3*i+2),
+			"--grpc-addr", c.addrs[i], "--gossip-addr", gossip[i], "--admin-addr", c.admins[i],
 			"--join", strings.Join(gossip, ","), "--bootstrap-expect", "3", "--shard-limits", "unlimited", "--log-level", "warn")
 		if err != nil {
 			c.stop()
