@@ -49,6 +49,10 @@ type fakeStreams struct {
 	putGate chan struct{}
 	// getErr, when set, may fail GetRecords call number call.
 	getErr func(call int) error
+	// unconfirmedEnd, when set, makes GetRecords call number call that
+	// reaches the end of the records say the reader is still behind, as a
+	// replica does that cannot confirm its end is the shard's.
+	unconfirmedEnd func(call int) bool
 	// subscribe, when set, serves SubscribeToShard call number call.
 	subscribe func(ctx context.Context, call int, req *rifflev1.SubscribeToShardRequest, send func(*rifflev1.SubscribeToShardEvent) error) error
 	subReqs   []*rifflev1.SubscribeToShardRequest
@@ -303,6 +307,8 @@ func (f *fakeStreams) GetRecords(_ context.Context, req *rifflev1.GetRecordsRequ
 	resp.NextShardIterator = fmt.Sprintf("%d/%d", i, end)
 	if end < len(sh.records) {
 		resp.MillisBehindLatest = 1000
+	} else if f.unconfirmedEnd != nil && f.unconfirmedEnd(f.calls["GetRecords"]) {
+		resp.MillisBehindLatest = 1
 	}
 	return resp, nil
 }

@@ -62,6 +62,10 @@ type readCursor struct {
 	last     string // sequence number of the last record returned
 	pollAt   time.Time
 	failures int // polls in a row that failed
+	// behind is whether the last batch returned said the shard had
+	// records past it: the poll that first finds the tip is returned
+	// even without records, so that the caller learns it caught up.
+	behind bool
 }
 
 // NewShardReader returns a reader of shard shardID of stream, from start.
@@ -78,7 +82,11 @@ func NewShardReader(c *Client, stream, shardID string, start StartingPosition, c
 	}
 }
 
-// Next returns the next records, waiting for some to be written. It
+// Next returns the next records, waiting for some to be written. A batch
+// that said the reader was behind (MillisBehindLatest > 0) is followed, once
+// a poll finds the shard's tip with nothing more, by one batch without
+// records and MillisBehindLatest 0: the caller learns it has caught up
+// (the broker says 0 only once the end it reached is the shard's). It
 // returns io.EOF when every shard it follows has ended with no child to go
 // on with, ErrConsumerClosed after Close, ctx's error when ctx ends, and
 // the last error once MaxAttempts polls in a row have failed (throttling
@@ -112,7 +120,7 @@ func (r *ShardReader) Next(ctx context.Context) (Batch, error) {
 			}
 			return Batch{}, err
 		}
-		if len(b.Records) > 0 {
+		if len(b.Records) > 0 || b.ShardID != "" {
 			return b, nil
 		}
 	}
@@ -179,11 +187,19 @@ func (r *ShardReader) poll(ctx context.Context, cur *readCursor) (Batch, error) 
 	b := Batch{ShardID: cur.shard, Records: resp.GetRecords(), MillisBehindLatest: resp.GetMillisBehindLatest()}
 	if cur.iterator == "" {
 		r.ended(cur, resp.GetChildShards())
+		if len(b.Records) == 0 {
+			return Batch{}, nil
+		}
 		return b, nil
 	}
 	cur.pollAt = time.Now()
 	if resp.GetMillisBehindLatest() == 0 {
 		cur.pollAt = cur.pollAt.Add(r.cfg.PollInterval)
+	}
+	caughtUp := len(b.Records) == 0 && b.MillisBehindLatest == 0 && cur.behind
+	cur.behind = b.MillisBehindLatest > 0
+	if len(b.Records) == 0 && !caughtUp {
+		return Batch{}, nil // nothing to tell: Next polls on
 	}
 	return b, nil
 }

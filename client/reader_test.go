@@ -34,8 +34,8 @@ func readN(t *testing.T, next func(context.Context) (Batch, error), n int) (recs
 		if err != nil {
 			t.Fatalf("after %d records: %v", len(recs), err)
 		}
-		if len(b.Records) == 0 {
-			t.Fatal("Next returned an empty batch")
+		if len(b.Records) == 0 && b.MillisBehindLatest != 0 {
+			t.Fatalf("Next returned an empty batch %d ms behind", b.MillisBehindLatest)
 		}
 		for _, r := range b.Records {
 			recs = append(recs, string(r.Data))
@@ -81,6 +81,46 @@ func TestShardReaderReadsInOrderThroughFailures(t *testing.T) {
 	got, _ = readN(t, r.Next, 5)
 	if !slices.Equal(got, data(5, "b")) {
 		t.Fatalf("read %v after the tip", got)
+	}
+}
+
+// A reader told it is behind learns when it has caught up: the poll that
+// first finds the tip confirmed comes back as a batch without records and
+// 0 behind, once; at the tip after that, Next waits for records.
+func TestShardReaderReportsCatchingUp(t *testing.T) {
+	f := newFakeStreams(1)
+	f.appendRecords(0, data(3, "a")...)
+	// The first two polls reach the end without the broker confirming it
+	// is the shard's end.
+	f.unconfirmedEnd = func(call int) bool { return call <= 2 }
+	c := f.start(t)
+	r := NewShardReader(c, "s", "shardId-000000000000", TrimHorizon(), ReaderConfig{PollInterval: 5 * time.Millisecond, Retry: fastPolicy(4)})
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := r.Next(ctx)
+	if err != nil || len(b.Records) != 3 || b.MillisBehindLatest != 1 {
+		t.Fatalf("first batch: %d records, %d ms behind, %v; want 3 records, 1 ms behind", len(b.Records), b.MillisBehindLatest, err)
+	}
+	b, err = r.Next(ctx)
+	if err != nil || len(b.Records) != 0 || b.MillisBehindLatest != 0 || b.ShardID != "shardId-000000000000" {
+		t.Fatalf("second batch: %+v, %v; want no records, 0 behind, of shardId-000000000000", b, err)
+	}
+	if n := f.count("GetRecords"); n != 3 {
+		t.Errorf("caught up after %d polls, want 3 (the second still unconfirmed)", n)
+	}
+	// At the confirmed tip Next says nothing more until records come.
+	short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancelShort()
+	if b, err := r.Next(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Next at the tip returned %+v, %v; want it to wait", b, err)
+	}
+	if f.count("GetRecords") < 5 {
+		t.Errorf("only %d polls: the reader stopped polling at the tip", f.count("GetRecords"))
+	}
+	f.appendRecords(0, "b")
+	if b, err := r.Next(ctx); err != nil || len(b.Records) != 1 {
+		t.Fatalf("after a new record: %+v, %v", b, err)
 	}
 }
 
