@@ -80,6 +80,8 @@ import (
 	"path/filepath"
 	"sort"
 	"sync/atomic"
+
+	"github.com/riffle-streams/riffle/shardlog/internal/diskfile"
 )
 
 const (
@@ -99,6 +101,13 @@ const (
 	// readChunk is how many index entries a read fetches per ReadAt, so that
 	// an unlimited Read does not pull a whole index into memory at once.
 	readChunk = 1024
+
+	// logReadAhead and indexReadAhead are how far past a read the kernel
+	// is asked to fetch .log and .index in the background: more than one
+	// full GetRecords (10 MiB), so that a replaying reader's next call
+	// finds its records in the page cache while this one is being sent.
+	logReadAhead   = 16 << 20
+	indexReadAhead = 256 << 10
 
 	logExt       = ".log"
 	indexExt     = ".index"
@@ -229,6 +238,10 @@ type segment struct {
 	// Running CRC-32C of each file's published content, kept by the writer
 	// for the .sum written when the segment is sealed.
 	logCRC, indexCRC, timeCRC uint32
+
+	// How far the kernel was asked to read .log and .index ahead of the
+	// readers (readAhead).
+	logAhead, indexAhead atomic.Int64
 }
 
 func segmentPath(dir string, base uint64, ext string) string {
@@ -459,9 +472,11 @@ func (s *segment) read(out []Record, from, end uint64, b *budget) ([]Record, err
 
 func (s *segment) readIndex(from uint64, n int) ([]indexEntry, error) {
 	buf := make([]byte, n*indexEntrySize)
-	if _, err := s.index.ReadAt(buf, int64(from-s.baseOffset)*indexEntrySize); err != nil {
+	pos := int64(from-s.baseOffset) * indexEntrySize
+	if _, err := s.index.ReadAt(buf, pos); err != nil {
 		return nil, s.readErr(from, s.path(indexExt), err)
 	}
+	readAhead(s.index, &s.indexAhead, pos+int64(len(buf)), indexReadAhead)
 	entries := make([]indexEntry, n)
 	for i := range entries {
 		b := buf[i*indexEntrySize:]
@@ -488,6 +503,7 @@ func (s *segment) readFrames(out []Record, from uint64, entries []indexEntry) ([
 	if _, err := s.log.ReadAt(buf, start); err != nil {
 		return nil, s.readErr(from, s.path(logExt), err)
 	}
+	readAhead(s.log, &s.logAhead, end, logReadAhead)
 	for i, e := range entries {
 		rel := e.pos - start
 		// The capacity limit stops a caller appending to one record's Data
@@ -499,6 +515,24 @@ func (s *segment) readFrames(out []Record, from uint64, entries []indexEntry) ([
 		out = append(out, rec)
 	}
 	return out, nil
+}
+
+// readAhead keeps the kernel fetching f up to window bytes past end, where
+// a read just ended; mark is how far it was last asked to. Only a stretch
+// of at least a quarter window that was not asked for yet is asked for,
+// so that a reader at the tail, or one inside what is being fetched,
+// costs no system call. It is a hint: nothing a read returns depends on it.
+func readAhead(f segFile, mark *atomic.Int64, end, window int64) {
+	want := end + window
+	from := mark.Load()
+	if from < end || from > want {
+		from = end // a reader outside the stretch asked for: start afresh
+	}
+	if want-from < window/4 {
+		return
+	}
+	mark.Store(want)
+	diskfile.ReadAhead(f, from, want-from)
 }
 
 func (s *segment) decodeRecord(frame []byte, off uint64) (Record, error) {
