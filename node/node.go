@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -157,6 +158,7 @@ func (n *Node) start() error {
 	n.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxSendMsgSize(MaxMessageBytes),
+		experimental.BufferPool(newBufferPool()),
 		grpc.ChainUnaryInterceptor(gw.UnaryInterceptor),
 		grpc.ChainStreamInterceptor(gw.StreamInterceptor),
 	)
