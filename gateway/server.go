@@ -52,6 +52,8 @@ type Server struct {
 
 	// throttled counts what the per-shard limits refused.
 	throttled *throttleMetrics
+	// prefetch reads the next batch of a replaying reader ahead.
+	prefetch prefetcher
 }
 
 // New returns a gateway over host.

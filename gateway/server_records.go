@@ -329,7 +329,11 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 	bytes := 0
 	err = s.host.ReadThrottled(st, sh, func() (int, error) {
 		var err error
-		recs, err = log.Read(from, limit, MaxGetRecordsBytes)
+		if pre, ok := s.prefetch.take(ctx, log, from, limit); ok {
+			recs = pre
+		} else {
+			recs, err = log.Read(from, limit, MaxGetRecordsBytes)
+		}
 		if errors.Is(err, shardlog.ErrOutOfRange) && from < log.TrimOffset() {
 			// Retention removed the position between the two calls above.
 			from = log.TrimOffset()
@@ -362,6 +366,11 @@ func (s *Server) GetRecords(ctx context.Context, req *rifflev1.GetRecordsRequest
 		}
 	}
 	next := from + uint64(len(recs))
+	if len(recs) > 0 && next < log.NextOffset() {
+		// More records wait behind these: a replaying reader's next call
+		// asks for them, so read them while this response is sent.
+		s.prefetch.start(log, next, limit, s.now())
+	}
 	s.metrics.recordsOut.WithLabelValues(st.Name, sh.ID()).Add(float64(len(recs)))
 	s.metrics.bytesOut.WithLabelValues(st.Name, sh.ID()).Add(float64(bytes))
 

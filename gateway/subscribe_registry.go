@@ -100,3 +100,7 @@ func (f *fanout) release(key subKey, r *registration, consumerGone bool) {
 // shutting down does not wait for subscriptions to reach their lifetime:
 // clients resume on another node from their continuation number.
 func (s *Server) StopSubscriptions() { s.fanout.cancel() }
+
+// StopPrefetching waits for the batches being read ahead for GetRecords
+// (prefetch.go) and starts no more; the server has stopped taking calls.
+func (s *Server) StopPrefetching() { s.prefetch.close() }

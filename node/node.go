@@ -284,6 +284,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		n.grpc.Stop()
 		<-stopped
 	}
+	n.gateway.StopPrefetching()
 	if n.admin != nil {
 		n.admin.Shutdown(ctx)
 	}
