@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -83,6 +84,10 @@ func unavailable(format string, args ...any) *Error {
 // succeed.
 func (e *Error) Retryable() bool { return e.Transient && e.Outcome == NotApplied }
 
+// AsError turns any error an operation returns into the Kinesis exception
+// a client sees. Front ends other than gRPC (the Kinesis HTTP API) use it.
+func AsError(err error) *Error { return asError(err) }
+
 // asError turns any error from the layers below into a Kinesis exception.
 func asError(err error) *Error {
 	var ke *Error
@@ -91,6 +96,10 @@ func asError(err error) *Error {
 	switch {
 	case errors.As(err, &ke):
 		return ke
+	case isStatus(err):
+		// A call passed on to a peer failed there: its status carries the
+		// peer's exception.
+		return fromStatus(status.Convert(err))
 	case errors.As(err, &throttled):
 		// Only what was refused is reported here: nothing of it was applied.
 		retry := throttled.RetryAfter
@@ -128,6 +137,40 @@ func asError(err error) *Error {
 		return &Error{Exception: InternalFailure, Message: err.Error(), Outcome: Unknown, Transient: true}
 	}
 	return &Error{Exception: InternalFailure, Message: err.Error(), Outcome: Unknown}
+}
+
+func isStatus(err error) bool {
+	_, ok := err.(interface{ GRPCStatus() *status.Status })
+	return ok
+}
+
+// fromStatus reads back what toStatus wrote, on a peer or here.
+func fromStatus(st *status.Status) *Error {
+	for _, d := range st.Details() {
+		info, ok := d.(*errdetails.ErrorInfo)
+		if !ok || info.Domain != ErrorDomain {
+			continue
+		}
+		e := &Error{Exception: info.Reason, Message: strings.TrimPrefix(st.Message(), info.Reason+": "),
+			Outcome: Outcome(info.Metadata["outcome"]), Transient: info.Metadata["retryable"] == "true"}
+		if e.Outcome == "" {
+			e.Outcome = Unknown
+		}
+		for _, d := range st.Details() {
+			if r, ok := d.(*errdetails.RetryInfo); ok {
+				e.RetryAfter = r.RetryDelay.AsDuration()
+			}
+		}
+		return e
+	}
+	// gRPC's own statuses: the connection to the peer, not the operation.
+	switch st.Code() {
+	case codes.Unavailable:
+		return &Error{Exception: ServiceUnavailable, Message: st.Message(), Outcome: Unknown, Transient: true}
+	case codes.Canceled, codes.DeadlineExceeded:
+		return &Error{Exception: InternalFailure, Message: st.Message(), Outcome: Unknown, Transient: true}
+	}
+	return &Error{Exception: InternalFailure, Message: st.Message(), Outcome: Unknown}
 }
 
 // grpcCode maps an exception to its gRPC code.

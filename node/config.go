@@ -35,6 +35,9 @@ type Config struct {
 	// AdminAddr serves /healthz, /readyz, /metrics and /debug/pprof; empty
 	// disables it.
 	AdminAddr string
+	// KinesisAddr serves Kinesis's own HTTP API (every AWS SDK and the AWS
+	// CLI); empty disables it.
+	KinesisAddr string
 	// Join is the seed list of other nodes' gossip addresses.
 	Join []string
 	// BootstrapExpect is how many members must be present before the
@@ -91,7 +94,10 @@ const (
 	DefaultGRPCAddr   = "127.0.0.1:7450"
 	DefaultGossipAddr = "127.0.0.1:7451"
 	DefaultAdminAddr  = "127.0.0.1:7452"
-	DefaultNodeID     = "n1"
+	// DefaultKinesisAddr is the port of the Kinesis emulators (kinesalite,
+	// LocalStack's kinesis-mock), so tools set up for them find Riffle.
+	DefaultKinesisAddr = "127.0.0.1:4567"
+	DefaultNodeID      = "n1"
 )
 
 var nodeIDPattern = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,64}$`)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/riffle-streams/riffle/cluster"
 	"github.com/riffle-streams/riffle/gateway"
+	"github.com/riffle-streams/riffle/gateway/kinesis"
 )
 
 // MaxMessageBytes bounds gRPC messages. The public API needs a little over
@@ -34,19 +35,22 @@ const MaxMessageBytes = 128 << 20
 
 // Node is one running Riffle process.
 type Node struct {
-	cfg      Config
-	logger   *slog.Logger
-	lock     *os.File
-	members  *cluster.Membership
-	mux      *cluster.RaftMux
-	host     *cluster.Host
-	grpc     *grpc.Server
-	gateway  *gateway.Server
-	grpcLn   net.Listener
-	health   *health.Server
-	admin    *http.Server
-	adminLn  net.Listener
-	registry *prometheus.Registry
+	cfg     Config
+	logger  *slog.Logger
+	lock    *os.File
+	members *cluster.Membership
+	mux     *cluster.RaftMux
+	host    *cluster.Host
+	grpc    *grpc.Server
+	gateway *gateway.Server
+	grpcLn  net.Listener
+	health  *health.Server
+	admin   *http.Server
+	adminLn net.Listener
+	kinesis *http.Server
+	// kinesisLn serves Kinesis's HTTP API; nil when disabled.
+	kinesisLn net.Listener
+	registry  *prometheus.Registry
 	// clock is the fault clock (faultclock.go), nil unless built in.
 	clock *offsetClock
 
@@ -74,7 +78,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.closeAll()
 		return nil, err
 	}
-	n.logger.Info("node started", "grpc", n.GRPCAddr(), "admin", n.AdminAddr(), "data_dir", cfg.DataDir)
+	n.logger.Info("node started", "grpc", n.GRPCAddr(), "admin", n.AdminAddr(), "kinesis", n.KinesisAddr(), "data_dir", cfg.DataDir)
 	return n, nil
 }
 
@@ -179,6 +183,20 @@ func (n *Node) start() error {
 		}
 		n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 	}
+	if cfg.KinesisAddr != "" {
+		n.kinesisLn, err = net.Listen("tcp", cfg.KinesisAddr)
+		if err != nil {
+			return fmt.Errorf("node: Kinesis API listener: %w", err)
+		}
+		protocols := new(http.Protocols)
+		protocols.SetHTTP1(true)
+		protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge: SubscribeToShard
+		n.kinesis = &http.Server{
+			Handler:           kinesis.NewHandler(kinesis.Options{Gateway: gw, Registerer: n.registry, Logger: n.logger}),
+			ReadHeaderTimeout: 10 * time.Second,
+			Protocols:         protocols,
+		}
+	}
 	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
@@ -193,6 +211,15 @@ func (n *Node) start() error {
 			defer n.wg.Done()
 			if err := n.admin.Serve(n.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				n.logger.Error("admin server stopped", "err", err)
+			}
+		}()
+	}
+	if n.kinesis != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if err := n.kinesis.Serve(n.kinesisLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				n.logger.Error("Kinesis API server stopped", "err", err)
 			}
 		}()
 	}
@@ -246,6 +273,14 @@ func (n *Node) AdminAddr() string {
 	return n.adminLn.Addr().String()
 }
 
+// KinesisAddr is the Kinesis HTTP API's address, empty when disabled.
+func (n *Node) KinesisAddr() string {
+	if n.kinesisLn == nil {
+		return ""
+	}
+	return n.kinesisLn.Addr().String()
+}
+
 // Host exposes the cluster host, for tests and tools in this module.
 func (n *Node) Host() *cluster.Host { return n.host }
 
@@ -265,6 +300,15 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	// Subscriptions last minutes: end them (clients resume elsewhere)
 	// rather than wait for them.
 	n.gateway.StopSubscriptions()
+	if n.kinesis != nil {
+		// Calls in flight get the same grace as gRPC's below; Kinesis
+		// subscriptions ended with the line above.
+		grace, cancel := context.WithTimeout(ctx, drainGrace)
+		if n.kinesis.Shutdown(grace) != nil {
+			n.kinesis.Close()
+		}
+		cancel()
+	}
 	stopped := make(chan struct{})
 	go func() {
 		n.grpc.GracefulStop()
@@ -305,6 +349,9 @@ func (n *Node) Kill() {
 	if n.admin != nil {
 		n.admin.Close()
 	}
+	if n.kinesis != nil {
+		n.kinesis.Close()
+	}
 	n.cancel()
 	n.wg.Wait()
 	n.closeAll()
@@ -320,6 +367,9 @@ func (n *Node) closeAll() error {
 	}
 	if n.adminLn != nil && n.admin == nil {
 		n.adminLn.Close()
+	}
+	if n.kinesisLn != nil && n.kinesis == nil {
+		n.kinesisLn.Close()
 	}
 	if n.host != nil {
 		errs = append(errs, n.host.Close())

@@ -113,6 +113,7 @@ func (c *testCluster) startNode(i int) *testNode {
 		GRPCAddr:        "127.0.0.1:0",
 		GossipAddr:      c.gossip[i],
 		AdminAddr:       "127.0.0.1:0",
+		KinesisAddr:     "127.0.0.1:0",
 		Join:            c.gossip,
 		BootstrapExpect: c.expect,
 		FastGossip:      true,

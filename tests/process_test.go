@@ -132,7 +132,7 @@ func spawnServe(t testing.TB, dir, addr string, extra ...string) *process {
 	t.Helper()
 	p := &process{addr: addr, logs: &bytes.Buffer{}}
 	args := append([]string{"serve", "--data-dir", dir, "--grpc-addr", addr,
-		"--admin-addr", freePort(t), "--log-level", "info", "--shard-limits", "unlimited"}, extra...)
+		"--admin-addr", freePort(t), "--kinesis-addr", freePort(t), "--log-level", "info", "--shard-limits", "unlimited"}, extra...)
 	p.cmd = exec.Command(riffleBinary, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {

@@ -32,6 +32,7 @@ func runServe(args []string) error {
 	fs.StringVar(&cfg.GossipAddr, "gossip-addr", envString("RIFFLE_GOSSIP_ADDR", node.DefaultGossipAddr), "memberlist gossip address (RIFFLE_GOSSIP_ADDR)")
 	fs.StringVar(&cfg.GossipAdvertiseAddr, "gossip-advertise-addr", envString("RIFFLE_GOSSIP_ADVERTISE_ADDR", ""), "gossip address announced to peers; default the advertise host with the gossip port (RIFFLE_GOSSIP_ADVERTISE_ADDR)")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", envString("RIFFLE_ADMIN_ADDR", node.DefaultAdminAddr), "admin HTTP address: health, metrics, pprof; empty disables (RIFFLE_ADMIN_ADDR)")
+	fs.StringVar(&cfg.KinesisAddr, "kinesis-addr", envString("RIFFLE_KINESIS_ADDR", node.DefaultKinesisAddr), "Kinesis HTTP API address, for AWS SDKs and the AWS CLI (endpoint http://HOST:PORT); empty disables (RIFFLE_KINESIS_ADDR)")
 	fs.StringVar(&join, "join", envString("RIFFLE_JOIN", ""), "comma-separated gossip addresses of peers to join (RIFFLE_JOIN)")
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", envInt("RIFFLE_BOOTSTRAP_EXPECT", 0), "members to wait for before bootstrapping; default 1 (RIFFLE_BOOTSTRAP_EXPECT)")
 	fs.DurationVar(&cfg.DeadNodeGrace, "dead-node-grace", envDuration("RIFFLE_DEAD_NODE_GRACE", 60*time.Second), "how long a node may be gone before its replicas are rebuilt on other nodes (RIFFLE_DEAD_NODE_GRACE)")

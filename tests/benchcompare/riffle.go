@@ -40,7 +40,7 @@ func startRiffle(ctx context.Context, bin, dir string, portBase int) (*riffleClu
 		c.admins = append(c.admins, fmt.Sprintf("127.0.0.1:%d", portBase+3*i+2))
 		p, err := startProcess(bin, filepath.Join(dir, fmt.Sprintf("n%d.log", i+1)),
 			"serve", "--node-id", fmt.Sprintf("n%d", i+1), "--data-dir", filepath.Join(nodeDir, "data"),
-			"--grpc-addr", c.addrs[i], "--gossip-addr", gossip[i], "--admin-addr", c.admins[i],
+			"--grpc-addr", c.addrs[i], "--gossip-addr", gossip[i], "--admin-addr", c.admins[i], "--kinesis-addr", "",
 			"--join", strings.Join(gossip, ","), "--bootstrap-expect", "3", "--shard-limits", "unlimited", "--log-level", "warn")
 		if err != nil {
 			c.stop()
