@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/riffle-streams/riffle/cluster"
+	"github.com/riffle-streams/riffle/gateway/kinesis"
 	"github.com/riffle-streams/riffle/shardlog"
 )
 
@@ -38,6 +39,14 @@ type Config struct {
 	// KinesisAddr serves Kinesis's own HTTP API (every AWS SDK and the AWS
 	// CLI); empty disables it.
 	KinesisAddr string
+	// KinesisCredentials, when set, are the access keys Kinesis API
+	// requests must be signed with (kinesis.LoadCredentials reads them
+	// from a shared-credentials file); empty, any well-formed signature is
+	// taken.
+	KinesisCredentials kinesis.Credentials
+	// KinesisRegion is the region Kinesis API signatures must name;
+	// kinesis.DefaultRegion when empty.
+	KinesisRegion string
 	// Join is the seed list of other nodes' gossip addresses.
 	Join []string
 	// BootstrapExpect is how many members must be present before the

@@ -192,7 +192,8 @@ func (n *Node) start() error {
 		protocols.SetHTTP1(true)
 		protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge: SubscribeToShard
 		n.kinesis = &http.Server{
-			Handler:           kinesis.NewHandler(kinesis.Options{Gateway: gw, Registerer: n.registry, Logger: n.logger}),
+			Handler: kinesis.NewHandler(kinesis.Options{Gateway: gw, Registerer: n.registry, Logger: n.logger,
+				Credentials: cfg.KinesisCredentials, Region: cfg.KinesisRegion}),
 			ReadHeaderTimeout: 10 * time.Second,
 			Protocols:         protocols,
 		}

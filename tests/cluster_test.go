@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/riffle-streams/riffle/cluster"
+	"github.com/riffle-streams/riffle/gateway/kinesis"
 	"github.com/riffle-streams/riffle/node"
 	rifflev1 "github.com/riffle-streams/riffle/proto/riffle/v1"
 	"github.com/riffle-streams/riffle/shardlog"
@@ -54,6 +55,9 @@ type testCluster struct {
 	// hibernateAfter is every node's node.Config.HibernateAfter; zero
 	// keeps the default.
 	hibernateAfter time.Duration
+	// kinesisCreds, when set, are the keys every node's Kinesis API
+	// requires signatures from.
+	kinesisCreds kinesis.Credentials
 	// logs keeps each node's latest log lines (all of its runs), printed
 	// when the test fails; with -v the lines go to the test log as written.
 	logs   []*logTail
@@ -108,19 +112,20 @@ func (c *testCluster) startNode(i int) *testNode {
 		logger = slog.New(slog.NewTextHandler(testWriter{c.t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	n, err := node.Start(context.Background(), node.Config{
-		NodeID:          fmt.Sprintf("n%d", i+1),
-		DataDir:         c.dirs[i],
-		GRPCAddr:        "127.0.0.1:0",
-		GossipAddr:      c.gossip[i],
-		AdminAddr:       "127.0.0.1:0",
-		KinesisAddr:     "127.0.0.1:0",
-		Join:            c.gossip,
-		BootstrapExpect: c.expect,
-		FastGossip:      true,
-		Raft:            c.raft,
-		BalanceInterval: 300 * time.Millisecond,
-		DeadNodeGrace:   c.deadNodeGrace,
-		ShardLimits:     c.limits,
+		NodeID:             fmt.Sprintf("n%d", i+1),
+		DataDir:            c.dirs[i],
+		GRPCAddr:           "127.0.0.1:0",
+		GossipAddr:         c.gossip[i],
+		AdminAddr:          "127.0.0.1:0",
+		KinesisAddr:        "127.0.0.1:0",
+		KinesisCredentials: c.kinesisCreds,
+		Join:               c.gossip,
+		BootstrapExpect:    c.expect,
+		FastGossip:         true,
+		Raft:               c.raft,
+		BalanceInterval:    300 * time.Millisecond,
+		DeadNodeGrace:      c.deadNodeGrace,
+		ShardLimits:        c.limits,
 
 		SubscriptionLifetime:   c.subLifetime,
 		SubscriptionHeartbeat:  c.subHeartbeat,

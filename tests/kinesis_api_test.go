@@ -3,6 +3,8 @@ package tests
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,11 +17,14 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/aws/smithy-go"
 	"github.com/fxamacker/cbor/v2"
+
+	kinesisapi "github.com/riffle-streams/riffle/gateway/kinesis"
 )
 
 // kinesisClient is an unmodified aws-sdk-go-v2 Kinesis client pointed at a
@@ -392,6 +397,7 @@ func TestKinesisAPIRefusesBadRequests(t *testing.T) {
 			req.Header.Set("X-Amz-Target", target)
 		}
 		req.Header.Set("Content-Type", contentType)
+		sign(t, req, body, "AKIDRIFFLETEST", "any")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -408,7 +414,7 @@ func TestKinesisAPIRefusesBadRequests(t *testing.T) {
 		status                                     int
 	}{
 		{"an unknown target", "Kinesis_20131202.PutRecordz", js, `{}`, "UnknownOperationException", 400},
-		{"no target", "", js, `{}`, "UnknownOperationException", 400},
+		{"no target (a signature must cover it)", "", js, `{}`, "IncompleteSignatureException", 400},
 		{"another service's target", "DynamoDB_20120810.PutItem", js, `{}`, "UnknownOperationException", 400},
 		{"a wrong content type", "Kinesis_20131202.PutRecord", "text/plain", `{"StreamName":"raw","PartitionKey":"k","Data":"eA=="}`, "SerializationException", 400},
 		{"malformed JSON", "Kinesis_20131202.PutRecord", js, `{"StreamName":"raw","PartitionKey":"k","Data":"eA=="`, "SerializationException", 400},
@@ -425,6 +431,14 @@ func TestKinesisAPIRefusesBadRequests(t *testing.T) {
 			(tc.contentType == js && !bytes.Contains(body, []byte(`"__type":"`+tc.exception+`"`))) {
 			t.Errorf("%s: HTTP %d %s %s, want %d %s", tc.what, status, exception, body, tc.status, tc.exception)
 		}
+	}
+	unsigned, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/", strings.NewReader(`{"StreamName":"raw","PartitionKey":"k","Data":"eA=="}`))
+	unsigned.Header.Set("X-Amz-Target", "Kinesis_20131202.PutRecord")
+	unsigned.Header.Set("Content-Type", js)
+	if resp, err := http.DefaultClient.Do(unsigned); err != nil || resp.StatusCode != 403 || resp.Header.Get("X-Amzn-ErrorType") != "MissingAuthenticationTokenException" {
+		t.Errorf("an unsigned PutRecord: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	// Nothing of the above was written.
 	it, err := k.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{StreamName: name, ShardId: aws.String("shardId-000000000000"), ShardIteratorType: types.ShardIteratorTypeTrimHorizon})
@@ -478,6 +492,62 @@ func TestKinesisAPIRefusesBadRequests(t *testing.T) {
 	if !bytes.Equal(r.Data, []byte{0, 1, 2, 0xff}) || r.SequenceNumber != putOut.SequenceNumber || r.ApproximateArrivalTimestamp.Number != 1 ||
 		!ok || time.Since(time.UnixMilli(int64(ms))).Abs() > time.Minute {
 		t.Fatalf("CBOR record %+v", r)
+	}
+}
+
+// sign signs req as every SDK does, with aws-sdk-go-v2's signer.
+func sign(t *testing.T, req *http.Request, body []byte, id, secret string) {
+	t.Helper()
+	h := sha256.Sum256(body)
+	if err := v4.NewSigner().SignHTTP(req.Context(), aws.Credentials{AccessKeyID: id, SecretAccessKey: secret}, req,
+		hex.EncodeToString(h[:]), "kinesis", "us-east-1", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestKinesisAPIChecksSignatures: with credentials configured, a client
+// with a wrong secret or an unknown key is refused and writes nothing; the
+// right key works (issue 15).
+func TestKinesisAPIChecksSignatures(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a node")
+	}
+	c := startClusterOpts(t, &testCluster{t: t, expect: 1, raft: fastRaft,
+		kinesisCreds: kinesisapi.Credentials{"AKIDGOOD": "the-secret"}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	client := func(id, secret string) *kinesis.Client {
+		cfg := aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider(id, secret, "")}
+		return kinesis.NewFromConfig(cfg, func(o *kinesis.Options) { o.BaseEndpoint = aws.String("http://" + c.nodes[0].KinesisAddr()) })
+	}
+	good, wrong, unknown := client("AKIDGOOD", "the-secret"), client("AKIDGOOD", "not-the-secret"), client("AKIDOTHER", "the-secret")
+	name := aws.String("signed")
+	if _, err := good.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: name, ShardCount: aws.Int32(1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := kinesis.NewStreamExistsWaiter(good).Wait(ctx, &kinesis.DescribeStreamInput{StreamName: name}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	put := &kinesis.PutRecordInput{StreamName: name, PartitionKey: aws.String("k"), Data: []byte("refused")}
+	if _, err := wrong.PutRecord(ctx, put); apiCode(err) != "InvalidSignatureException" {
+		t.Fatalf("a wrong secret: %v", err)
+	}
+	if _, err := unknown.PutRecord(ctx, put); apiCode(err) != "UnrecognizedClientException" {
+		t.Fatalf("an unknown key: %v", err)
+	}
+	if _, err := wrong.DeleteStream(ctx, &kinesis.DeleteStreamInput{StreamName: name}); apiCode(err) != "InvalidSignatureException" {
+		t.Fatalf("a wrong secret deleting: %v", err)
+	}
+	it, err := good.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{StreamName: name, ShardId: aws.String("shardId-000000000000"), ShardIteratorType: types.ShardIteratorTypeTrimHorizon})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := good.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: it.ShardIterator})
+	if err != nil || len(got.Records) != 0 {
+		t.Fatalf("after refused writes the shard holds %d records (%v)", len(got.Records), err)
+	}
+	if _, err := good.PutRecord(ctx, &kinesis.PutRecordInput{StreamName: name, PartitionKey: aws.String("k"), Data: []byte("taken")}); err != nil {
+		t.Fatalf("the right key: %v", err)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/riffle-streams/riffle/cluster"
+	"github.com/riffle-streams/riffle/gateway/kinesis"
 	"github.com/riffle-streams/riffle/node"
 	"github.com/riffle-streams/riffle/shardlog"
 )
@@ -23,7 +24,7 @@ func runServe(args []string) error {
 	envErrors = nil
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var cfg node.Config
-	var join, logLevel, logFormat, shardLimits string
+	var join, logLevel, logFormat, shardLimits, kinesisCredentials string
 	var raftMultiplier int
 	fs.StringVar(&cfg.NodeID, "node-id", envString("RIFFLE_NODE_ID", node.DefaultNodeID), "node id, stable across restarts (RIFFLE_NODE_ID)")
 	fs.StringVar(&cfg.DataDir, "data-dir", envString("RIFFLE_DATA_DIR", node.DefaultDataDir), "data directory (RIFFLE_DATA_DIR)")
@@ -33,6 +34,8 @@ func runServe(args []string) error {
 	fs.StringVar(&cfg.GossipAdvertiseAddr, "gossip-advertise-addr", envString("RIFFLE_GOSSIP_ADVERTISE_ADDR", ""), "gossip address announced to peers; default the advertise host with the gossip port (RIFFLE_GOSSIP_ADVERTISE_ADDR)")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", envString("RIFFLE_ADMIN_ADDR", node.DefaultAdminAddr), "admin HTTP address: health, metrics, pprof; empty disables (RIFFLE_ADMIN_ADDR)")
 	fs.StringVar(&cfg.KinesisAddr, "kinesis-addr", envString("RIFFLE_KINESIS_ADDR", node.DefaultKinesisAddr), "Kinesis HTTP API address, for AWS SDKs and the AWS CLI (endpoint http://HOST:PORT); empty disables (RIFFLE_KINESIS_ADDR)")
+	fs.StringVar(&kinesisCredentials, "kinesis-credentials", envString("RIFFLE_KINESIS_CREDENTIALS", ""), "AWS shared-credentials file (profiles with aws_access_key_id and aws_secret_access_key) whose keys Kinesis API requests must be signed with; empty: any well-formed signature is taken, for development only (RIFFLE_KINESIS_CREDENTIALS)")
+	fs.StringVar(&cfg.KinesisRegion, "kinesis-region", envString("RIFFLE_KINESIS_REGION", "us-east-1"), "the region Kinesis API signatures must name when --kinesis-credentials is set (RIFFLE_KINESIS_REGION)")
 	fs.StringVar(&join, "join", envString("RIFFLE_JOIN", ""), "comma-separated gossip addresses of peers to join (RIFFLE_JOIN)")
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", envInt("RIFFLE_BOOTSTRAP_EXPECT", 0), "members to wait for before bootstrapping; default 1 (RIFFLE_BOOTSTRAP_EXPECT)")
 	fs.DurationVar(&cfg.DeadNodeGrace, "dead-node-grace", envDuration("RIFFLE_DEAD_NODE_GRACE", 60*time.Second), "how long a node may be gone before its replicas are rebuilt on other nodes (RIFFLE_DEAD_NODE_GRACE)")
@@ -78,6 +81,11 @@ func runServe(args []string) error {
 	cfg.Raft = timing
 	if join != "" {
 		cfg.Join = strings.Split(join, ",")
+	}
+	if kinesisCredentials != "" {
+		if cfg.KinesisCredentials, err = kinesis.LoadCredentials(kinesisCredentials); err != nil {
+			return usageError{fmt.Errorf("--kinesis-credentials: %w", err)}
+		}
 	}
 	limits, err := parseShardLimits(shardLimits)
 	if err != nil {

@@ -57,7 +57,17 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxBodyBytes bounds a request body; DefaultMaxBodyBytes when zero.
 	MaxBodyBytes int64
+	// Credentials are the access keys requests must be signed with; empty,
+	// any well-formed signature is taken (a development default).
+	Credentials Credentials
+	// Region is the region signatures must name; DefaultRegion when empty.
+	Region string
+	// Now is the clock signatures are checked against; time.Now when nil.
+	Now func() time.Time
 }
+
+// DefaultRegion is the region signatures name when none is configured.
+const DefaultRegion = "us-east-1"
 
 // Handler serves Kinesis's HTTP API (POST / with X-Amz-Target).
 type Handler struct {
@@ -65,6 +75,7 @@ type Handler struct {
 	logger  *slog.Logger
 	maxBody int64
 	metrics *metrics
+	auth    verifier
 }
 
 // NewHandler returns the front end over opts.Gateway.
@@ -78,7 +89,14 @@ func NewHandler(opts Options) *Handler {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	return &Handler{gw: opts.Gateway, logger: opts.Logger, maxBody: opts.MaxBodyBytes, metrics: newMetrics(opts.Registerer)}
+	if opts.Region == "" {
+		opts.Region = DefaultRegion
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Handler{gw: opts.Gateway, logger: opts.Logger, maxBody: opts.MaxBodyBytes, metrics: newMetrics(opts.Registerer),
+		auth: verifier{creds: opts.Credentials, region: opts.Region, now: opts.Now}}
 }
 
 // call is one request in flight.
@@ -116,14 +134,6 @@ func (h *Handler) serve(r *http.Request, c *call) error {
 	if r.Method != http.MethodPost {
 		return serialization("Kinesis calls are POST /, not %s %s", r.Method, r.URL.Path)
 	}
-	target := r.Header.Get("X-Amz-Target")
-	name, ok := strings.CutPrefix(target, TargetPrefix)
-	op, known := operations[name]
-	if !ok || !known {
-		return &gateway.Error{Exception: UnknownOperationException, Outcome: gateway.NotApplied,
-			Message: "unknown X-Amz-Target " + quote(target) + "; Kinesis operations are " + TargetPrefix + "<Operation>"}
-	}
-	c.op = name
 	body, err := io.ReadAll(http.MaxBytesReader(c.w, r.Body, h.maxBody))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
@@ -133,6 +143,17 @@ func (h *Handler) serve(r *http.Request, c *call) error {
 		}
 		return serialization("reading the request body: %v", err)
 	}
+	if err := h.auth.verify(r, body); err != nil {
+		return err
+	}
+	target := r.Header.Get("X-Amz-Target")
+	name, ok := strings.CutPrefix(target, TargetPrefix)
+	op, known := operations[name]
+	if !ok || !known {
+		return &gateway.Error{Exception: UnknownOperationException, Outcome: gateway.NotApplied,
+			Message: "unknown X-Amz-Target " + quote(target) + "; Kinesis operations are " + TargetPrefix + "<Operation>"}
+	}
+	c.op = name
 	var tree map[string]any
 	if c.codec == cborCodec {
 		tree, err = decodeCBOR(body)
@@ -193,6 +214,8 @@ func httpStatus(exception string) int {
 		return http.StatusInternalServerError
 	case gateway.ServiceUnavailable:
 		return http.StatusServiceUnavailable
+	case MissingAuthenticationToken:
+		return http.StatusForbidden
 	}
 	return http.StatusBadRequest
 }
