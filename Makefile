@@ -95,6 +95,14 @@ ADDR ?= 127.0.0.1:7450
 python-client:
 	tests/clients/python/run.sh $(ADDR)
 
+# boto3 and the AWS CLI (Debian's python3-boto3 and awscli, installed if
+# missing) against Kinesis endpoints (tests/clients/kinesis): create, put,
+# read with every iterator type, fan-out, split, merge, scale, delete.
+KINESIS_URLS ?= http://127.0.0.1:4567
+.PHONY: kinesis-clients
+kinesis-clients:
+	tests/clients/kinesis/run.sh $(KINESIS_URLS)
+
 # ---- Docker: the node image, a three-node cluster, end-to-end tests --------
 # deploy/README.md describes the image and the compose file. The compose
 # command is docker-compose (v1) by default; DOCKER_COMPOSE="docker compose"
@@ -116,6 +124,7 @@ DOCKER_BIN         := $(BIN)/docker/riffle
 DOCKER_TAGS        ?=
 FAULT_TAGS         := faultclock faultsync
 CLUSTER_ADDRS      := 127.0.0.1:7450,127.0.0.1:7460,127.0.0.1:7470
+CLUSTER_KINESIS_URLS := http://127.0.0.1:4567,http://127.0.0.1:4577,http://127.0.0.1:4587
 CLUSTER_FILE       := $(CURDIR)/deploy/docker-compose.yml
 CLUSTER_PROJECT    ?= riffle
 CLUSTER_NODES      := n1 n2 n3
@@ -190,6 +199,8 @@ e2e: docker-image fault-deps
 		$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./tests/e2e/...; \
 	echo "e2e: the Python client (tests/clients/python)"; \
 	$(MAKE) --no-print-directory python-client ADDR=$(CLUSTER_ADDRS); \
+	echo "e2e: boto3 and the AWS CLI through the Kinesis endpoints (tests/clients/kinesis)"; \
+	$(MAKE) --no-print-directory kinesis-clients KINESIS_URLS=$(CLUSTER_KINESIS_URLS); \
 	echo "e2e: fan-out: two registered consumers, 1000 records/s, Kinesis limits, a split and a merge"; \
 	$(DOCKER_BIN) bench --mode fanout --addr $(CLUSTER_ADDRS) --stream e2e-fanout --create-shards 4 \
 		--create-limits cluster --rate 1000 --consumers 2 --in-flight 16 --key-count 200 \
