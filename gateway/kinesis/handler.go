@@ -27,6 +27,11 @@ const (
 	UnknownOperationException = "UnknownOperationException"
 )
 
+// OutcomeHeader, on every error response, is "not_applied" when the call
+// changed nothing (sending it again cannot duplicate anything) or
+// "unknown" when a write may have happened.
+const OutcomeHeader = "X-Riffle-Outcome"
+
 // TargetPrefix starts every X-Amz-Target header Kinesis takes.
 const TargetPrefix = "Kinesis_20131202."
 
@@ -134,7 +139,7 @@ func (h *Handler) serve(r *http.Request, c *call) error {
 	if r.Method != http.MethodPost {
 		return serialization("Kinesis calls are POST /, not %s %s", r.Method, r.URL.Path)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.w, r.Body, h.maxBody))
+	body, err := readBody(c.w, r, h.maxBody)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -187,6 +192,25 @@ func (h *Handler) serve(r *http.Request, c *call) error {
 	return nil
 }
 
+// readBody reads the whole body, at most maxBody bytes, into a buffer of
+// its announced length: io.ReadAll's doublings copied and zeroed a
+// PutRecords body several times.
+func readBody(w http.ResponseWriter, r *http.Request, maxBody int64) ([]byte, error) {
+	rd := http.MaxBytesReader(w, r.Body, maxBody)
+	if n := r.ContentLength; n > 0 && n <= maxBody {
+		body := make([]byte, n)
+		if _, err := io.ReadFull(rd, body); err != nil {
+			return nil, err
+		}
+		// Nothing may follow what Content-Length announced.
+		if m, _ := rd.Read(make([]byte, 1)); m > 0 {
+			return nil, errors.New("body longer than its Content-Length")
+		}
+		return body, nil
+	}
+	return io.ReadAll(rd)
+}
+
 // contentType is the response's, the request's own.
 func (c *call) contentType() string {
 	if c.codec == cborCodec {
@@ -228,6 +252,10 @@ func (h *Handler) writeError(c *call, err error) {
 		h.logger.Warn("kinesis request failed", "operation", c.op, "request_id", c.id, "err", err)
 	}
 	c.w.Header().Set("X-Amzn-ErrorType", e.Exception)
+	// Riffle's own: whether the call may have taken effect, which Kinesis's
+	// error bodies cannot say (a retried write of unknown outcome may be a
+	// duplicate).
+	c.w.Header().Set(OutcomeHeader, string(e.Outcome))
 	h.write(c, httpStatus(e.Exception), map[string]any{"__type": e.Exception, "message": e.Message})
 }
 

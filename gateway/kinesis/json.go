@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"io"
 	"strconv"
 	"time"
 )
@@ -15,14 +14,9 @@ func decodeJSON(body []byte) (map[string]any, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return map[string]any{}, nil // boto3 sends "{}", some clients nothing
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, serialization("the body is not JSON: %v", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, serialization("the body has more than one JSON value")
+	v, err := parseJSON(body)
+	if err != nil {
+		return nil, err
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
 	"github.com/fxamacker/cbor/v2"
@@ -359,6 +362,36 @@ func FuzzDecodeJSON(f *testing.F) {
 		}
 		for _, m := range []proto.Message{new(rifflev1.PutRecordsRequest), new(rifflev1.ListShardsRequest), new(rifflev1.CreateStreamRequest)} {
 			fromTree(m.ProtoReflect(), tree, "", jsonCodec)
+		}
+	})
+}
+
+// FuzzJSONMatchesEncodingJSON: on UTF-8 input nested less than
+// maxJSONDepth, parseJSON accepts what encoding/json accepts and decodes
+// it to the same value.
+func FuzzJSONMatchesEncodingJSON(f *testing.F) {
+	for _, s := range []string{`{"a":[1,-2.5e3,true,null,"x\u00e9\ud83d\ude00\n"]}`, `{"a":"\ud800"}`, `[]`, `{"a":1,"a":2}`, `01`, `"\/"`, `1e`, `{"a" 1}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !utf8.Valid(b) || bytes.Count(b, []byte("["))+bytes.Count(b, []byte("{")) >= maxJSONDepth {
+			return
+		}
+		ours, err := parseJSON(b)
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber()
+		var theirs any
+		theirErr := dec.Decode(&theirs)
+		if theirErr == nil {
+			if _, terr := dec.Token(); terr != io.EOF {
+				theirErr = errors.New("trailing data")
+			}
+		}
+		if (err == nil) != (theirErr == nil) {
+			t.Fatalf("%q: ours %v, encoding/json %v", b, err, theirErr)
+		}
+		if err == nil && !reflect.DeepEqual(ours, theirs) {
+			t.Fatalf("%q: ours %#v, encoding/json %#v", b, ours, theirs)
 		}
 	})
 }

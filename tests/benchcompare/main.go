@@ -79,8 +79,8 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.idle, "idle", 0, "the idle-cost workload instead: this many shards (Riffle, measured once every replica hibernates) and R3 streams (NATS, measured 10 s after they exist), nothing written or read; the servers' CPU over -duration and their RSS")
 	fs.IntVar(&o.runs, "runs", 1, "runs of every workload; the table shows the median of each figure")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "an uncounted run of each workload on its new stream before the measured one; 0 skips it")
-	fs.IntVar(&o.portBase, "port-base", 19400, "first of the loopback ports used: base..base+8 Riffle, base+20..base+22 and base+30..base+32 NATS")
-	systems := fs.String("systems", "riffle,nats", "systems to run: riffle, nats or both")
+	fs.IntVar(&o.portBase, "port-base", 19400, "first of the loopback ports used: base..base+8 and base+10..base+12 Riffle, base+20..base+22 and base+30..base+32 NATS")
+	systems := fs.String("systems", "riffle,nats", "systems to run, comma-separated: riffle (gRPC, riffle bench), nats, kinesis (the same Riffle cluster through its Kinesis HTTP API, aws-sdk-go-v2 producers)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the data directories and logs")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -97,8 +97,8 @@ func parseOptions(args []string) (options, error) {
 	}
 	for s := range strings.SplitSeq(*systems, ",") {
 		s = strings.TrimSpace(s)
-		if s != "riffle" && s != "nats" {
-			return o, fmt.Errorf("-systems: %q is neither riffle nor nats", s)
+		if s != "riffle" && s != "nats" && s != "kinesis" {
+			return o, fmt.Errorf("-systems: %q is not riffle, nats or kinesis", s)
 		}
 		o.systems = append(o.systems, s)
 	}
@@ -168,7 +168,10 @@ func run(ctx context.Context, args []string) error {
 	}()
 	for _, s := range o.systems {
 		switch s {
-		case "riffle":
+		case "riffle", "kinesis":
+			if riffle != nil {
+				continue
+			}
 			fmt.Fprintln(os.Stderr, "benchcompare: starting three Riffle nodes")
 			if riffle, err = startRiffle(ctx, o.riffleBin, filepath.Join(dir, "riffle"), o.portBase); err != nil {
 				return err
@@ -203,6 +206,8 @@ func run(ctx context.Context, args []string) error {
 					res, err = riffle.produce(ctx, stream, w, o.batch, o.shards, o.shardBatches, o.warmup)
 				case "nats":
 					res, err = nats.produce(ctx, stream, o.shards, w, o.warmup)
+				case "kinesis":
+					res, err = riffle.produceKinesis(ctx, stream+"-kinesis", w, o.batch, o.shards, o.warmup)
 				}
 				if err != nil {
 					return fmt.Errorf("%s, %s: %w", s, w, err)

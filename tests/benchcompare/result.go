@@ -124,10 +124,7 @@ func summarize(results []result) []row {
 }
 
 func systemRank(s string) int {
-	if s == "riffle" {
-		return 0
-	}
-	return 1
+	return map[string]int{"riffle": 0, "kinesis": 1, "nats": 2}[s]
 }
 
 // median of vs: the middle value, or the mean of the two middle ones.
@@ -154,31 +151,33 @@ func writeTable(w io.Writer, rows []row) error {
 		if i+1 < len(rows) && rows[i+1].size == r.size {
 			continue
 		}
-		riffle, nats, ok := pair(rows, r.size)
-		if !ok {
-			continue
+		for _, p := range [][3]string{{"riffle", "nats", "Riffle/NATS"}, {"kinesis", "riffle", "Kinesis/gRPC"}} {
+			a, b, ok := pair(rows, r.size, p[0], p[1])
+			if !ok {
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%s\t\t%sx\t%sx\t%sx\t%sx\t\t\n", sizeName(r.size), p[2],
+				ratio(a.recPerS, b.recPerS), ratio(a.mibPerS, b.mibPerS), ratio(a.p50, b.p50), ratio(a.p99, b.p99))
 		}
-		fmt.Fprintf(tw, "%s\tRiffle/NATS\t\t%sx\t%sx\t%sx\t%sx\t\t\n", sizeName(r.size),
-			ratio(riffle.recPerS, nats.recPerS), ratio(riffle.mibPerS, nats.mibPerS), ratio(riffle.p50, nats.p50), ratio(riffle.p99, nats.p99))
 	}
 	return tw.Flush()
 }
 
-// pair finds the riffle and nats rows of a size.
-func pair(rows []row, size int) (riffle, nats row, ok bool) {
-	var haveR, haveN bool
+// pair finds the rows of two systems for a size.
+func pair(rows []row, size int, first, second string) (a, b row, ok bool) {
+	var haveA, haveB bool
 	for _, r := range rows {
 		if r.size != size {
 			continue
 		}
 		switch r.system {
-		case "riffle":
-			riffle, haveR = r, true
-		case "nats":
-			nats, haveN = r, true
+		case first:
+			a, haveA = r, true
+		case second:
+			b, haveB = r, true
 		}
 	}
-	return riffle, nats, haveR && haveN
+	return a, b, haveA && haveB
 }
 
 func ratio(a, b float64) string {

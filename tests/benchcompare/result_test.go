@@ -96,7 +96,7 @@ func TestParseOptions(t *testing.T) {
 		{[]string{"-in-flight", "250"}, "multiple of -riffle-batch"},
 		{[]string{"-sizes", "1024,x"}, `"x" is not a record size`},
 		{[]string{"-sizes", "0"}, "is not a record size"},
-		{[]string{"-systems", "kafka"}, "neither riffle nor nats"},
+		{[]string{"-systems", "kafka"}, "is not riffle, nats or kinesis"},
 		{[]string{"-runs", "0"}, "-runs must be at least 1"},
 		{[]string{"-duration", "0s"}, "-duration must be positive"},
 		{[]string{"-riffle-batch", "500", "-in-flight", "500", "-sizes", "20000"}, "over the 5 MiB"},

@@ -19,12 +19,15 @@ type riffleCluster struct {
 	bin    string
 	addrs  []string
 	admins []string // each node's admin HTTP (health, metrics)
-	nodes  []*process
+	// kinesis are the nodes' Kinesis HTTP API addresses.
+	kinesis []string
+	nodes   []*process
 }
 
 // startRiffle starts three nodes with data under dir, no per-shard limits,
 // and waits until every one reports SERVING. Node i listens on
-// portBase+3i (gRPC), +1 (gossip) and +2 (admin HTTP).
+// portBase+3i (gRPC), +1 (gossip) and +2 (admin HTTP), and serves the
+// Kinesis API on portBase+10+i.
 func startRiffle(ctx context.Context, bin, dir string, portBase int) (*riffleCluster, error) {
 	c := &riffleCluster{bin: bin}
 	var gossip []string
@@ -38,9 +41,10 @@ func startRiffle(ctx context.Context, bin, dir string, portBase int) (*riffleClu
 			return nil, err
 		}
 		c.admins = append(c.admins, fmt.Sprintf("127.0.0.1:%d", portBase+3*i+2))
+		c.kinesis = append(c.kinesis, fmt.Sprintf("127.0.0.1:%d", portBase+10+i))
 		p, err := startProcess(bin, filepath.Join(dir, fmt.Sprintf("n%d.log", i+1)),
 			"serve", "--node-id", fmt.Sprintf("n%d", i+1), "--data-dir", filepath.Join(nodeDir, "data"),
-			"--grpc-addr", c.addrs[i], "--gossip-addr", gossip[i], "--admin-addr", c.admins[i], "--kinesis-addr", "",
+			"--grpc-addr", c.addrs[i], "--gossip-addr", gossip[i], "--admin-addr", c.admins[i], "--kinesis-addr", c.kinesis[i],
 			"--join", strings.Join(gossip, ","), "--bootstrap-expect", "3", "--shard-limits", "unlimited", "--log-level", "warn")
 		if err != nil {
 			c.stop()

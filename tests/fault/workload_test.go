@@ -22,7 +22,8 @@ import (
 )
 
 // Workload shape: every node gets writersPerNode writers and a GetRecords
-// reader per shard; each shard has one subscriber that moves to the next
+// reader per shard, and one writer and a reader per shard that speak
+// Kinesis's HTTP API; each shard has one subscriber that moves to the next
 // node whenever its subscription breaks.
 const (
 	streamShards   = 4
@@ -253,6 +254,13 @@ func (w *workload) start(ctx context.Context) {
 		}
 		for _, shard := range w.shards {
 			w.startReader(ctx, n.service, shard)
+		}
+		// And the same through Kinesis's HTTP API (kinesis_workload_test.go).
+		proc := fmt.Sprintf("kw%d", ni)
+		rng := rand.New(rand.NewPCG(w.seed, uint64(1000+ni)))
+		w.wg.Go(func() { w.kinesisWriter(ctx, proc, n.service, rng) })
+		for _, shard := range w.shards {
+			w.startKinesisReader(ctx, n.service, shard)
 		}
 	}
 	for _, shard := range w.shards {
