@@ -52,6 +52,8 @@ type Command struct {
 	DeregisterConsumer *DeregisterConsumerCmd `json:"deregister_consumer,omitempty"`
 	ConsumerStatus     *ConsumerStatusCmd     `json:"consumer_status,omitempty"`
 
+	Tags *TagsCmd `json:"tags,omitempty"`
+
 	CreateGroup     *CreateGroupCmd     `json:"create_group,omitempty"`
 	DeleteGroup     *DeleteGroupCmd     `json:"delete_group,omitempty"`
 	AssignLeases    *AssignLeasesCmd    `json:"assign_leases,omitempty"`
@@ -203,6 +205,8 @@ func (st *State) apply(cmd *Command) (*State, error) {
 		return st.deregisterConsumer(cmd.DeregisterConsumer)
 	case cmd.ConsumerStatus != nil:
 		return st.consumerStatus(cmd.ConsumerStatus)
+	case cmd.Tags != nil:
+		return st.setTags(cmd.Tags)
 	case cmd.CreateGroup != nil:
 		return st.createGroup(cmd.CreateGroup)
 	case cmd.DeleteGroup != nil:

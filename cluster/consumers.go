@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -42,6 +43,8 @@ type Consumer struct {
 	Name      string         `json:"name"`
 	Status    ConsumerStatus `json:"status"`
 	CreatedAt time.Time      `json:"created_at"`
+	// Tags are replaced as a whole on change (TagsCmd), never modified.
+	Tags map[string]string `json:"tags,omitempty"`
 }
 
 // ARN names the consumer: stream, name and creation time, so that a
@@ -103,9 +106,10 @@ func (st *State) ConsumerByARN(arn string) (*Stream, *Consumer, error) {
 
 // RegisterConsumerCmd registers a consumer, CREATING.
 type RegisterConsumerCmd struct {
-	Stream    string    `json:"stream"`
-	Name      string    `json:"name"`
-	CreatedAt time.Time `json:"created_at"`
+	Stream    string            `json:"stream"`
+	Name      string            `json:"name"`
+	CreatedAt time.Time         `json:"created_at"`
+	Tags      map[string]string `json:"tags,omitempty"`
 }
 
 // ConsumerStatusCmd moves a consumer to ACTIVE (from CREATING) or removes
@@ -139,7 +143,10 @@ func (st *State) registerConsumer(c *RegisterConsumerCmd) (*State, error) {
 		return st, fmt.Errorf("%w: stream %s has %d consumers, the most allowed", ErrConsumerLimit, c.Stream, MaxConsumersPerStream)
 	}
 	s = s.clone()
-	s.Consumers = append(s.Consumers, &Consumer{Name: c.Name, Status: ConsumerCreating, CreatedAt: c.CreatedAt})
+	if len(c.Tags) > MaxTagsPerResource {
+		return st, fmt.Errorf("%w: %d tags, more than the %d allowed", ErrTagLimit, len(c.Tags), MaxTagsPerResource)
+	}
+	s.Consumers = append(s.Consumers, &Consumer{Name: c.Name, Status: ConsumerCreating, CreatedAt: c.CreatedAt, Tags: maps.Clone(c.Tags)})
 	return st.withStream(s.Name, s), nil
 }
 

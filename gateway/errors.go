@@ -120,7 +120,7 @@ func asError(err error) *Error {
 	case errors.Is(err, cluster.ErrStreamExists), errors.Is(err, cluster.ErrStreamInUse),
 		errors.Is(err, cluster.ErrConsumerExists), errors.Is(err, cluster.ErrStreamHasConsumers):
 		return inUse("%v", err)
-	case errors.Is(err, cluster.ErrConsumerLimit), errors.Is(err, cluster.ErrShardCountLimit),
+	case errors.Is(err, cluster.ErrConsumerLimit), errors.Is(err, cluster.ErrShardCountLimit), errors.Is(err, cluster.ErrTagLimit),
 		errors.Is(err, cluster.ErrDailyLimit):
 		return newError(LimitExceeded, "%v", err)
 	case errors.Is(err, cluster.ErrInvalidCommand):

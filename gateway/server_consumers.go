@@ -44,8 +44,13 @@ func (s *Server) RegisterStreamConsumer(ctx context.Context, req *rifflev1.Regis
 	if verr := checkConsumerName(req.ConsumerName); verr != nil {
 		return nil, verr
 	}
+	if len(req.Tags) > 0 {
+		if verr := checkTags(req.Tags, cluster.MaxTagsPerResource); verr != nil {
+			return nil, verr
+		}
+	}
 	c := cluster.Consumer{Name: req.ConsumerName, Status: cluster.ConsumerCreating, CreatedAt: s.now().UTC().Truncate(time.Millisecond)}
-	cmd := cluster.Command{RegisterConsumer: &cluster.RegisterConsumerCmd{Stream: st.Name, Name: c.Name, CreatedAt: c.CreatedAt}}
+	cmd := cluster.Command{RegisterConsumer: &cluster.RegisterConsumerCmd{Stream: st.Name, Name: c.Name, CreatedAt: c.CreatedAt, Tags: req.Tags}}
 	if err := s.host.ProposeMeta(ctx, cmd); err != nil {
 		return nil, err
 	}

@@ -38,6 +38,11 @@ func (s *Server) CreateStream(ctx context.Context, req *rifflev1.CreateStreamReq
 	if len(req.Tags) > MaxTags {
 		return nil, validation("%d tags exceed the limit of %d", len(req.Tags), MaxTags)
 	}
+	if len(req.Tags) > 0 {
+		if verr := checkTags(req.Tags, MaxTags); verr != nil {
+			return nil, verr
+		}
+	}
 	limits, verr := limitOverrides(req.ShardLimits)
 	if verr != nil {
 		return nil, verr

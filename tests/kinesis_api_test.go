@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/big"
 	"net/http"
 	"slices"
@@ -25,6 +26,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 
 	kinesisapi "github.com/riffle-streams/riffle/gateway/kinesis"
+	rifflev1 "github.com/riffle-streams/riffle/proto/riffle/v1"
 )
 
 // kinesisClient is an unmodified aws-sdk-go-v2 Kinesis client pointed at a
@@ -562,4 +564,140 @@ func compareDecimal(a, b string) int {
 	x, _ := new(big.Int).SetString(a, 10)
 	y, _ := new(big.Int).SetString(b, 10)
 	return x.Cmp(y)
+}
+
+// TestTagsThroughBothAPIs: tags on streams and consumers through the
+// Kinesis API (aws-sdk-go-v2) and riffle.v1, their limits refused with
+// nothing changed (issue 15).
+func TestTagsThroughBothAPIs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a node")
+	}
+	c := startCluster(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	k := kinesisClient(c.nodes[0].KinesisAddr(), nil)
+	g := c.nodes[0].client
+	name := aws.String("tagged")
+	if _, err := k.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: name, ShardCount: aws.Int32(1), Tags: map[string]string{"team": "data"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := kinesis.NewStreamExistsWaiter(k).Wait(ctx, &kinesis.DescribeStreamInput{StreamName: name}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	list := func() map[string]string {
+		t.Helper()
+		out, err := k.ListTagsForStream(ctx, &kinesis.ListTagsForStreamInput{StreamName: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, tag := range out.Tags {
+			got[*tag.Key] = aws.ToString(tag.Value)
+		}
+		return got
+	}
+	if got := list(); !maps.Equal(got, map[string]string{"team": "data"}) {
+		t.Fatalf("tags from CreateStream: %v", got)
+	}
+	if _, err := k.AddTagsToStream(ctx, &kinesis.AddTagsToStreamInput{StreamName: name, Tags: map[string]string{"env": "prod", "team": "streams"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.RemoveTagsFromStream(ctx, &rifflev1.RemoveTagsFromStreamRequest{StreamName: *name, TagKeys: []string{"env", "absent"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := list(); !maps.Equal(got, map[string]string{"team": "streams"}) {
+		t.Fatalf("after add and remove: %v", got)
+	}
+
+	// Pages, in key order.
+	more := map[string]string{}
+	for i := range 10 {
+		more[fmt.Sprintf("k%02d", i)] = fmt.Sprint(i)
+	}
+	if _, err := k.AddTagsToStream(ctx, &kinesis.AddTagsToStreamInput{StreamName: name, Tags: more}); err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	var start *string
+	for {
+		out, err := k.ListTagsForStream(ctx, &kinesis.ListTagsForStreamInput{StreamName: name, Limit: aws.Int32(4), ExclusiveStartTagKey: start})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tag := range out.Tags {
+			keys = append(keys, *tag.Key)
+		}
+		if !aws.ToBool(out.HasMoreTags) {
+			break
+		}
+		start = out.Tags[len(out.Tags)-1].Key
+	}
+	if want := []string{"k00", "k01", "k02", "k03", "k04", "k05", "k06", "k07", "k08", "k09", "team"}; !slices.Equal(keys, want) {
+		t.Fatalf("paged keys %v, want %v", keys, want)
+	}
+
+	// Limits: each refused, nothing changed.
+	eleven := maps.Clone(more)
+	eleven["k10"] = "x"
+	forty := map[string]string{}
+	for i := range 40 {
+		forty[fmt.Sprintf("m%02d", i)] = "x"
+	}
+	summary, _ := k.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: name})
+	arn := summary.StreamDescriptionSummary.StreamARN
+	for what, call := range map[string]func() error{
+		"11 tags in AddTagsToStream": func() error {
+			_, err := k.AddTagsToStream(ctx, &kinesis.AddTagsToStreamInput{StreamName: name, Tags: eleven})
+			return err
+		},
+		"a reserved key": func() error {
+			_, err := k.AddTagsToStream(ctx, &kinesis.AddTagsToStreamInput{StreamName: name, Tags: map[string]string{"aws:x": "y"}})
+			return err
+		},
+		"a key of 129 characters": func() error {
+			_, err := k.TagResource(ctx, &kinesis.TagResourceInput{ResourceARN: arn, Tags: map[string]string{strings.Repeat("k", 129): "y"}})
+			return err
+		},
+		"a character tags do not take": func() error {
+			_, err := k.TagResource(ctx, &kinesis.TagResourceInput{ResourceARN: arn, Tags: map[string]string{"a*b": "y"}})
+			return err
+		},
+		"51 tags on the stream": func() error {
+			_, err := k.TagResource(ctx, &kinesis.TagResourceInput{ResourceARN: arn, Tags: forty})
+			return err
+		},
+	} {
+		err := call()
+		want := "InvalidArgumentException"
+		if what == "51 tags on the stream" {
+			want = "LimitExceededException"
+		}
+		if apiCode(err) != want {
+			t.Errorf("%s: %v, want %s", what, err, want)
+		}
+	}
+	if got := list(); len(got) != 11 {
+		t.Fatalf("refused calls changed the tags: %d now", len(got))
+	}
+
+	// A consumer's tags, by its ARN, through both APIs.
+	reg, err := k.RegisterStreamConsumer(ctx, &kinesis.RegisterStreamConsumerInput{StreamARN: arn, ConsumerName: aws.String("c"), Tags: map[string]string{"owner": "me"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.TagResource(ctx, &rifflev1.TagResourceRequest{ResourceArn: *reg.Consumer.ConsumerARN, Tags: map[string]string{"tier": "gold"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.UntagResource(ctx, &kinesis.UntagResourceInput{ResourceARN: reg.Consumer.ConsumerARN, TagKeys: []string{"owner"}}); err != nil {
+		t.Fatal(err)
+	}
+	ct, err := k.ListTagsForResource(ctx, &kinesis.ListTagsForResourceInput{ResourceARN: reg.Consumer.ConsumerARN})
+	if err != nil || len(ct.Tags) != 1 || *ct.Tags[0].Key != "tier" || *ct.Tags[0].Value != "gold" {
+		t.Fatalf("consumer tags %v (%v)", ct, err)
+	}
+	st, err := g.ListTagsForResource(ctx, &rifflev1.ListTagsForResourceRequest{ResourceArn: *arn})
+	if err != nil || len(st.Tags) != 11 {
+		t.Fatalf("stream tags by ARN over gRPC: %d (%v)", len(st.Tags), err)
+	}
 }

@@ -191,6 +191,11 @@ func runFaults(t *testing.T, name string, next schedule) {
 	}
 	h := rec.History()
 	t.Logf("clients stopped after %d history entries; final reads", len(h))
+	putOK, putFail, putInfo, readOK, readFail := kinesisCounts(h)
+	t.Logf("through the Kinesis API: puts %d ok / %d fail / %d info, reads %d ok / %d fail", putOK, putFail, putInfo, readOK, readFail)
+	if putOK == 0 || readOK == 0 {
+		t.Errorf("the Kinesis API clients completed no put or no read: that API went untested")
+	}
 	final, unread := w.finalReads(ctx, h, finalTimeout)
 	h = rec.History() // with the shards' lineage the final reads recorded
 	if err := rec.Close(); err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -20,9 +21,9 @@ import (
 	rifflev1 "github.com/riffle-streams/riffle/proto/riffle/v1"
 )
 
-// Beside the gRPC clients, every node gets a writer and, per shard, a
-// reader that speak Kinesis's HTTP API through aws-sdk-go-v2 (issue 15):
-// their operations go into the same history and face the same checks.
+// Beside the gRPC clients, a writer and, per shard, a reader speak
+// Kinesis's HTTP API through aws-sdk-go-v2 (issue 15): their operations go
+// into the same history and face the same checks.
 
 // kinesisURLs are the nodes' published Kinesis endpoints
 // (deploy/docker-compose.yml).
@@ -45,11 +46,15 @@ func notApplied(err error) bool {
 	return errors.As(err, &re) && re.Response != nil && re.Response.Header.Get(kinesis.OutcomeHeader) == "not_applied"
 }
 
-// kinesisWriter is writer through the Kinesis API: a failure the node
-// says was not applied is a fail; any other (no answer, a timeout, an
-// unknown outcome) is info.
-func (w *workload) kinesisWriter(ctx context.Context, proc, node string, rng *rand.Rand) {
-	k := kinesisClient(node)
+// kinesisWriter is writer through the Kinesis API, each put through the
+// next node: a failure the node says was not applied is a fail; any other
+// (no answer, a timeout, an unknown outcome) is info.
+func (w *workload) kinesisWriter(ctx context.Context, proc string, rng *rand.Rand) {
+	nodes := nodeNames()
+	clients := map[string]*kinesisapi.Client{}
+	for _, n := range nodes {
+		clients[n] = kinesisClient(n)
+	}
 	tick := time.NewTicker(writeInterval)
 	defer tick.Stop()
 	for i := 0; ; i++ {
@@ -59,12 +64,13 @@ func (w *workload) kinesisWriter(ctx context.Context, proc, node string, rng *ra
 		case <-tick.C:
 		}
 		w.awaitLoud(ctx)
+		node := nodes[i%len(nodes)]
 		value := fmt.Sprintf("%s-%d", proc, i)
 		key := fmt.Sprintf("k%03d", rng.IntN(keyPool))
 		w.rec.Record(Op{Type: Invoke, F: FPut, Process: proc, Node: node, Value: value, Key: key})
 		// Not ctx, as for the gRPC writers: the timeout bounds it.
 		cctx, cancel := context.WithTimeout(context.Background(), putTimeout)
-		out, err := k.PutRecord(cctx, &kinesisapi.PutRecordInput{StreamName: aws.String(w.stream), PartitionKey: aws.String(key), Data: []byte(value)})
+		out, err := clients[node].PutRecord(cctx, &kinesisapi.PutRecordInput{StreamName: aws.String(w.stream), PartitionKey: aws.String(key), Data: []byte(value)})
 		cancel()
 		done := Op{F: FPut, Process: proc, Node: node, Value: value, Key: key}
 		switch {
@@ -143,4 +149,30 @@ func (w *workload) kinesisReader(ctx context.Context, proc, node, shard string) 
 		}
 		it = out.NextShardIterator
 	}
+}
+
+// kinesisCounts counts the Kinesis API clients' completed operations:
+// puts and reads that succeeded, failed, or (puts) ended unknown.
+func kinesisCounts(h History) (putOK, putFail, putInfo, readOK, readFail int) {
+	for _, op := range h {
+		switch {
+		case op.F == FPut && op.Process == "kw":
+			switch op.Type {
+			case OK:
+				putOK++
+			case Fail:
+				putFail++
+			case Info:
+				putInfo++
+			}
+		case op.F == FRead && strings.HasPrefix(op.Process, "kr-"):
+			switch op.Type {
+			case OK:
+				readOK++
+			case Fail:
+				readFail++
+			}
+		}
+	}
+	return
 }

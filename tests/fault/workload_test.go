@@ -22,7 +22,7 @@ import (
 )
 
 // Workload shape: every node gets writersPerNode writers and a GetRecords
-// reader per shard, and one writer and a reader per shard that speak
+// reader per shard; one more writer and a reader of each shard speak
 // Kinesis's HTTP API; each shard has one subscriber that moves to the next
 // node whenever its subscription breaks.
 const (
@@ -255,13 +255,14 @@ func (w *workload) start(ctx context.Context) {
 		for _, shard := range w.shards {
 			w.startReader(ctx, n.service, shard)
 		}
-		// And the same through Kinesis's HTTP API (kinesis_workload_test.go).
-		proc := fmt.Sprintf("kw%d", ni)
-		rng := rand.New(rand.NewPCG(w.seed, uint64(1000+ni)))
-		w.wg.Go(func() { w.kinesisWriter(ctx, proc, n.service, rng) })
-		for _, shard := range w.shards {
-			w.startKinesisReader(ctx, n.service, shard)
-		}
+	}
+	// And through Kinesis's HTTP API (kinesis_workload_test.go): one writer
+	// going round the nodes, and a reader of each shard through one node,
+	// so that the load stays near what the lulls were tuned for.
+	krng := rand.New(rand.NewPCG(w.seed, 1000))
+	w.wg.Go(func() { w.kinesisWriter(ctx, "kw", krng) })
+	for i, shard := range w.shards {
+		w.startKinesisReader(ctx, clusterNodes[i%len(clusterNodes)].service, shard)
 	}
 	for _, shard := range w.shards {
 		w.startSubscriber(ctx, shard)

@@ -3079,10 +3079,12 @@ func (x *ConsumerDescription) GetStreamArn() string {
 // The stream is named by stream_arn as in Kinesis, or by stream_name (a
 // Riffle convenience); giving both requires them to agree.
 type RegisterStreamConsumerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	StreamArn     string                 `protobuf:"bytes,1,opt,name=stream_arn,json=streamArn,proto3" json:"stream_arn,omitempty"`
-	ConsumerName  string                 `protobuf:"bytes,2,opt,name=consumer_name,json=consumerName,proto3" json:"consumer_name,omitempty"`
-	StreamName    string                 `protobuf:"bytes,3,opt,name=stream_name,json=streamName,proto3" json:"stream_name,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	StreamArn    string                 `protobuf:"bytes,1,opt,name=stream_arn,json=streamArn,proto3" json:"stream_arn,omitempty"`
+	ConsumerName string                 `protobuf:"bytes,2,opt,name=consumer_name,json=consumerName,proto3" json:"consumer_name,omitempty"`
+	StreamName   string                 `protobuf:"bytes,3,opt,name=stream_name,json=streamName,proto3" json:"stream_name,omitempty"`
+	// The consumer's tags (see AddTagsToStream for the limits).
+	Tags          map[string]string `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3136,6 +3138,13 @@ func (x *RegisterStreamConsumerRequest) GetStreamName() string {
 		return x.StreamName
 	}
 	return ""
+}
+
+func (x *RegisterStreamConsumerRequest) GetTags() map[string]string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
 }
 
 type RegisterStreamConsumerResponse struct {
@@ -3743,6 +3752,639 @@ func (x *SubscribeToShardEvent) GetChildShards() []*ChildShard {
 	return nil
 }
 
+type Tag struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tag) Reset() {
+	*x = Tag{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tag) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tag) ProtoMessage() {}
+
+func (x *Tag) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tag.ProtoReflect.Descriptor instead.
+func (*Tag) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *Tag) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Tag) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+type AddTagsToStreamRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	StreamName string                 `protobuf:"bytes,1,opt,name=stream_name,json=streamName,proto3" json:"stream_name,omitempty"`
+	// Added, or replacing the values of keys the stream has.
+	Tags          map[string]string `protobuf:"bytes,2,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	StreamArn     string            `protobuf:"bytes,3,opt,name=stream_arn,json=streamArn,proto3" json:"stream_arn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddTagsToStreamRequest) Reset() {
+	*x = AddTagsToStreamRequest{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddTagsToStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddTagsToStreamRequest) ProtoMessage() {}
+
+func (x *AddTagsToStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddTagsToStreamRequest.ProtoReflect.Descriptor instead.
+func (*AddTagsToStreamRequest) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *AddTagsToStreamRequest) GetStreamName() string {
+	if x != nil {
+		return x.StreamName
+	}
+	return ""
+}
+
+func (x *AddTagsToStreamRequest) GetTags() map[string]string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *AddTagsToStreamRequest) GetStreamArn() string {
+	if x != nil {
+		return x.StreamArn
+	}
+	return ""
+}
+
+type AddTagsToStreamResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddTagsToStreamResponse) Reset() {
+	*x = AddTagsToStreamResponse{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddTagsToStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddTagsToStreamResponse) ProtoMessage() {}
+
+func (x *AddTagsToStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddTagsToStreamResponse.ProtoReflect.Descriptor instead.
+func (*AddTagsToStreamResponse) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{57}
+}
+
+type RemoveTagsFromStreamRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	StreamName string                 `protobuf:"bytes,1,opt,name=stream_name,json=streamName,proto3" json:"stream_name,omitempty"`
+	// Keys the stream does not have are ignored, as in Kinesis.
+	TagKeys       []string `protobuf:"bytes,2,rep,name=tag_keys,json=tagKeys,proto3" json:"tag_keys,omitempty"`
+	StreamArn     string   `protobuf:"bytes,3,opt,name=stream_arn,json=streamArn,proto3" json:"stream_arn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveTagsFromStreamRequest) Reset() {
+	*x = RemoveTagsFromStreamRequest{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveTagsFromStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveTagsFromStreamRequest) ProtoMessage() {}
+
+func (x *RemoveTagsFromStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveTagsFromStreamRequest.ProtoReflect.Descriptor instead.
+func (*RemoveTagsFromStreamRequest) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *RemoveTagsFromStreamRequest) GetStreamName() string {
+	if x != nil {
+		return x.StreamName
+	}
+	return ""
+}
+
+func (x *RemoveTagsFromStreamRequest) GetTagKeys() []string {
+	if x != nil {
+		return x.TagKeys
+	}
+	return nil
+}
+
+func (x *RemoveTagsFromStreamRequest) GetStreamArn() string {
+	if x != nil {
+		return x.StreamArn
+	}
+	return ""
+}
+
+type RemoveTagsFromStreamResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveTagsFromStreamResponse) Reset() {
+	*x = RemoveTagsFromStreamResponse{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveTagsFromStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveTagsFromStreamResponse) ProtoMessage() {}
+
+func (x *RemoveTagsFromStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveTagsFromStreamResponse.ProtoReflect.Descriptor instead.
+func (*RemoveTagsFromStreamResponse) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{59}
+}
+
+type ListTagsForStreamRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	StreamName string                 `protobuf:"bytes,1,opt,name=stream_name,json=streamName,proto3" json:"stream_name,omitempty"`
+	// Lists the keys after this one (keys are listed in order).
+	ExclusiveStartTagKey string `protobuf:"bytes,2,opt,name=exclusive_start_tag_key,json=exclusiveStartTagKey,proto3" json:"exclusive_start_tag_key,omitempty"`
+	// At most this many tags (1..50, default 50).
+	Limit         int32  `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	StreamArn     string `protobuf:"bytes,4,opt,name=stream_arn,json=streamArn,proto3" json:"stream_arn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTagsForStreamRequest) Reset() {
+	*x = ListTagsForStreamRequest{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTagsForStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTagsForStreamRequest) ProtoMessage() {}
+
+func (x *ListTagsForStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTagsForStreamRequest.ProtoReflect.Descriptor instead.
+func (*ListTagsForStreamRequest) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *ListTagsForStreamRequest) GetStreamName() string {
+	if x != nil {
+		return x.StreamName
+	}
+	return ""
+}
+
+func (x *ListTagsForStreamRequest) GetExclusiveStartTagKey() string {
+	if x != nil {
+		return x.ExclusiveStartTagKey
+	}
+	return ""
+}
+
+func (x *ListTagsForStreamRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListTagsForStreamRequest) GetStreamArn() string {
+	if x != nil {
+		return x.StreamArn
+	}
+	return ""
+}
+
+type ListTagsForStreamResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tags          []*Tag                 `protobuf:"bytes,1,rep,name=tags,proto3" json:"tags,omitempty"`
+	HasMoreTags   bool                   `protobuf:"varint,2,opt,name=has_more_tags,json=hasMoreTags,proto3" json:"has_more_tags,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTagsForStreamResponse) Reset() {
+	*x = ListTagsForStreamResponse{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTagsForStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTagsForStreamResponse) ProtoMessage() {}
+
+func (x *ListTagsForStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTagsForStreamResponse.ProtoReflect.Descriptor instead.
+func (*ListTagsForStreamResponse) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *ListTagsForStreamResponse) GetTags() []*Tag {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *ListTagsForStreamResponse) GetHasMoreTags() bool {
+	if x != nil {
+		return x.HasMoreTags
+	}
+	return false
+}
+
+type TagResourceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Tags  map[string]string      `protobuf:"bytes,1,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// A stream or consumer ARN.
+	ResourceArn   string `protobuf:"bytes,2,opt,name=resource_arn,json=resourceArn,proto3" json:"resource_arn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TagResourceRequest) Reset() {
+	*x = TagResourceRequest{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TagResourceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TagResourceRequest) ProtoMessage() {}
+
+func (x *TagResourceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TagResourceRequest.ProtoReflect.Descriptor instead.
+func (*TagResourceRequest) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *TagResourceRequest) GetTags() map[string]string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *TagResourceRequest) GetResourceArn() string {
+	if x != nil {
+		return x.ResourceArn
+	}
+	return ""
+}
+
+type TagResourceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TagResourceResponse) Reset() {
+	*x = TagResourceResponse{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TagResourceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TagResourceResponse) ProtoMessage() {}
+
+func (x *TagResourceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TagResourceResponse.ProtoReflect.Descriptor instead.
+func (*TagResourceResponse) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{63}
+}
+
+type UntagResourceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TagKeys       []string               `protobuf:"bytes,1,rep,name=tag_keys,json=tagKeys,proto3" json:"tag_keys,omitempty"`
+	ResourceArn   string                 `protobuf:"bytes,2,opt,name=resource_arn,json=resourceArn,proto3" json:"resource_arn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UntagResourceRequest) Reset() {
+	*x = UntagResourceRequest{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UntagResourceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UntagResourceRequest) ProtoMessage() {}
+
+func (x *UntagResourceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UntagResourceRequest.ProtoReflect.Descriptor instead.
+func (*UntagResourceRequest) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *UntagResourceRequest) GetTagKeys() []string {
+	if x != nil {
+		return x.TagKeys
+	}
+	return nil
+}
+
+func (x *UntagResourceRequest) GetResourceArn() string {
+	if x != nil {
+		return x.ResourceArn
+	}
+	return ""
+}
+
+type UntagResourceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UntagResourceResponse) Reset() {
+	*x = UntagResourceResponse{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UntagResourceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UntagResourceResponse) ProtoMessage() {}
+
+func (x *UntagResourceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UntagResourceResponse.ProtoReflect.Descriptor instead.
+func (*UntagResourceResponse) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{65}
+}
+
+type ListTagsForResourceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ResourceArn   string                 `protobuf:"bytes,1,opt,name=resource_arn,json=resourceArn,proto3" json:"resource_arn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTagsForResourceRequest) Reset() {
+	*x = ListTagsForResourceRequest{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTagsForResourceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTagsForResourceRequest) ProtoMessage() {}
+
+func (x *ListTagsForResourceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTagsForResourceRequest.ProtoReflect.Descriptor instead.
+func (*ListTagsForResourceRequest) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *ListTagsForResourceRequest) GetResourceArn() string {
+	if x != nil {
+		return x.ResourceArn
+	}
+	return ""
+}
+
+type ListTagsForResourceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tags          []*Tag                 `protobuf:"bytes,1,rep,name=tags,proto3" json:"tags,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTagsForResourceResponse) Reset() {
+	*x = ListTagsForResourceResponse{}
+	mi := &file_riffle_v1_streams_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTagsForResourceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTagsForResourceResponse) ProtoMessage() {}
+
+func (x *ListTagsForResourceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_riffle_v1_streams_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTagsForResourceResponse.ProtoReflect.Descriptor instead.
+func (*ListTagsForResourceResponse) Descriptor() ([]byte, []int) {
+	return file_riffle_v1_streams_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *ListTagsForResourceResponse) GetTags() []*Tag {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
 var File_riffle_v1_streams_proto protoreflect.FileDescriptor
 
 const file_riffle_v1_streams_proto_rawDesc = "" +
@@ -3985,13 +4627,17 @@ const file_riffle_v1_streams_proto_rawDesc = "" +
 	"\x0fconsumer_status\x18\x03 \x01(\x0e2\x19.riffle.v1.ConsumerStatusR\x0econsumerStatus\x12Z\n" +
 	"\x1bconsumer_creation_timestamp\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x19consumerCreationTimestamp\x12\x1d\n" +
 	"\n" +
-	"stream_arn\x18\x05 \x01(\tR\tstreamArn\"\x84\x01\n" +
+	"stream_arn\x18\x05 \x01(\tR\tstreamArn\"\x85\x02\n" +
 	"\x1dRegisterStreamConsumerRequest\x12\x1d\n" +
 	"\n" +
 	"stream_arn\x18\x01 \x01(\tR\tstreamArn\x12#\n" +
 	"\rconsumer_name\x18\x02 \x01(\tR\fconsumerName\x12\x1f\n" +
 	"\vstream_name\x18\x03 \x01(\tR\n" +
-	"streamName\"Q\n" +
+	"streamName\x12F\n" +
+	"\x04tags\x18\x04 \x03(\v22.riffle.v1.RegisterStreamConsumerRequest.TagsEntryR\x04tags\x1a7\n" +
+	"\tTagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Q\n" +
 	"\x1eRegisterStreamConsumerResponse\x12/\n" +
 	"\bconsumer\x18\x01 \x01(\v2\x13.riffle.v1.ConsumerR\bconsumer\"\xa9\x01\n" +
 	"\x1fDeregisterStreamConsumerRequest\x12\x1d\n" +
@@ -4037,7 +4683,52 @@ const file_riffle_v1_streams_proto_rawDesc = "" +
 	"\arecords\x18\x01 \x03(\v2\x11.riffle.v1.RecordR\arecords\x12@\n" +
 	"\x1ccontinuation_sequence_number\x18\x02 \x01(\tR\x1acontinuationSequenceNumber\x120\n" +
 	"\x14millis_behind_latest\x18\x03 \x01(\x03R\x12millisBehindLatest\x128\n" +
-	"\fchild_shards\x18\x04 \x03(\v2\x15.riffle.v1.ChildShardR\vchildShards*\x9b\x01\n" +
+	"\fchild_shards\x18\x04 \x03(\v2\x15.riffle.v1.ChildShardR\vchildShards\"-\n" +
+	"\x03Tag\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xd2\x01\n" +
+	"\x16AddTagsToStreamRequest\x12\x1f\n" +
+	"\vstream_name\x18\x01 \x01(\tR\n" +
+	"streamName\x12?\n" +
+	"\x04tags\x18\x02 \x03(\v2+.riffle.v1.AddTagsToStreamRequest.TagsEntryR\x04tags\x12\x1d\n" +
+	"\n" +
+	"stream_arn\x18\x03 \x01(\tR\tstreamArn\x1a7\n" +
+	"\tTagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x19\n" +
+	"\x17AddTagsToStreamResponse\"x\n" +
+	"\x1bRemoveTagsFromStreamRequest\x12\x1f\n" +
+	"\vstream_name\x18\x01 \x01(\tR\n" +
+	"streamName\x12\x19\n" +
+	"\btag_keys\x18\x02 \x03(\tR\atagKeys\x12\x1d\n" +
+	"\n" +
+	"stream_arn\x18\x03 \x01(\tR\tstreamArn\"\x1e\n" +
+	"\x1cRemoveTagsFromStreamResponse\"\xa7\x01\n" +
+	"\x18ListTagsForStreamRequest\x12\x1f\n" +
+	"\vstream_name\x18\x01 \x01(\tR\n" +
+	"streamName\x125\n" +
+	"\x17exclusive_start_tag_key\x18\x02 \x01(\tR\x14exclusiveStartTagKey\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\x05R\x05limit\x12\x1d\n" +
+	"\n" +
+	"stream_arn\x18\x04 \x01(\tR\tstreamArn\"c\n" +
+	"\x19ListTagsForStreamResponse\x12\"\n" +
+	"\x04tags\x18\x01 \x03(\v2\x0e.riffle.v1.TagR\x04tags\x12\"\n" +
+	"\rhas_more_tags\x18\x02 \x01(\bR\vhasMoreTags\"\xad\x01\n" +
+	"\x12TagResourceRequest\x12;\n" +
+	"\x04tags\x18\x01 \x03(\v2'.riffle.v1.TagResourceRequest.TagsEntryR\x04tags\x12!\n" +
+	"\fresource_arn\x18\x02 \x01(\tR\vresourceArn\x1a7\n" +
+	"\tTagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x15\n" +
+	"\x13TagResourceResponse\"T\n" +
+	"\x14UntagResourceRequest\x12\x19\n" +
+	"\btag_keys\x18\x01 \x03(\tR\atagKeys\x12!\n" +
+	"\fresource_arn\x18\x02 \x01(\tR\vresourceArn\"\x17\n" +
+	"\x15UntagResourceResponse\"?\n" +
+	"\x1aListTagsForResourceRequest\x12!\n" +
+	"\fresource_arn\x18\x01 \x01(\tR\vresourceArn\"A\n" +
+	"\x1bListTagsForResourceResponse\x12\"\n" +
+	"\x04tags\x18\x01 \x03(\v2\x0e.riffle.v1.TagR\x04tags*\x9b\x01\n" +
 	"\fStreamStatus\x12\x1d\n" +
 	"\x19STREAM_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16STREAM_STATUS_CREATING\x10\x01\x12\x1a\n" +
@@ -4066,7 +4757,7 @@ const file_riffle_v1_streams_proto_rawDesc = "" +
 	"\x1bCONSUMER_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSUMER_STATUS_CREATING\x10\x01\x12\x1c\n" +
 	"\x18CONSUMER_STATUS_DELETING\x10\x02\x12\x1a\n" +
-	"\x16CONSUMER_STATUS_ACTIVE\x10\x032\xb4\x0f\n" +
+	"\x16CONSUMER_STATUS_ACTIVE\x10\x032\xdf\x13\n" +
 	"\aStreams\x12O\n" +
 	"\fCreateStream\x12\x1e.riffle.v1.CreateStreamRequest\x1a\x1f.riffle.v1.CreateStreamResponse\x12O\n" +
 	"\fDeleteStream\x12\x1e.riffle.v1.DeleteStreamRequest\x1a\x1f.riffle.v1.DeleteStreamResponse\x12U\n" +
@@ -4081,7 +4772,13 @@ const file_riffle_v1_streams_proto_rawDesc = "" +
 	"SplitShard\x12\x1c.riffle.v1.SplitShardRequest\x1a\x1d.riffle.v1.SplitShardResponse\x12L\n" +
 	"\vMergeShards\x12\x1d.riffle.v1.MergeShardsRequest\x1a\x1e.riffle.v1.MergeShardsResponse\x12[\n" +
 	"\x10UpdateShardCount\x12\".riffle.v1.UpdateShardCountRequest\x1a#.riffle.v1.UpdateShardCountResponse\x12[\n" +
-	"\x10UpdateStreamMode\x12\".riffle.v1.UpdateStreamModeRequest\x1a#.riffle.v1.UpdateStreamModeResponse\x12F\n" +
+	"\x10UpdateStreamMode\x12\".riffle.v1.UpdateStreamModeRequest\x1a#.riffle.v1.UpdateStreamModeResponse\x12X\n" +
+	"\x0fAddTagsToStream\x12!.riffle.v1.AddTagsToStreamRequest\x1a\".riffle.v1.AddTagsToStreamResponse\x12g\n" +
+	"\x14RemoveTagsFromStream\x12&.riffle.v1.RemoveTagsFromStreamRequest\x1a'.riffle.v1.RemoveTagsFromStreamResponse\x12^\n" +
+	"\x11ListTagsForStream\x12#.riffle.v1.ListTagsForStreamRequest\x1a$.riffle.v1.ListTagsForStreamResponse\x12L\n" +
+	"\vTagResource\x12\x1d.riffle.v1.TagResourceRequest\x1a\x1e.riffle.v1.TagResourceResponse\x12R\n" +
+	"\rUntagResource\x12\x1f.riffle.v1.UntagResourceRequest\x1a .riffle.v1.UntagResourceResponse\x12d\n" +
+	"\x13ListTagsForResource\x12%.riffle.v1.ListTagsForResourceRequest\x1a&.riffle.v1.ListTagsForResourceResponse\x12F\n" +
 	"\tPutRecord\x12\x1b.riffle.v1.PutRecordRequest\x1a\x1c.riffle.v1.PutRecordResponse\x12I\n" +
 	"\n" +
 	"PutRecords\x12\x1c.riffle.v1.PutRecordsRequest\x1a\x1d.riffle.v1.PutRecordsResponse\x12[\n" +
@@ -4107,7 +4804,7 @@ func file_riffle_v1_streams_proto_rawDescGZIP() []byte {
 }
 
 var file_riffle_v1_streams_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_riffle_v1_streams_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_riffle_v1_streams_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
 var file_riffle_v1_streams_proto_goTypes = []any{
 	(StreamStatus)(0),                             // 0: riffle.v1.StreamStatus
 	(ShardIteratorType)(0),                        // 1: riffle.v1.ShardIteratorType
@@ -4169,106 +4866,139 @@ var file_riffle_v1_streams_proto_goTypes = []any{
 	(*StartingPosition)(nil),                      // 57: riffle.v1.StartingPosition
 	(*SubscribeToShardRequest)(nil),               // 58: riffle.v1.SubscribeToShardRequest
 	(*SubscribeToShardEvent)(nil),                 // 59: riffle.v1.SubscribeToShardEvent
-	nil,                                           // 60: riffle.v1.CreateStreamRequest.TagsEntry
-	(*StreamModeDetails)(nil),                     // 61: riffle.v1.StreamModeDetails
-	(*timestamppb.Timestamp)(nil),                 // 62: google.protobuf.Timestamp
-	(*UpdateStreamModeRequest)(nil),               // 63: riffle.v1.UpdateStreamModeRequest
-	(*UpdateStreamModeResponse)(nil),              // 64: riffle.v1.UpdateStreamModeResponse
+	(*Tag)(nil),                                   // 60: riffle.v1.Tag
+	(*AddTagsToStreamRequest)(nil),                // 61: riffle.v1.AddTagsToStreamRequest
+	(*AddTagsToStreamResponse)(nil),               // 62: riffle.v1.AddTagsToStreamResponse
+	(*RemoveTagsFromStreamRequest)(nil),           // 63: riffle.v1.RemoveTagsFromStreamRequest
+	(*RemoveTagsFromStreamResponse)(nil),          // 64: riffle.v1.RemoveTagsFromStreamResponse
+	(*ListTagsForStreamRequest)(nil),              // 65: riffle.v1.ListTagsForStreamRequest
+	(*ListTagsForStreamResponse)(nil),             // 66: riffle.v1.ListTagsForStreamResponse
+	(*TagResourceRequest)(nil),                    // 67: riffle.v1.TagResourceRequest
+	(*TagResourceResponse)(nil),                   // 68: riffle.v1.TagResourceResponse
+	(*UntagResourceRequest)(nil),                  // 69: riffle.v1.UntagResourceRequest
+	(*UntagResourceResponse)(nil),                 // 70: riffle.v1.UntagResourceResponse
+	(*ListTagsForResourceRequest)(nil),            // 71: riffle.v1.ListTagsForResourceRequest
+	(*ListTagsForResourceResponse)(nil),           // 72: riffle.v1.ListTagsForResourceResponse
+	nil,                                           // 73: riffle.v1.CreateStreamRequest.TagsEntry
+	nil,                                           // 74: riffle.v1.RegisterStreamConsumerRequest.TagsEntry
+	nil,                                           // 75: riffle.v1.AddTagsToStreamRequest.TagsEntry
+	nil,                                           // 76: riffle.v1.TagResourceRequest.TagsEntry
+	(*StreamModeDetails)(nil),                     // 77: riffle.v1.StreamModeDetails
+	(*timestamppb.Timestamp)(nil),                 // 78: google.protobuf.Timestamp
+	(*UpdateStreamModeRequest)(nil),               // 79: riffle.v1.UpdateStreamModeRequest
+	(*UpdateStreamModeResponse)(nil),              // 80: riffle.v1.UpdateStreamModeResponse
 }
 var file_riffle_v1_streams_proto_depIdxs = []int32{
 	5,  // 0: riffle.v1.Shard.hash_key_range:type_name -> riffle.v1.HashKeyRange
 	6,  // 1: riffle.v1.Shard.sequence_number_range:type_name -> riffle.v1.SequenceNumberRange
 	5,  // 2: riffle.v1.ChildShard.hash_key_range:type_name -> riffle.v1.HashKeyRange
-	61, // 3: riffle.v1.CreateStreamRequest.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
-	60, // 4: riffle.v1.CreateStreamRequest.tags:type_name -> riffle.v1.CreateStreamRequest.TagsEntry
+	77, // 3: riffle.v1.CreateStreamRequest.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
+	73, // 4: riffle.v1.CreateStreamRequest.tags:type_name -> riffle.v1.CreateStreamRequest.TagsEntry
 	9,  // 5: riffle.v1.CreateStreamRequest.shard_limits:type_name -> riffle.v1.ShardLimits
 	0,  // 6: riffle.v1.StreamDescription.stream_status:type_name -> riffle.v1.StreamStatus
-	61, // 7: riffle.v1.StreamDescription.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
+	77, // 7: riffle.v1.StreamDescription.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
 	7,  // 8: riffle.v1.StreamDescription.shards:type_name -> riffle.v1.Shard
-	62, // 9: riffle.v1.StreamDescription.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	78, // 9: riffle.v1.StreamDescription.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
 	15, // 10: riffle.v1.DescribeStreamResponse.stream_description:type_name -> riffle.v1.StreamDescription
 	0,  // 11: riffle.v1.StreamDescriptionSummary.stream_status:type_name -> riffle.v1.StreamStatus
-	61, // 12: riffle.v1.StreamDescriptionSummary.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
-	62, // 13: riffle.v1.StreamDescriptionSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	77, // 12: riffle.v1.StreamDescriptionSummary.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
+	78, // 13: riffle.v1.StreamDescriptionSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
 	9,  // 14: riffle.v1.StreamDescriptionSummary.shard_limits:type_name -> riffle.v1.ShardLimits
 	18, // 15: riffle.v1.DescribeStreamSummaryResponse.stream_description_summary:type_name -> riffle.v1.StreamDescriptionSummary
 	0,  // 16: riffle.v1.StreamSummary.stream_status:type_name -> riffle.v1.StreamStatus
-	61, // 17: riffle.v1.StreamSummary.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
-	62, // 18: riffle.v1.StreamSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	77, // 17: riffle.v1.StreamSummary.stream_mode_details:type_name -> riffle.v1.StreamModeDetails
+	78, // 18: riffle.v1.StreamSummary.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
 	21, // 19: riffle.v1.ListStreamsResponse.stream_summaries:type_name -> riffle.v1.StreamSummary
 	2,  // 20: riffle.v1.ShardFilter.type:type_name -> riffle.v1.ShardFilterType
-	62, // 21: riffle.v1.ShardFilter.timestamp:type_name -> google.protobuf.Timestamp
-	62, // 22: riffle.v1.ListShardsRequest.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	78, // 21: riffle.v1.ShardFilter.timestamp:type_name -> google.protobuf.Timestamp
+	78, // 22: riffle.v1.ListShardsRequest.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
 	23, // 23: riffle.v1.ListShardsRequest.shard_filter:type_name -> riffle.v1.ShardFilter
 	7,  // 24: riffle.v1.ListShardsResponse.shards:type_name -> riffle.v1.Shard
 	3,  // 25: riffle.v1.UpdateShardCountRequest.scaling_type:type_name -> riffle.v1.ScalingType
 	38, // 26: riffle.v1.PutRecordsRequest.records:type_name -> riffle.v1.PutRecordsRequestEntry
 	40, // 27: riffle.v1.PutRecordsResponse.records:type_name -> riffle.v1.PutRecordsResultEntry
 	1,  // 28: riffle.v1.GetShardIteratorRequest.shard_iterator_type:type_name -> riffle.v1.ShardIteratorType
-	62, // 29: riffle.v1.GetShardIteratorRequest.timestamp:type_name -> google.protobuf.Timestamp
-	62, // 30: riffle.v1.Record.approximate_arrival_timestamp:type_name -> google.protobuf.Timestamp
+	78, // 29: riffle.v1.GetShardIteratorRequest.timestamp:type_name -> google.protobuf.Timestamp
+	78, // 30: riffle.v1.Record.approximate_arrival_timestamp:type_name -> google.protobuf.Timestamp
 	44, // 31: riffle.v1.GetRecordsResponse.records:type_name -> riffle.v1.Record
 	8,  // 32: riffle.v1.GetRecordsResponse.child_shards:type_name -> riffle.v1.ChildShard
 	4,  // 33: riffle.v1.Consumer.consumer_status:type_name -> riffle.v1.ConsumerStatus
-	62, // 34: riffle.v1.Consumer.consumer_creation_timestamp:type_name -> google.protobuf.Timestamp
+	78, // 34: riffle.v1.Consumer.consumer_creation_timestamp:type_name -> google.protobuf.Timestamp
 	4,  // 35: riffle.v1.ConsumerDescription.consumer_status:type_name -> riffle.v1.ConsumerStatus
-	62, // 36: riffle.v1.ConsumerDescription.consumer_creation_timestamp:type_name -> google.protobuf.Timestamp
-	47, // 37: riffle.v1.RegisterStreamConsumerResponse.consumer:type_name -> riffle.v1.Consumer
-	48, // 38: riffle.v1.DescribeStreamConsumerResponse.consumer_description:type_name -> riffle.v1.ConsumerDescription
-	62, // 39: riffle.v1.ListStreamConsumersRequest.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
-	47, // 40: riffle.v1.ListStreamConsumersResponse.consumers:type_name -> riffle.v1.Consumer
-	1,  // 41: riffle.v1.StartingPosition.type:type_name -> riffle.v1.ShardIteratorType
-	62, // 42: riffle.v1.StartingPosition.timestamp:type_name -> google.protobuf.Timestamp
-	57, // 43: riffle.v1.SubscribeToShardRequest.starting_position:type_name -> riffle.v1.StartingPosition
-	44, // 44: riffle.v1.SubscribeToShardEvent.records:type_name -> riffle.v1.Record
-	8,  // 45: riffle.v1.SubscribeToShardEvent.child_shards:type_name -> riffle.v1.ChildShard
-	10, // 46: riffle.v1.Streams.CreateStream:input_type -> riffle.v1.CreateStreamRequest
-	12, // 47: riffle.v1.Streams.DeleteStream:input_type -> riffle.v1.DeleteStreamRequest
-	14, // 48: riffle.v1.Streams.DescribeStream:input_type -> riffle.v1.DescribeStreamRequest
-	17, // 49: riffle.v1.Streams.DescribeStreamSummary:input_type -> riffle.v1.DescribeStreamSummaryRequest
-	20, // 50: riffle.v1.Streams.ListStreams:input_type -> riffle.v1.ListStreamsRequest
-	24, // 51: riffle.v1.Streams.ListShards:input_type -> riffle.v1.ListShardsRequest
-	26, // 52: riffle.v1.Streams.IncreaseStreamRetentionPeriod:input_type -> riffle.v1.IncreaseStreamRetentionPeriodRequest
-	28, // 53: riffle.v1.Streams.DecreaseStreamRetentionPeriod:input_type -> riffle.v1.DecreaseStreamRetentionPeriodRequest
-	30, // 54: riffle.v1.Streams.SplitShard:input_type -> riffle.v1.SplitShardRequest
-	32, // 55: riffle.v1.Streams.MergeShards:input_type -> riffle.v1.MergeShardsRequest
-	34, // 56: riffle.v1.Streams.UpdateShardCount:input_type -> riffle.v1.UpdateShardCountRequest
-	63, // 57: riffle.v1.Streams.UpdateStreamMode:input_type -> riffle.v1.UpdateStreamModeRequest
-	36, // 58: riffle.v1.Streams.PutRecord:input_type -> riffle.v1.PutRecordRequest
-	39, // 59: riffle.v1.Streams.PutRecords:input_type -> riffle.v1.PutRecordsRequest
-	42, // 60: riffle.v1.Streams.GetShardIterator:input_type -> riffle.v1.GetShardIteratorRequest
-	45, // 61: riffle.v1.Streams.GetRecords:input_type -> riffle.v1.GetRecordsRequest
-	49, // 62: riffle.v1.Streams.RegisterStreamConsumer:input_type -> riffle.v1.RegisterStreamConsumerRequest
-	51, // 63: riffle.v1.Streams.DeregisterStreamConsumer:input_type -> riffle.v1.DeregisterStreamConsumerRequest
-	53, // 64: riffle.v1.Streams.DescribeStreamConsumer:input_type -> riffle.v1.DescribeStreamConsumerRequest
-	55, // 65: riffle.v1.Streams.ListStreamConsumers:input_type -> riffle.v1.ListStreamConsumersRequest
-	58, // 66: riffle.v1.Streams.SubscribeToShard:input_type -> riffle.v1.SubscribeToShardRequest
-	11, // 67: riffle.v1.Streams.CreateStream:output_type -> riffle.v1.CreateStreamResponse
-	13, // 68: riffle.v1.Streams.DeleteStream:output_type -> riffle.v1.DeleteStreamResponse
-	16, // 69: riffle.v1.Streams.DescribeStream:output_type -> riffle.v1.DescribeStreamResponse
-	19, // 70: riffle.v1.Streams.DescribeStreamSummary:output_type -> riffle.v1.DescribeStreamSummaryResponse
-	22, // 71: riffle.v1.Streams.ListStreams:output_type -> riffle.v1.ListStreamsResponse
-	25, // 72: riffle.v1.Streams.ListShards:output_type -> riffle.v1.ListShardsResponse
-	27, // 73: riffle.v1.Streams.IncreaseStreamRetentionPeriod:output_type -> riffle.v1.IncreaseStreamRetentionPeriodResponse
-	29, // 74: riffle.v1.Streams.DecreaseStreamRetentionPeriod:output_type -> riffle.v1.DecreaseStreamRetentionPeriodResponse
-	31, // 75: riffle.v1.Streams.SplitShard:output_type -> riffle.v1.SplitShardResponse
-	33, // 76: riffle.v1.Streams.MergeShards:output_type -> riffle.v1.MergeShardsResponse
-	35, // 77: riffle.v1.Streams.UpdateShardCount:output_type -> riffle.v1.UpdateShardCountResponse
-	64, // 78: riffle.v1.Streams.UpdateStreamMode:output_type -> riffle.v1.UpdateStreamModeResponse
-	37, // 79: riffle.v1.Streams.PutRecord:output_type -> riffle.v1.PutRecordResponse
-	41, // 80: riffle.v1.Streams.PutRecords:output_type -> riffle.v1.PutRecordsResponse
-	43, // 81: riffle.v1.Streams.GetShardIterator:output_type -> riffle.v1.GetShardIteratorResponse
-	46, // 82: riffle.v1.Streams.GetRecords:output_type -> riffle.v1.GetRecordsResponse
-	50, // 83: riffle.v1.Streams.RegisterStreamConsumer:output_type -> riffle.v1.RegisterStreamConsumerResponse
-	52, // 84: riffle.v1.Streams.DeregisterStreamConsumer:output_type -> riffle.v1.DeregisterStreamConsumerResponse
-	54, // 85: riffle.v1.Streams.DescribeStreamConsumer:output_type -> riffle.v1.DescribeStreamConsumerResponse
-	56, // 86: riffle.v1.Streams.ListStreamConsumers:output_type -> riffle.v1.ListStreamConsumersResponse
-	59, // 87: riffle.v1.Streams.SubscribeToShard:output_type -> riffle.v1.SubscribeToShardEvent
-	67, // [67:88] is the sub-list for method output_type
-	46, // [46:67] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	78, // 36: riffle.v1.ConsumerDescription.consumer_creation_timestamp:type_name -> google.protobuf.Timestamp
+	74, // 37: riffle.v1.RegisterStreamConsumerRequest.tags:type_name -> riffle.v1.RegisterStreamConsumerRequest.TagsEntry
+	47, // 38: riffle.v1.RegisterStreamConsumerResponse.consumer:type_name -> riffle.v1.Consumer
+	48, // 39: riffle.v1.DescribeStreamConsumerResponse.consumer_description:type_name -> riffle.v1.ConsumerDescription
+	78, // 40: riffle.v1.ListStreamConsumersRequest.stream_creation_timestamp:type_name -> google.protobuf.Timestamp
+	47, // 41: riffle.v1.ListStreamConsumersResponse.consumers:type_name -> riffle.v1.Consumer
+	1,  // 42: riffle.v1.StartingPosition.type:type_name -> riffle.v1.ShardIteratorType
+	78, // 43: riffle.v1.StartingPosition.timestamp:type_name -> google.protobuf.Timestamp
+	57, // 44: riffle.v1.SubscribeToShardRequest.starting_position:type_name -> riffle.v1.StartingPosition
+	44, // 45: riffle.v1.SubscribeToShardEvent.records:type_name -> riffle.v1.Record
+	8,  // 46: riffle.v1.SubscribeToShardEvent.child_shards:type_name -> riffle.v1.ChildShard
+	75, // 47: riffle.v1.AddTagsToStreamRequest.tags:type_name -> riffle.v1.AddTagsToStreamRequest.TagsEntry
+	60, // 48: riffle.v1.ListTagsForStreamResponse.tags:type_name -> riffle.v1.Tag
+	76, // 49: riffle.v1.TagResourceRequest.tags:type_name -> riffle.v1.TagResourceRequest.TagsEntry
+	60, // 50: riffle.v1.ListTagsForResourceResponse.tags:type_name -> riffle.v1.Tag
+	10, // 51: riffle.v1.Streams.CreateStream:input_type -> riffle.v1.CreateStreamRequest
+	12, // 52: riffle.v1.Streams.DeleteStream:input_type -> riffle.v1.DeleteStreamRequest
+	14, // 53: riffle.v1.Streams.DescribeStream:input_type -> riffle.v1.DescribeStreamRequest
+	17, // 54: riffle.v1.Streams.DescribeStreamSummary:input_type -> riffle.v1.DescribeStreamSummaryRequest
+	20, // 55: riffle.v1.Streams.ListStreams:input_type -> riffle.v1.ListStreamsRequest
+	24, // 56: riffle.v1.Streams.ListShards:input_type -> riffle.v1.ListShardsRequest
+	26, // 57: riffle.v1.Streams.IncreaseStreamRetentionPeriod:input_type -> riffle.v1.IncreaseStreamRetentionPeriodRequest
+	28, // 58: riffle.v1.Streams.DecreaseStreamRetentionPeriod:input_type -> riffle.v1.DecreaseStreamRetentionPeriodRequest
+	30, // 59: riffle.v1.Streams.SplitShard:input_type -> riffle.v1.SplitShardRequest
+	32, // 60: riffle.v1.Streams.MergeShards:input_type -> riffle.v1.MergeShardsRequest
+	34, // 61: riffle.v1.Streams.UpdateShardCount:input_type -> riffle.v1.UpdateShardCountRequest
+	79, // 62: riffle.v1.Streams.UpdateStreamMode:input_type -> riffle.v1.UpdateStreamModeRequest
+	61, // 63: riffle.v1.Streams.AddTagsToStream:input_type -> riffle.v1.AddTagsToStreamRequest
+	63, // 64: riffle.v1.Streams.RemoveTagsFromStream:input_type -> riffle.v1.RemoveTagsFromStreamRequest
+	65, // 65: riffle.v1.Streams.ListTagsForStream:input_type -> riffle.v1.ListTagsForStreamRequest
+	67, // 66: riffle.v1.Streams.TagResource:input_type -> riffle.v1.TagResourceRequest
+	69, // 67: riffle.v1.Streams.UntagResource:input_type -> riffle.v1.UntagResourceRequest
+	71, // 68: riffle.v1.Streams.ListTagsForResource:input_type -> riffle.v1.ListTagsForResourceRequest
+	36, // 69: riffle.v1.Streams.PutRecord:input_type -> riffle.v1.PutRecordRequest
+	39, // 70: riffle.v1.Streams.PutRecords:input_type -> riffle.v1.PutRecordsRequest
+	42, // 71: riffle.v1.Streams.GetShardIterator:input_type -> riffle.v1.GetShardIteratorRequest
+	45, // 72: riffle.v1.Streams.GetRecords:input_type -> riffle.v1.GetRecordsRequest
+	49, // 73: riffle.v1.Streams.RegisterStreamConsumer:input_type -> riffle.v1.RegisterStreamConsumerRequest
+	51, // 74: riffle.v1.Streams.DeregisterStreamConsumer:input_type -> riffle.v1.DeregisterStreamConsumerRequest
+	53, // 75: riffle.v1.Streams.DescribeStreamConsumer:input_type -> riffle.v1.DescribeStreamConsumerRequest
+	55, // 76: riffle.v1.Streams.ListStreamConsumers:input_type -> riffle.v1.ListStreamConsumersRequest
+	58, // 77: riffle.v1.Streams.SubscribeToShard:input_type -> riffle.v1.SubscribeToShardRequest
+	11, // 78: riffle.v1.Streams.CreateStream:output_type -> riffle.v1.CreateStreamResponse
+	13, // 79: riffle.v1.Streams.DeleteStream:output_type -> riffle.v1.DeleteStreamResponse
+	16, // 80: riffle.v1.Streams.DescribeStream:output_type -> riffle.v1.DescribeStreamResponse
+	19, // 81: riffle.v1.Streams.DescribeStreamSummary:output_type -> riffle.v1.DescribeStreamSummaryResponse
+	22, // 82: riffle.v1.Streams.ListStreams:output_type -> riffle.v1.ListStreamsResponse
+	25, // 83: riffle.v1.Streams.ListShards:output_type -> riffle.v1.ListShardsResponse
+	27, // 84: riffle.v1.Streams.IncreaseStreamRetentionPeriod:output_type -> riffle.v1.IncreaseStreamRetentionPeriodResponse
+	29, // 85: riffle.v1.Streams.DecreaseStreamRetentionPeriod:output_type -> riffle.v1.DecreaseStreamRetentionPeriodResponse
+	31, // 86: riffle.v1.Streams.SplitShard:output_type -> riffle.v1.SplitShardResponse
+	33, // 87: riffle.v1.Streams.MergeShards:output_type -> riffle.v1.MergeShardsResponse
+	35, // 88: riffle.v1.Streams.UpdateShardCount:output_type -> riffle.v1.UpdateShardCountResponse
+	80, // 89: riffle.v1.Streams.UpdateStreamMode:output_type -> riffle.v1.UpdateStreamModeResponse
+	62, // 90: riffle.v1.Streams.AddTagsToStream:output_type -> riffle.v1.AddTagsToStreamResponse
+	64, // 91: riffle.v1.Streams.RemoveTagsFromStream:output_type -> riffle.v1.RemoveTagsFromStreamResponse
+	66, // 92: riffle.v1.Streams.ListTagsForStream:output_type -> riffle.v1.ListTagsForStreamResponse
+	68, // 93: riffle.v1.Streams.TagResource:output_type -> riffle.v1.TagResourceResponse
+	70, // 94: riffle.v1.Streams.UntagResource:output_type -> riffle.v1.UntagResourceResponse
+	72, // 95: riffle.v1.Streams.ListTagsForResource:output_type -> riffle.v1.ListTagsForResourceResponse
+	37, // 96: riffle.v1.Streams.PutRecord:output_type -> riffle.v1.PutRecordResponse
+	41, // 97: riffle.v1.Streams.PutRecords:output_type -> riffle.v1.PutRecordsResponse
+	43, // 98: riffle.v1.Streams.GetShardIterator:output_type -> riffle.v1.GetShardIteratorResponse
+	46, // 99: riffle.v1.Streams.GetRecords:output_type -> riffle.v1.GetRecordsResponse
+	50, // 100: riffle.v1.Streams.RegisterStreamConsumer:output_type -> riffle.v1.RegisterStreamConsumerResponse
+	52, // 101: riffle.v1.Streams.DeregisterStreamConsumer:output_type -> riffle.v1.DeregisterStreamConsumerResponse
+	54, // 102: riffle.v1.Streams.DescribeStreamConsumer:output_type -> riffle.v1.DescribeStreamConsumerResponse
+	56, // 103: riffle.v1.Streams.ListStreamConsumers:output_type -> riffle.v1.ListStreamConsumersResponse
+	59, // 104: riffle.v1.Streams.SubscribeToShard:output_type -> riffle.v1.SubscribeToShardEvent
+	78, // [78:105] is the sub-list for method output_type
+	51, // [51:78] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_riffle_v1_streams_proto_init() }
@@ -4284,7 +5014,7 @@ func file_riffle_v1_streams_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_riffle_v1_streams_proto_rawDesc), len(file_riffle_v1_streams_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   56,
+			NumMessages:   72,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,6 +41,12 @@ const (
 	Streams_MergeShards_FullMethodName                   = "/riffle.v1.Streams/MergeShards"
 	Streams_UpdateShardCount_FullMethodName              = "/riffle.v1.Streams/UpdateShardCount"
 	Streams_UpdateStreamMode_FullMethodName              = "/riffle.v1.Streams/UpdateStreamMode"
+	Streams_AddTagsToStream_FullMethodName               = "/riffle.v1.Streams/AddTagsToStream"
+	Streams_RemoveTagsFromStream_FullMethodName          = "/riffle.v1.Streams/RemoveTagsFromStream"
+	Streams_ListTagsForStream_FullMethodName             = "/riffle.v1.Streams/ListTagsForStream"
+	Streams_TagResource_FullMethodName                   = "/riffle.v1.Streams/TagResource"
+	Streams_UntagResource_FullMethodName                 = "/riffle.v1.Streams/UntagResource"
+	Streams_ListTagsForResource_FullMethodName           = "/riffle.v1.Streams/ListTagsForResource"
 	Streams_PutRecord_FullMethodName                     = "/riffle.v1.Streams/PutRecord"
 	Streams_PutRecords_FullMethodName                    = "/riffle.v1.Streams/PutRecords"
 	Streams_GetShardIterator_FullMethodName              = "/riffle.v1.Streams/GetShardIterator"
@@ -74,6 +80,16 @@ type StreamsClient interface {
 	MergeShards(ctx context.Context, in *MergeShardsRequest, opts ...grpc.CallOption) (*MergeShardsResponse, error)
 	UpdateShardCount(ctx context.Context, in *UpdateShardCountRequest, opts ...grpc.CallOption) (*UpdateShardCountResponse, error)
 	UpdateStreamMode(ctx context.Context, in *UpdateStreamModeRequest, opts ...grpc.CallOption) (*UpdateStreamModeResponse, error)
+	// Tags on streams and consumers: at most 50 a resource, keys of 1 to 128
+	// characters not starting with "aws:", values of up to 256. The *Stream
+	// calls name a stream (at most 10 tags or keys a call, as in Kinesis);
+	// the *Resource calls take a stream or consumer ARN (at most 50).
+	AddTagsToStream(ctx context.Context, in *AddTagsToStreamRequest, opts ...grpc.CallOption) (*AddTagsToStreamResponse, error)
+	RemoveTagsFromStream(ctx context.Context, in *RemoveTagsFromStreamRequest, opts ...grpc.CallOption) (*RemoveTagsFromStreamResponse, error)
+	ListTagsForStream(ctx context.Context, in *ListTagsForStreamRequest, opts ...grpc.CallOption) (*ListTagsForStreamResponse, error)
+	TagResource(ctx context.Context, in *TagResourceRequest, opts ...grpc.CallOption) (*TagResourceResponse, error)
+	UntagResource(ctx context.Context, in *UntagResourceRequest, opts ...grpc.CallOption) (*UntagResourceResponse, error)
+	ListTagsForResource(ctx context.Context, in *ListTagsForResourceRequest, opts ...grpc.CallOption) (*ListTagsForResourceResponse, error)
 	PutRecord(ctx context.Context, in *PutRecordRequest, opts ...grpc.CallOption) (*PutRecordResponse, error)
 	PutRecords(ctx context.Context, in *PutRecordsRequest, opts ...grpc.CallOption) (*PutRecordsResponse, error)
 	GetShardIterator(ctx context.Context, in *GetShardIteratorRequest, opts ...grpc.CallOption) (*GetShardIteratorResponse, error)
@@ -220,6 +236,66 @@ func (c *streamsClient) UpdateStreamMode(ctx context.Context, in *UpdateStreamMo
 	return out, nil
 }
 
+func (c *streamsClient) AddTagsToStream(ctx context.Context, in *AddTagsToStreamRequest, opts ...grpc.CallOption) (*AddTagsToStreamResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddTagsToStreamResponse)
+	err := c.cc.Invoke(ctx, Streams_AddTagsToStream_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamsClient) RemoveTagsFromStream(ctx context.Context, in *RemoveTagsFromStreamRequest, opts ...grpc.CallOption) (*RemoveTagsFromStreamResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveTagsFromStreamResponse)
+	err := c.cc.Invoke(ctx, Streams_RemoveTagsFromStream_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamsClient) ListTagsForStream(ctx context.Context, in *ListTagsForStreamRequest, opts ...grpc.CallOption) (*ListTagsForStreamResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTagsForStreamResponse)
+	err := c.cc.Invoke(ctx, Streams_ListTagsForStream_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamsClient) TagResource(ctx context.Context, in *TagResourceRequest, opts ...grpc.CallOption) (*TagResourceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TagResourceResponse)
+	err := c.cc.Invoke(ctx, Streams_TagResource_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamsClient) UntagResource(ctx context.Context, in *UntagResourceRequest, opts ...grpc.CallOption) (*UntagResourceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UntagResourceResponse)
+	err := c.cc.Invoke(ctx, Streams_UntagResource_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamsClient) ListTagsForResource(ctx context.Context, in *ListTagsForResourceRequest, opts ...grpc.CallOption) (*ListTagsForResourceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTagsForResourceResponse)
+	err := c.cc.Invoke(ctx, Streams_ListTagsForResource_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *streamsClient) PutRecord(ctx context.Context, in *PutRecordRequest, opts ...grpc.CallOption) (*PutRecordResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PutRecordResponse)
@@ -341,6 +417,16 @@ type StreamsServer interface {
 	MergeShards(context.Context, *MergeShardsRequest) (*MergeShardsResponse, error)
 	UpdateShardCount(context.Context, *UpdateShardCountRequest) (*UpdateShardCountResponse, error)
 	UpdateStreamMode(context.Context, *UpdateStreamModeRequest) (*UpdateStreamModeResponse, error)
+	// Tags on streams and consumers: at most 50 a resource, keys of 1 to 128
+	// characters not starting with "aws:", values of up to 256. The *Stream
+	// calls name a stream (at most 10 tags or keys a call, as in Kinesis);
+	// the *Resource calls take a stream or consumer ARN (at most 50).
+	AddTagsToStream(context.Context, *AddTagsToStreamRequest) (*AddTagsToStreamResponse, error)
+	RemoveTagsFromStream(context.Context, *RemoveTagsFromStreamRequest) (*RemoveTagsFromStreamResponse, error)
+	ListTagsForStream(context.Context, *ListTagsForStreamRequest) (*ListTagsForStreamResponse, error)
+	TagResource(context.Context, *TagResourceRequest) (*TagResourceResponse, error)
+	UntagResource(context.Context, *UntagResourceRequest) (*UntagResourceResponse, error)
+	ListTagsForResource(context.Context, *ListTagsForResourceRequest) (*ListTagsForResourceResponse, error)
 	PutRecord(context.Context, *PutRecordRequest) (*PutRecordResponse, error)
 	PutRecords(context.Context, *PutRecordsRequest) (*PutRecordsResponse, error)
 	GetShardIterator(context.Context, *GetShardIteratorRequest) (*GetShardIteratorResponse, error)
@@ -402,6 +488,24 @@ func (UnimplementedStreamsServer) UpdateShardCount(context.Context, *UpdateShard
 }
 func (UnimplementedStreamsServer) UpdateStreamMode(context.Context, *UpdateStreamModeRequest) (*UpdateStreamModeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateStreamMode not implemented")
+}
+func (UnimplementedStreamsServer) AddTagsToStream(context.Context, *AddTagsToStreamRequest) (*AddTagsToStreamResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddTagsToStream not implemented")
+}
+func (UnimplementedStreamsServer) RemoveTagsFromStream(context.Context, *RemoveTagsFromStreamRequest) (*RemoveTagsFromStreamResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveTagsFromStream not implemented")
+}
+func (UnimplementedStreamsServer) ListTagsForStream(context.Context, *ListTagsForStreamRequest) (*ListTagsForStreamResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTagsForStream not implemented")
+}
+func (UnimplementedStreamsServer) TagResource(context.Context, *TagResourceRequest) (*TagResourceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TagResource not implemented")
+}
+func (UnimplementedStreamsServer) UntagResource(context.Context, *UntagResourceRequest) (*UntagResourceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UntagResource not implemented")
+}
+func (UnimplementedStreamsServer) ListTagsForResource(context.Context, *ListTagsForResourceRequest) (*ListTagsForResourceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTagsForResource not implemented")
 }
 func (UnimplementedStreamsServer) PutRecord(context.Context, *PutRecordRequest) (*PutRecordResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PutRecord not implemented")
@@ -667,6 +771,114 @@ func _Streams_UpdateStreamMode_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Streams_AddTagsToStream_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddTagsToStreamRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).AddTagsToStream(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_AddTagsToStream_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).AddTagsToStream(ctx, req.(*AddTagsToStreamRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Streams_RemoveTagsFromStream_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveTagsFromStreamRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).RemoveTagsFromStream(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_RemoveTagsFromStream_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).RemoveTagsFromStream(ctx, req.(*RemoveTagsFromStreamRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Streams_ListTagsForStream_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTagsForStreamRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).ListTagsForStream(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_ListTagsForStream_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).ListTagsForStream(ctx, req.(*ListTagsForStreamRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Streams_TagResource_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TagResourceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).TagResource(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_TagResource_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).TagResource(ctx, req.(*TagResourceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Streams_UntagResource_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UntagResourceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).UntagResource(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_UntagResource_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).UntagResource(ctx, req.(*UntagResourceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Streams_ListTagsForResource_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTagsForResourceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).ListTagsForResource(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_ListTagsForResource_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).ListTagsForResource(ctx, req.(*ListTagsForResourceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Streams_PutRecord_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(PutRecordRequest)
 	if err := dec(in); err != nil {
@@ -876,6 +1088,30 @@ var Streams_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateStreamMode",
 			Handler:    _Streams_UpdateStreamMode_Handler,
+		},
+		{
+			MethodName: "AddTagsToStream",
+			Handler:    _Streams_AddTagsToStream_Handler,
+		},
+		{
+			MethodName: "RemoveTagsFromStream",
+			Handler:    _Streams_RemoveTagsFromStream_Handler,
+		},
+		{
+			MethodName: "ListTagsForStream",
+			Handler:    _Streams_ListTagsForStream_Handler,
+		},
+		{
+			MethodName: "TagResource",
+			Handler:    _Streams_TagResource_Handler,
+		},
+		{
+			MethodName: "UntagResource",
+			Handler:    _Streams_UntagResource_Handler,
+		},
+		{
+			MethodName: "ListTagsForResource",
+			Handler:    _Streams_ListTagsForResource_Handler,
 		},
 		{
 			MethodName: "PutRecord",

@@ -100,6 +100,13 @@ def main():
     except k.exceptions.ResourceInUseException:
         pass
 
+    client(1).add_tags_to_stream(StreamName=STREAM, Tags={"team": "data", "env": "ci"})
+    client(2).remove_tags_from_stream(StreamName=STREAM, TagKeys=["env"])
+    tags = client(0).list_tags_for_stream(StreamName=STREAM)["Tags"]
+    if tags != [{"Key": "team", "Value": "data"}]:
+        fail("tags %r" % tags)
+    step("tags added, removed and listed")
+
     written = {}
     for i in range(20):
         data = ("put-%d" % i).encode() + bytes([0, 255])
