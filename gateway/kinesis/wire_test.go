@@ -395,3 +395,20 @@ func FuzzJSONMatchesEncodingJSON(f *testing.F) {
 		}
 	})
 }
+
+// TestJSONStringsRoundTrip: what encodeJSON quotes, encoding/json reads
+// back as written (invalid UTF-8 as U+FFFD, as encoding/json writes it).
+func TestJSONStringsRoundTrip(t *testing.T) {
+	for _, s := range []string{"", `quote " and \ backslash`, "tab\tnl\n\x00\x1f", "é 日本 😀", "\u2028", "bad \xff utf8"} {
+		var back map[string]string
+		if err := json.Unmarshal(encodeJSON(map[string]any{"k": s}), &back); err != nil {
+			t.Fatalf("%q: %v", s, err)
+		}
+		want, _ := json.Marshal(s)
+		var wantBack string
+		json.Unmarshal(want, &wantBack)
+		if back["k"] != wantBack {
+			t.Errorf("%q came back as %q, encoding/json gives %q", s, back["k"], wantBack)
+		}
+	}
+}
